@@ -1,0 +1,134 @@
+"""The control tick: the body of the fixed-rate timer interrupt, wiring only.
+
+    hal.adc_read(raw) -> scale to Q12 pu -> pll.step -> protect_fast.check
+      -> current.step -> svpwm.modulate -> hal.pwm_set(duties) | hal.pwm_off()
+    then tick count, cost and overrun counters into STATS.
+
+ADC channels, in this order on every board: VA, VB, VC (phase-to-neutral voltages),
+IA, IB, IC (phase currents, positive into the converter), VDC (DC link). Scaling per
+channel: ``q12 = ((raw - offset) * gain_q14) >> 14`` with offset and gain from the board
+data; ``|raw - offset| * gain_q14 < 2**30`` is checked at boot.
+
+The HAL handed to ``make_tick`` provides ``adc_read(raw)``, ``pwm_set(pw)``,
+``pwm_off()``, ``ticks_us()`` and ``ticks_diff(a, b)``; nothing here reads a clock or a
+pin any other way.
+
+Context: the function returned by ``make_tick`` runs in the timer interrupt (hard where
+the port allows): it allocates nothing, uses no floats, and never lets an exception
+escape (a hard IRQ that raises is disabled for good; here the PWM goes off instead).
+``Control`` and ``make_tick`` run at boot.
+"""
+
+from array import array
+
+import micropython
+from micropython import const
+
+import current
+import pll
+import protect_fast
+import svpwm
+
+VA = const(0)
+VB = const(1)
+VC = const(2)
+IA = const(3)
+IB = const(4)
+IC = const(5)
+VDC = const(6)
+CHANNELS = const(7)
+
+# STATS words (tick -> supervisor)
+COUNT = const(0)  # ticks since start, modulo 2**30 (the tick heartbeat)
+COST_US = const(1)  # run time of the last tick
+COST_MAX_US = const(2)
+OVERRUNS = const(3)  # ticks that took longer than the period
+PERIOD_US = const(4)
+STATE = const(5)  # 0 idle (PWM off, not enabled), 1 switching, else the latched fault code
+ERRORS = const(6)  # exceptions caught inside the tick (each one turned the PWM off)
+STATS_WORDS = const(8)
+_COUNT_MASK = const(0x3FFFFFFF)
+
+
+class Control:
+    """Every preallocated array the tick touches, built once at boot."""
+
+    def __init__(self, tick_hz, f_nom_hz, cal_offsets, cal_gains_q14, pwm_period,
+                 pwm_d_min, cc_params, prot_params):
+        if len(cal_offsets) != CHANNELS or len(cal_gains_q14) != CHANNELS:
+            raise ValueError("ADC calibration needs %d offsets and gains" % CHANNELS)
+        self.tick_hz = tick_hz
+        self.raw = array("i", bytes(4 * CHANNELS))
+        self.cal = array("i", list(cal_offsets) + list(cal_gains_q14))
+        self.pll = pll.new_state()
+        pll.init(self.pll, tick_hz, f_nom_hz)
+        self.cc = current.new_state()
+        current.init(self.cc, *cc_params)
+        self.prot = protect_fast.new_state()
+        protect_fast.init(self.prot, *prot_params)
+        self.pw = svpwm.new_state()
+        svpwm.init(self.pw, pwm_period, pwm_d_min)
+        self.stats = array("i", bytes(4 * STATS_WORDS))
+        self.stats[PERIOD_US] = 1000000 // tick_hz
+
+
+@micropython.viper
+def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: ptr32) -> int:
+    """Everything between the ADC and the PWM for one tick. Returns 0 to switch with
+    the new duties, -1 to keep the PWM off (not enabled), or the latched fault code.
+    Context: tick."""
+    va = ((raw[0] - cal[0]) * cal[7]) >> 14
+    vb = ((raw[1] - cal[1]) * cal[8]) >> 14
+    vc = ((raw[2] - cal[2]) * cal[9]) >> 14
+    ia = ((raw[3] - cal[3]) * cal[10]) >> 14
+    ib = ((raw[4] - cal[4]) * cal[11]) >> 14
+    ic = ((raw[5] - cal[5]) * cal[12]) >> 14
+    v_dc = ((raw[6] - cal[6]) * cal[13]) >> 14
+    pll.step(pll_st, va, vb, vc)
+    code = int(protect_fast.check(prot, ia, ib, ic, v_dc))
+    if code != 0:
+        cc[10] = 0  # current.ENABLE: a trip disables the controller until re-enabled
+    current.step(cc, pll_st, va, vb, vc, ia, ib, ic)
+    if code != 0:
+        return code
+    if cc[10] == 0:
+        return -1
+    svpwm.modulate(cc, pll_st, pw, v_dc)
+    return 0
+
+
+def make_tick(hal, ctl):
+    """Bind the HAL and the arrays into the interrupt handler ``tick(arg)``. Context: boot,
+    before the timer starts (ISR rule: create every object the handler needs first)."""
+    raw, cal, pll_st, cc, prot, pw, stats = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot,
+                                             ctl.pw, ctl.stats)
+    adc_read = hal.adc_read
+    pwm_set = hal.pwm_set
+    pwm_off = hal.pwm_off
+    ticks_us = hal.ticks_us
+    ticks_diff = hal.ticks_diff
+    run = compute
+
+    def tick(_arg=None):
+        t0 = ticks_us()
+        try:
+            adc_read(raw)
+            state = run(raw, cal, pll_st, cc, prot, pw)
+            if state == 0:
+                pwm_set(pw)
+                stats[STATE] = 1
+            else:
+                pwm_off()
+                stats[STATE] = state if state > 0 else 0
+        except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
+            pwm_off()
+            stats[ERRORS] += 1
+        cost = ticks_diff(ticks_us(), t0)
+        stats[COST_US] = cost
+        if cost > stats[COST_MAX_US]:
+            stats[COST_MAX_US] = cost
+        if cost > stats[PERIOD_US]:
+            stats[OVERRUNS] += 1
+        stats[COUNT] = (stats[COUNT] + 1) & _COUNT_MASK
+
+    return tick

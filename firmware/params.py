@@ -99,8 +99,9 @@ def _cross_checks(held):
     if held["f_nom_hz"] not in (50, 60):
         errors.append("key 'f_nom_hz': value %d not allowed; allowed 50 or 60 Hz"
                       % held["f_nom_hz"])
-    if held["oc_trip_pu"] <= held["i_max_pu"]:
-        errors.append("key 'oc_trip_pu': value %.2f must exceed i_max_pu %.2f"
+    # the trip must sit above the controlled peak plus ripple and transients: 0.2 pu
+    if held["oc_trip_pu"] < held["i_max_pu"] + 20:
+        errors.append("key 'oc_trip_pu': value %.2f must exceed i_max_pu %.2f by 0.20 pu"
                       % (held["oc_trip_pu"] / 100, held["i_max_pu"] / 100))
     return errors
 

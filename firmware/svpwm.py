@@ -26,6 +26,7 @@ from micropython import const
 _BIAS = const(1 << 29)  # current.U_D_B / U_Q_B bias
 _SIN_BIAS = const(16384)  # pll COS_B / SIN_B bias
 _VDC_MIN_Q12 = const(2048)  # 0.5 pu: below it duties are computed as if v_dc were 0.5 pu
+_VDC_MAX_Q12 = const(16384)  # 4 pu: the ADC range
 
 PERIOD = const(0)  # PWM period, counts (board data), 16 .. 16384
 D_MIN = const(1)  # dead time + minimum on-time, counts
@@ -86,13 +87,31 @@ def modulate(cc: ptr32, pll_st: ptr32, pw: ptr32, v_dc: int):
     v0 = (mx + mn) >> 1
     if v_dc < _VDC_MIN_Q12:
         v_dc = _VDC_MIN_Q12
+    elif v_dc > _VDC_MAX_Q12:
+        v_dc = _VDC_MAX_Q12
     period = pw[PERIOD]
     lo = pw[D_MIN]
     hi = period - lo
     half = period >> 1
     scale = (period << 14) // v_dc  # counts per Q12 unit, Q14
+    # Beyond +/-v_dc a leg is clamped anyway; limiting first keeps the product < 2**28.
     sat = 0
-    t = half + (((ua - v0) * scale) >> 14)
+    ua -= v0
+    ub -= v0
+    uc -= v0
+    if ua > v_dc:
+        ua = v_dc
+    elif ua < -v_dc:
+        ua = -v_dc
+    if ub > v_dc:
+        ub = v_dc
+    elif ub < -v_dc:
+        ub = -v_dc
+    if uc > v_dc:
+        uc = v_dc
+    elif uc < -v_dc:
+        uc = -v_dc
+    t = half + ((ua * scale) >> 14)
     if t < lo:
         t = lo
         sat = 1
@@ -100,7 +119,7 @@ def modulate(cc: ptr32, pll_st: ptr32, pw: ptr32, v_dc: int):
         t = hi
         sat = 1
     pw[DUTY_A] = t
-    t = half + (((ub - v0) * scale) >> 14)
+    t = half + ((ub * scale) >> 14)
     if t < lo:
         t = lo
         sat = 1
@@ -108,7 +127,7 @@ def modulate(cc: ptr32, pll_st: ptr32, pw: ptr32, v_dc: int):
         t = hi
         sat = 1
     pw[DUTY_B] = t
-    t = half + (((uc - v0) * scale) >> 14)
+    t = half + ((uc * scale) >> 14)
     if t < lo:
         t = lo
         sat = 1

@@ -7,7 +7,8 @@
 ADC channels, in this order on every board: VA, VB, VC (phase-to-neutral voltages),
 IA, IB, IC (phase currents, positive into the converter), VDC (DC link). Scaling per
 channel: ``q12 = ((raw - offset) * gain_q14) >> 14`` with offset and gain from the board
-data; ``|raw - offset| * gain_q14 < 2**30`` is checked at boot.
+data; raw words are 16-bit (0..65535) and ``Control`` refuses calibrations that would map
+them outside +/-4 pu (+/-16384), the input range of every hot path.
 
 The HAL handed to ``make_tick`` provides ``adc_read(raw)``, ``pwm_set(pw)``,
 ``pwm_off()``, ``ticks_us()`` and ``ticks_diff(a, b)``; nothing here reads a clock or a
@@ -37,6 +38,8 @@ IB = const(4)
 IC = const(5)
 VDC = const(6)
 CHANNELS = const(7)
+ADC_MAX = const(65535)  # HALs deliver 16-bit words (read_u16 scale)
+PU4_Q12 = const(16384)
 
 # STATS words (tick -> supervisor)
 COUNT = const(0)  # ticks since start, modulo 2**30 (the tick heartbeat)
@@ -57,6 +60,13 @@ class Control:
                  pwm_d_min, cc_params, prot_params):
         if len(cal_offsets) != CHANNELS or len(cal_gains_q14) != CHANNELS:
             raise ValueError("ADC calibration needs %d offsets and gains" % CHANNELS)
+        for ch in range(CHANNELS):
+            off, gain = cal_offsets[ch], cal_gains_q14[ch]
+            # 16-bit ADC words must map inside +/-4 pu (the hot paths' input range)
+            if not (0 <= off <= ADC_MAX and 0 < gain
+                    and max(off, ADC_MAX - off) * gain <= PU4_Q12 << 14):
+                raise ValueError("ADC channel %d: offset %d, gain_q14 %d map 0..%d outside "
+                                 "+/-4 pu" % (ch, off, gain, ADC_MAX))
         self.tick_hz = tick_hz
         self.raw = array("i", bytes(4 * CHANNELS))
         self.cal = array("i", list(cal_offsets) + list(cal_gains_q14))

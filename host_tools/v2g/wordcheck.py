@@ -265,6 +265,17 @@ class Ptr:
     def same_width(self):
         return self.itemsize * 8 == self.width
 
+    # A ptr handed on to a function outside the instrumented module (another firmware
+    # module's viper step, checked on its own) behaves as the buffer it points at.
+    def __getitem__(self, i):
+        return self.obj[i]
+
+    def __setitem__(self, i, v):
+        self.obj[i] = v
+
+    def __len__(self):
+        return len(self.obj)
+
 
 def _ucode(nbytes):
     for code in "BHILQ":

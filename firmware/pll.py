@@ -175,21 +175,23 @@ def step(st: ptr32, va: int, vb: int, vc: int):
         vc = _V_MAX_Q12
     elif vc < -_V_MAX_Q12:
         vc = -_V_MAX_Q12
-    # Clarke (amplitude invariant): 10923 = 2**15 / 3, 18919 = 2**15 / sqrt(3)
-    al = ((va + va - vb - vc) * 10923) >> 15
-    be = ((vb - vc) * 18919) >> 15
+    # Clarke (amplitude invariant): 10923 = 2**15 / 3, 18919 = 2**15 / sqrt(3).
+    # Rounded, not floored: a floor's -0.5 LSB is a DC offset in alpha/beta, which the
+    # half-period window cannot cancel (it shows as a ripple at the grid frequency).
+    al = ((va + va - vb - vc) * 10923 + 16384) >> 15
+    be = ((vb - vc) * 18919 + 16384) >> 15
 
     # Park into the reference frame; sin/cos by table + linear interpolation (Q14).
     th_r = st[_TH_R]
     k = th_r >> _SIN_IDX_SHIFT
     s0 = tab[k]
-    sn = s0 + (((tab[k + 1] - s0) * ((th_r >> 4) & 0x7FFF)) >> 15) - _SIN_BIAS
+    sn = s0 + (((tab[k + 1] - s0) * ((th_r >> 4) & 0x7FFF) + 16384) >> 15) - _SIN_BIAS
     t = (th_r + _QUARTER28) & _MASK28
     k = t >> _SIN_IDX_SHIFT
     s0 = tab[k]
-    cs = s0 + (((tab[k + 1] - s0) * ((t >> 4) & 0x7FFF)) >> 15) - _SIN_BIAS
-    d = (al * cs + be * sn) >> 14
-    q = (be * cs - al * sn) >> 14
+    cs = s0 + (((tab[k + 1] - s0) * ((t >> 4) & 0x7FFF) + 16384) >> 15) - _SIN_BIAS
+    d = (al * cs + be * sn + 8192) >> 14
+    q = (be * cs - al * sn + 8192) >> 14
 
     # Half-period moving average, frequency adaptive.
     pos = (st[_POS] + 1) & _RING_MASK

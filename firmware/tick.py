@@ -29,6 +29,10 @@ import current
 import pll
 import protect_fast
 import svpwm
+from current import step as _current_step
+from pll import step as _pll_step
+from protect_fast import check as _protect_check
+from svpwm import modulate as _modulate
 
 VA = const(0)
 VB = const(1)
@@ -83,10 +87,11 @@ class Control:
 
 
 @micropython.viper
-def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: ptr32) -> int:
+def compute(raw: ptr32, cal: ptr32, pll_st, cc: ptr32, prot, pw) -> int:
     """Everything between the ADC and the PWM for one tick. Returns 0 to switch with
     the new duties, -1 to keep the PWM off (not enabled), or the latched fault code.
-    Context: tick."""
+    ``pll_st``, ``prot`` and ``pw`` are only handed on, so they stay objects here (a
+    ptr32 cast costs a buffer-protocol call). Context: tick."""
     va = ((raw[0] - cal[0]) * cal[7]) >> 14
     vb = ((raw[1] - cal[1]) * cal[8]) >> 14
     vc = ((raw[2] - cal[2]) * cal[9]) >> 14
@@ -94,51 +99,65 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     ib = ((raw[4] - cal[4]) * cal[11]) >> 14
     ic = ((raw[5] - cal[5]) * cal[12]) >> 14
     v_dc = ((raw[6] - cal[6]) * cal[13]) >> 14
-    pll.step(pll_st, va, vb, vc)
-    code = int(protect_fast.check(prot, ia, ib, ic, v_dc))
+    _pll_step(pll_st, va, vb, vc)
+    code = int(_protect_check(prot, ia, ib, ic, v_dc))
     if code != 0:
         cc[10] = 0  # current.ENABLE: a trip disables the controller until re-enabled
-    current.step(cc, pll_st, va, vb, vc, ia, ib, ic)
+    _current_step(cc, pll_st, va, vb, vc, ia, ib, ic)
     if code != 0:
         return code
     if cc[10] == 0:
         return -1
-    svpwm.modulate(cc, pll_st, pw, v_dc)
+    _modulate(cc, pll_st, pw, v_dc)
     return 0
+
+
+@micropython.viper
+def _run(ctx) -> int:
+    """The interrupt body: ``ctx`` is the tuple ``make_tick`` built. Viper, so its frame
+    lives on the C stack (a bytecode body this size would take its frame from the heap
+    whenever the heap is unlocked). Returns the STATE word. Context: tick."""
+    stats = ptr32(ctx[6])
+    hal_ticks_us = ctx[11]
+    t0 = int(hal_ticks_us())
+    state = 0
+    try:
+        ctx[7](ctx[0])  # hal.adc_read(raw)
+        state = int(compute(ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5]))
+        if state == 0:
+            ctx[8](ctx[5])  # hal.pwm_set(pw)
+            stats[STATE] = 1
+        else:
+            ctx[9]()  # hal.pwm_off()
+            if state > 0:
+                stats[STATE] = state
+            else:
+                stats[STATE] = 0
+    except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
+        ctx[9]()
+        stats[ERRORS] = stats[ERRORS] + 1
+    cost = int(ctx[12](int(hal_ticks_us()), t0))  # hal.ticks_diff
+    stats[COST_US] = cost
+    if cost > stats[COST_MAX_US]:
+        stats[COST_MAX_US] = cost
+    if cost > stats[PERIOD_US]:
+        stats[OVERRUNS] = stats[OVERRUNS] + 1
+    stats[COUNT] = (stats[COUNT] + 1) & _COUNT_MASK
+    return state
 
 
 def make_tick(hal, ctl):
     """Bind the HAL and the arrays into the interrupt handler ``tick(arg)``. Context: boot,
-    before the timer starts (ISR rule: create every object the handler needs first)."""
-    raw, cal, pll_st, cc, prot, pw, stats = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot,
-                                             ctl.pw, ctl.stats)
-    adc_read = hal.adc_read
-    pwm_set = hal.pwm_set
-    pwm_off = hal.pwm_off
-    ticks_us = hal.ticks_us
-    ticks_diff = hal.ticks_diff
-    run = compute
+    before the timer starts (ISR rule: create every object the handler needs first).
+
+    The handler closes over two names only: MicroPython builds a heap array for a
+    closure call with more than a handful of closed-over names plus arguments, which
+    would allocate on every tick."""
+    ctx = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.stats,
+           hal.adc_read, hal.pwm_set, hal.pwm_off, None, hal.ticks_us, hal.ticks_diff)
+    body = _run
 
     def tick(_arg=None):
-        t0 = ticks_us()
-        try:
-            adc_read(raw)
-            state = run(raw, cal, pll_st, cc, prot, pw)
-            if state == 0:
-                pwm_set(pw)
-                stats[STATE] = 1
-            else:
-                pwm_off()
-                stats[STATE] = state if state > 0 else 0
-        except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
-            pwm_off()
-            stats[ERRORS] += 1
-        cost = ticks_diff(ticks_us(), t0)
-        stats[COST_US] = cost
-        if cost > stats[COST_MAX_US]:
-            stats[COST_MAX_US] = cost
-        if cost > stats[PERIOD_US]:
-            stats[OVERRUNS] += 1
-        stats[COUNT] = (stats[COUNT] + 1) & _COUNT_MASK
+        body(ctx)
 
     return tick

@@ -14,7 +14,7 @@ Context: host only.
 import argparse
 import sys
 
-from . import __version__, bench, replay
+from . import __version__, bench, replay, sim
 from .errors import ToolError, UsageError
 
 # name -> (handler, one-line help, function adding the subcommand's arguments)
@@ -28,6 +28,11 @@ _COMMANDS = {
         bench.run,
         "print the firmware hot-path benchmarks",
         bench.add_arguments,
+    ),
+    "sim": (
+        sim.run,
+        "run the firmware on the simulated board: 'sim run' (scenario) or 'sim board'",
+        sim.add_arguments,
     ),
 }
 

@@ -1,0 +1,131 @@
+"""HAL of the simulated board: the firmware's hardware is a plant model.
+
+Runs on the MicroPython unix runtime. The same HAL serves both sim modes:
+- scenario mode: the scenario runner owns time; it calls the tick handler, advances the
+  plant and steps the supervisor in simulated time (``SimHal.advance_us``);
+- board mode (``v2g sim board``): ``extra_tasks()`` adds an asyncio pump that runs the
+  tick and the plant in real time, in batches every millisecond, plus the REPL task
+  that ``mpremote`` talks to.
+
+Clock: ``ticks_us``/``ticks_ms`` are simulated time in both modes (board mode keeps it
+locked to the wall clock), so the tick cost reads 0 here: the bench measures it instead.
+Context: boot (build) and tick (adc_read, pwm_set, pwm_off, ticks_us, ticks_diff).
+"""
+
+import plant as plant_model
+
+_PERIOD = const(0x40000000)  # ticks_* wrap like MicroPython's time.ticks_*
+_MASK = const(0x3FFFFFFF)
+_HALF = const(0x20000000)
+
+_active = None  # the HAL of the running board (scenario runner, REPL helpers)
+PLANT = None  # a plant the scenario runner made; build() uses it instead of a new one
+
+
+def safe_outputs():
+    """Gates off, contactors open; works before build()."""
+    if _active is not None:
+        _active.pwm_off()
+        _active.contactor(0, 0)
+
+
+def build(board, plant=None):
+    global _active
+    _active = SimHal(board, plant)
+    return _active
+
+
+def extra_tasks():
+    import sim_board
+
+    return sim_board.tasks()
+
+
+class SimHal:
+    def __init__(self, board, plant=None):
+        self.board = board
+        plant = plant or PLANT
+        if plant is None:
+            spec = dict(board.get("plant", {}))
+            plant = plant_model.Plant(tick_hz=board["tick_hz"],
+                                      pwm_period_counts=board["pwm_period_counts"],
+                                      pwm_freq_hz=board["pwm_freq_hz"],
+                                      dead_time_ns=board["dead_time_ns"], **spec)
+        self.plant = plant
+        self.t_us = 0
+        self.tick_fn = None
+        self.pwm_on = 0
+        self.pw = None
+        self.wdt_timeout_ms = 0
+        self.wdt_last_ms = 0
+        self.cause = "power"
+        # tick context: bound once, no allocation per call
+        self.adc_read = plant.sample
+
+    # ---- tick context ----
+    def pwm_set(self, pw):
+        self.pw = pw
+        self.pwm_on = 1
+
+    def pwm_off(self):
+        self.pwm_on = 0
+
+    def ticks_us(self):
+        return self.t_us & _MASK
+
+    def ticks_diff(self, a, b):
+        return ((a - b + _HALF) & _MASK) - _HALF
+
+    # ---- boot / supervisor context ----
+    def ticks_ms(self):
+        return (self.t_us // 1000) & _MASK
+
+    def start_tick(self, fn):
+        self.tick_fn = fn
+
+    def stop_tick(self):
+        self.tick_fn = None
+
+    def contactor(self, main_on, pre_on):
+        self.plant.contactor_cmd(main_on, pre_on)
+
+    def contactor_aux(self):
+        return self.plant.contactor_aux()
+
+    def ntc_raw(self):
+        return self.plant.ntc_raw()
+
+    def fan(self, duty_pct):
+        self.plant.fan(duty_pct)
+
+    def fan_tach_hz(self):
+        return self.plant.fan_tach_hz()
+
+    def wdt_start(self, timeout_ms):
+        self.wdt_timeout_ms = timeout_ms
+        self.wdt_last_ms = self.t_us // 1000
+
+    def wdt_feed(self):
+        self.wdt_last_ms = self.t_us // 1000
+
+    def wdt_expired(self):
+        """True when the watchdog would have reset the board by now."""
+        return (self.wdt_timeout_ms > 0
+                and self.t_us // 1000 - self.wdt_last_ms > self.wdt_timeout_ms)
+
+    def reset_cause(self):
+        return self.cause
+
+    # ---- simulation ----
+    def run_ticks(self, n, slow_every):
+        """Advance the tick, the plant and simulated time by ``n`` ticks; the plant's slow
+        part runs every ``slow_every`` ticks (1 ms). Returns nothing."""
+        fn = self.tick_fn
+        plant = self.plant
+        advance = plant.advance
+        dt_us = 1000000 // self.board["tick_hz"]
+        for _ in range(n):
+            if fn is not None:
+                fn()
+            advance(self.pw, self.pwm_on)
+            self.t_us += dt_us

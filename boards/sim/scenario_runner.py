@@ -1,0 +1,251 @@
+"""Scenario mode of the simulated board: the real firmware against the plant, in simulated
+time, deterministic and faster than real time.
+
+Runs on the MicroPython unix runtime:
+    micropython scenario_runner.py SCENARIO.json RESULT.json TRACE.csv|- TRACE_EVERY FLASH_DIR
+where SCENARIO.json is the host's normalised scenario (``v2g.scenario``). Writes RESULT.json
+(CONTRACTS.md keys) and, when asked, the trace. Prints ``progress <t_s>`` lines.
+
+Loop per tick: apply due events -> firmware tick (ADC from the plant, control, PWM) ->
+plant advances one tick with the duties; every 1 ms the plant's slow part and the
+metering; every 10 ms the supervisor (and the watchdog check). Hangs are injected by not
+calling the hung part; the watchdog then resets the board (a new ``App`` on the same
+plant and flash), as the hardware would.
+
+Context: host-side simulation (never on a real board).
+"""
+
+import json
+import sys
+
+import app as app_mod
+import hal as sim_hal
+import plant as plant_model
+import pll
+import supervisor as sup_mod
+import tick as tick_mod
+
+_PLANT_KEYS = ("v_pu", "f_hz", "rocof_hz_s", "until_hz", "phase_jump_deg", "harmonics",
+               "neg_seq_pu", "noise_pu_rms", "island", "ambient_c", "fan_fail",
+               "contactor_weld", "ntc_open")
+_TRACE_HEADER = ("t_s,grid_theta_rad,theta_rad,f_hz,v_pos_pu,locked,v_a,v_b,v_c,i_a,i_b,i_c,"
+                 "p_w,q_var,energized,state,t_module_c,contactor_status\n")
+
+
+class Run:
+    def __init__(self, sc, flash_dir, trace_file, trace_every):
+        with open(flash_dir + "board.json") as f:
+            self.board = json.load(f)
+        self.sc = sc
+        self.flash_dir = flash_dir
+        self.tick_hz = self.board["tick_hz"]
+        grid = sc["grid"]
+        init = sc["initial"]
+        self.plant = plant_model.Plant(
+            tick_hz=self.tick_hz, f_nom_hz=grid["f_nom_hz"], v_nom_ln_rms=grid["v_nom_ln_rms"],
+            p_rated_w=sc["config"].get("p_rated_w", 11000),
+            pwm_period_counts=self.board["pwm_period_counts"],
+            pwm_freq_hz=self.board["pwm_freq_hz"], dead_time_ns=self.board["dead_time_ns"],
+            ambient_c=init["ambient_c"], soc=init["soc"])
+        self.plant.event({"v_pu": init["v_pu"], "f_hz": init["f_hz"]})
+        sim_hal.PLANT = self.plant
+        self.events = []  # result events (dicts), in order
+        self.trace = trace_file
+        self.trace_every = trace_every
+        self.hung = None
+        self.boots = 0
+        self.app = None
+        self.n = 0
+        self.energy_import_j = 0.0
+        self.energy_export_j = 0.0
+        self.intervals = []
+        self.energized_since = None
+        self.ticks_total = 0
+        self.overruns = 0
+        self.boot(first=True)
+
+    # ---- firmware lifecycle ----
+    def boot(self, first=False):
+        if self.app is not None:
+            st = self.app.ctl.stats
+            self.ticks_total += st[tick_mod.COUNT]
+            self.overruns += st[tick_mod.OVERRUNS]
+        self.boots += 1
+        journal = None
+        self.app = app_mod.App(sim_hal, self.board, root=self.flash_dir,
+                               overrides=self.sc["config"], journal=journal)
+        self.app.hal.t_us = self.n * 1000000 // self.tick_hz
+        self.app.hal.cause = "power" if first else "wdt"
+        self.app.journal.listeners.append(self.on_event)
+        if not first:
+            self.record(self.n, "wdt_reset", detail="boot %d" % self.boots)
+        self.app.start()
+        self.hung = None
+
+    def t_s(self, n):
+        return n / self.tick_hz
+
+    def record(self, n, kind, code="", name="", detail=""):
+        ev = {"t_s": round(self.t_s(n), 6), "kind": kind}
+        if code:
+            ev["code"] = code
+        if name:
+            ev["name"] = name
+        if detail:
+            ev["detail"] = detail
+        self.events.append(ev)
+
+    def on_event(self, ev):
+        t_ms, kind, code, name, detail = ev
+        if kind == "state":
+            self.record(self.n, kind, name=name)
+        else:
+            self.record(self.n, kind, code, name, detail)
+
+    # ---- scenario events ----
+    def apply(self, ev):
+        sup = self.app.supervisor
+        now_ms = self.app.hal.ticks_ms()
+        plant_part = {}
+        for k in ev:
+            if k in _PLANT_KEYS:
+                plant_part[k] = ev[k]
+        if plant_part:
+            self.plant.event(plant_part)
+        if "setpoint" in ev:
+            sp = ev["setpoint"]
+            sup.command_setpoint(now_ms, sp["id"], sp.get("p_w", 0), sp.get("q_var", 0))
+        if "permit_service" in ev:
+            sup.permit_service(now_ms, ev["permit_service"])
+        if "ev_limits" in ev:
+            lim = ev["ev_limits"]
+            sup.set_ev_limits(lim.get("max_charge_w"), lim.get("max_discharge_w"),
+                              lim.get("soc_min"))
+        if "hang" in ev:
+            self.hung = ev["hang"]
+
+    # ---- main loop ----
+    def run(self):
+        tick_hz = self.tick_hz
+        n_total = int(self.sc["duration_s"] * tick_hz + 0.5)
+        per_ms = tick_hz // 1000
+        ev_list = [(int(e["t_s"] * tick_hz + 0.5), e) for e in self.sc["events"]]
+        ev_i = 0
+        plant = self.plant
+        advance = plant.advance
+        trace_every = self.trace_every
+        ms = 0
+        next_progress = tick_hz // 10
+        while self.n < n_total:
+            hal = self.app.hal
+            hal.t_us = self.n * 1000000 // tick_hz
+            fn = hal.tick_fn if self.hung != "tick" else None
+            for _ in range(per_ms):
+                n = self.n
+                while ev_i < len(ev_list) and ev_list[ev_i][0] <= n:
+                    self.apply(ev_list[ev_i][1])
+                    ev_i += 1
+                    fn = hal.tick_fn if self.hung != "tick" else None
+                if fn is not None:
+                    fn()
+                if self.trace is not None and n % trace_every == 0:
+                    self.trace_row(n)  # plant truth at the instant the ADC sampled
+                advance(hal.pw, hal.pwm_on)
+                self.n = n + 1
+                if self.n >= n_total:
+                    break
+            plant.slow(1)
+            self.meter()
+            ms += 1
+            hal.t_us = self.n * 1000000 // tick_hz
+            if ms % sup_mod.PERIOD_MS == 0:
+                if self.hung != "supervisor":
+                    self.app.supervise_once(hal.ticks_ms())
+                if hal.wdt_expired():
+                    self.boot()
+            if self.n >= next_progress:
+                self.progress()
+                next_progress += tick_hz // 10
+        self.close_interval(self.n)
+
+    def progress(self):
+        """One status line per 0.1 s of simulated time, for the host's live dashboard."""
+        st = self.app.ctl.pll
+        sup = self.app.supervisor
+        tr = self.plant.truth()
+        print("progress %.3f %s %d %.3f %.3f %.0f %.0f %.1f %d" % (
+            self.t_s(self.n), sup.state, st[pll.LOCKED], pll.f_hz(st), pll.v_pos_pu(st),
+            tr["p_w"], tr["q_var"], tr["t_module_c"], sup.contactor_status()))
+
+    def meter(self):
+        tr = self.plant.truth()
+        p = tr["p_w"]
+        if p > 0:
+            self.energy_import_j += p * 0.001
+        else:
+            self.energy_export_j -= p * 0.001
+        if tr["energized"]:
+            if self.energized_since is None:
+                self.energized_since = self.n
+        else:
+            self.close_interval(self.n)
+
+    def close_interval(self, n):
+        if self.energized_since is not None:
+            self.intervals.append([round(self.t_s(self.energized_since), 4),
+                                   round(self.t_s(n), 4)])
+            self.energized_since = None
+
+    def trace_row(self, n):
+        tr = self.plant.truth()
+        st = self.app.ctl.pll
+        sup = self.app.supervisor
+        self.trace.write("%.6f,%.6f,%.6f,%.6f,%.6f,%d,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%.1f,%.1f,"
+                         "%d,%s,%.3f,%d\n" % (
+                             n / self.tick_hz, tr["grid_theta_rad"], pll.theta_rad(st),
+                             pll.f_hz(st), pll.v_pos_pu(st), st[pll.LOCKED],
+                             tr["v_a"], tr["v_b"], tr["v_c"], tr["i_a"], tr["i_b"], tr["i_c"],
+                             tr["p_w"], tr["q_var"], tr["energized"], sup.state,
+                             tr["t_module_c"], sup.contactor_status()))
+
+    def result(self):
+        st = self.app.ctl.stats
+        sup = self.app.supervisor
+        tr = self.plant.truth()
+        trips = [e["t_s"] for e in self.events if e["kind"] == "trip"]
+        return {
+            "scenario": self.sc["name"],
+            "tick_hz": self.tick_hz,
+            "duration_s": self.sc["duration_s"],
+            "events": self.events,
+            "first_trip_s": trips[0] if trips else None,
+            "energized_intervals": self.intervals,
+            "energy_wh": {"import": round(self.energy_import_j / 3600.0, 4),
+                          "export": round(self.energy_export_j / 3600.0, 4)},
+            "final": {"state": sup.state, "contactor_status": sup.contactor_status(),
+                      "derate_pct": sup.derate_pct, "t_module_c": round(tr["t_module_c"], 2)},
+            "tick": {"count": self.ticks_total + st[tick_mod.COUNT],
+                     "overruns": self.overruns + st[tick_mod.OVERRUNS]},
+            "boots": self.boots,
+        }
+
+
+def main(argv):
+    sc_path, result_path, trace_path, trace_every, flash_dir = argv[1:6]
+    with open(sc_path) as f:
+        sc = json.load(f)
+    trace = None
+    if trace_path != "-":
+        trace = open(trace_path, "w")
+        trace.write(_TRACE_HEADER)
+    run = Run(sc, flash_dir, trace, int(trace_every))
+    run.run()
+    if trace is not None:
+        trace.close()
+    with open(result_path, "w") as f:
+        json.dump(run.result(), f)
+    print("done")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,129 @@
+"""Boot and run: the order in which the controller comes up, and its asyncio tasks.
+
+Boot (``App(...)``), in this order:
+1. outputs to a safe state (``hal.safe_outputs()``: gates off, contactors open) before
+   anything else can fail;
+2. device config: ``config.json``, else the last good one, else defaults (reasons logged);
+3. the board's HAL from ``board.json``;
+4. the control arrays and the tick handler (every object the ISR needs exists first);
+5. the supervisor.
+``start()`` then arms the hardware watchdog and the tick timer; ``run()`` runs the
+supervisor and services on asyncio until stopped, outputs safe on the way out.
+
+The watchdog is fed by the supervisor task only, and only while the tick counter moves.
+An interrupted ``main.py`` (Ctrl-C from mpremote on a real board) stops the feeding:
+outputs go safe at once, and the watchdog resets the board into ``main.py`` again unless
+the board data says ``"dev_mode": true`` (no watchdog: for the bench, never in the field).
+
+Context: boot, then supervisor.
+"""
+
+import json
+
+import config_store
+import events
+import params
+import supervisor
+import tick
+
+VOLTAGE_CHANNELS = (tick.VA, tick.VB, tick.VC, tick.VDC)
+CURRENT_CHANNELS = (tick.IA, tick.IB, tick.IC)
+
+
+def load_board(path="board.json"):
+    with open(path) as f:
+        return json.load(f)
+
+
+def d_min_counts(board):
+    """Dead time plus minimum on-time in PWM counts (integer math)."""
+    ns = board["dead_time_ns"] + board["min_on_ns"]
+    return (ns * board["pwm_period_counts"] * board["pwm_freq_hz"] + 999999999) // 1000000000
+
+
+def adc_gains(board, held):
+    """Board ADC gains rescaled from the board's bases to this config's bases (nominal
+    phase peak voltage, rated peak current)."""
+    v_base_mv = params.v_peak_mv(held)
+    i_base_ma = 2 * held["p_rated_w"] * 1000000 // (3 * v_base_mv)
+    gains = []
+    for ch, spec in enumerate(board["adc"]):
+        g = spec["gain_q14"]
+        if ch in VOLTAGE_CHANNELS:
+            g = g * board["v_base_mv"] // v_base_mv
+        else:
+            g = g * board["i_base_ma"] // i_base_ma
+        gains.append(g)
+    return gains
+
+
+class App:
+    def __init__(self, hal_module, board, root="", overrides=None, journal=None):
+        hal_module.safe_outputs()
+        self.journal = journal or events.Journal()
+        held, cfg, notes = config_store.load(root, overrides)
+        for note in notes:
+            if not note.startswith("no "):
+                self.journal.fault(0, "0x30", note)
+        self.held = held
+        self.config = cfg
+        self.board = board
+        self.hal = hal_module.build(board)
+        tick_hz = board["tick_hz"]
+        cc_params, prot_params = params.control_ints(held, tick_hz)
+        self.ctl = tick.Control(tick_hz, held["f_nom_hz"],
+                                [spec["offset"] for spec in board["adc"]],
+                                adc_gains(board, held), board["pwm_period_counts"],
+                                d_min_counts(board), cc_params, prot_params)
+        self.tick = tick.make_tick(self.hal, self.ctl)
+        self.supervisor = supervisor.Supervisor(self.ctl, self.hal, held, self.journal)
+        self.last_count = -1
+        self.running = False
+
+    def start(self):
+        """Arm the watchdog (unless dev_mode) and start the tick timer."""
+        if not self.board.get("dev_mode"):
+            self.hal.wdt_start(self.board["wdt_timeout_ms"])
+        self.hal.start_tick(self.tick)
+        self.running = True
+
+    def healthy(self):
+        """True when the tick has advanced since the last check (its heartbeat)."""
+        count = self.ctl.stats[tick.COUNT]
+        ok = count != self.last_count
+        self.last_count = count
+        return ok
+
+    def supervise_once(self, now_ms):
+        self.supervisor.step(now_ms)
+        if self.healthy():
+            self.hal.wdt_feed()
+
+    async def supervise(self):
+        import asyncio
+
+        while self.running:
+            self.supervise_once(self.hal.ticks_ms())
+            await asyncio.sleep_ms(supervisor.PERIOD_MS)
+
+    def stop(self):
+        """Outputs safe first, then stop the tick."""
+        self.running = False
+        self.hal.pwm_off()
+        self.hal.contactor(0, 0)
+        self.hal.stop_tick()
+
+    def run(self, extra_tasks=()):
+        import asyncio
+
+        async def main():
+            tasks = [asyncio.create_task(self.supervise())]
+            for make in extra_tasks:
+                tasks.append(asyncio.create_task(make(self)))
+            await tasks[0]
+
+        self.start()
+        try:
+            asyncio.run(main())
+        finally:
+            self.stop()

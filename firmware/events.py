@@ -1,0 +1,85 @@
+"""Fault table and the in-memory event journal.
+
+The fault table is the one list of fault codes: code, name, severity, action, operator
+text. Event kinds are the ones scenario results and logs use (CONTRACTS.md): lock,
+unlock, trip, fault, clear, state, derate, wdt_reset, setpoint_accepted,
+setpoint_rejected, setpoint_duplicate.
+
+``Journal`` keeps the newest events in a bounded list for the supervisor, the status
+command and the scenario runner; the persistent log on flash builds on it.
+
+Context: supervisor (allocates; never the tick).
+"""
+
+# severity
+INFO = "INFO"
+WARN = "WARN"
+ERROR = "ERROR"
+
+# action: what the supervisor does when the fault is raised
+CEASE = "cease"  # stop energizing (PWM off), may re-enter when the cause clears
+BLOCK = "block"  # do not energize until the cause clears
+LOCKOUT = "lockout"  # stay de-energized until an operator clears it
+REPORT = "report"  # record only
+
+# code -> (name, severity, action, operator text)
+FAULTS = {
+    "0x07": ("GRID_INTEGRITY", ERROR, BLOCK, "Grid Integrity Failure"),
+    "0x10": ("PLL_LOSS_OF_LOCK", WARN, CEASE, "PLL lost lock on the grid voltage"),
+    "0x21": ("OVER_CURRENT", ERROR, CEASE, "Instantaneous over-current trip"),
+    "0x22": ("DC_OVER_VOLTAGE", ERROR, CEASE, "DC-link over-voltage trip"),
+    "0x2F": ("EXTERNAL_TRIP", ERROR, CEASE, "Trip requested by the supervisor"),
+    "0x30": ("CONFIG_REJECTED", WARN, REPORT, "Config rejected, last good config in use"),
+    "0x31": ("PRECHARGE_TIMEOUT", ERROR, LOCKOUT, "DC-link pre-charge timed out"),
+    "0x32": ("CONTACTOR_STUCK", ERROR, LOCKOUT, "DC contactor not following its command"),
+}
+
+KINDS = ("lock", "unlock", "trip", "fault", "clear", "state", "derate", "wdt_reset",
+         "setpoint_accepted", "setpoint_rejected", "setpoint_duplicate")
+
+
+def code_hex(code):
+    """Fault code int -> its table key, e.g. 7 -> "0x07", 0x21 -> "0x21"."""
+    return "0x%02X" % code
+
+
+def fault_name(code):
+    entry = FAULTS.get(code if isinstance(code, str) else code_hex(code))
+    return entry[0] if entry else "UNKNOWN"
+
+
+class Journal:
+    """Newest-last list of events ``(t_ms, kind, code, name, detail)``, bounded."""
+
+    def __init__(self, capacity=256):
+        self.capacity = capacity
+        self.items = []
+        self.dropped = 0
+        self.listeners = []
+
+    def add(self, t_ms, kind, code="", name="", detail=""):
+        ev = (t_ms, kind, code, name, detail)
+        if len(self.items) >= self.capacity:
+            self.items.pop(0)
+            self.dropped += 1
+        self.items.append(ev)
+        for fn in self.listeners:
+            fn(ev)
+        return ev
+
+    def fault(self, t_ms, code, detail=""):
+        return self.add(t_ms, "fault", code, fault_name(code), detail)
+
+
+def log_line(ev, iso_time):
+    """One protocol-log line: ``2026-11-25T10:01:02Z ERROR 0x07 Grid Integrity Failure
+    v_a=1.12pu``; non-fault events read ``... INFO state ENERGIZED``."""
+    t_ms, kind, code, name, detail = ev
+    if kind in ("fault", "trip") and code in FAULTS:
+        _, severity, _, text = FAULTS[code]
+        line = "%s %s %s %s" % (iso_time, severity, code, text)
+    elif kind == "trip":
+        line = "%s ERROR %s %s" % (iso_time, code, name)
+    else:
+        line = "%s INFO %s %s" % (iso_time, kind, name or code)
+    return line + (" " + detail if detail else "")

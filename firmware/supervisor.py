@@ -1,0 +1,247 @@
+"""Supervisor: the state machine around the tick, stepped every period (10 ms).
+
+    BOOT -> WAIT_GRID -> SYNCING -> ENTER_SERVICE_DELAY -> ENERGIZED <-> DERATED
+                 ^            |              |                  |
+                 +------------+--------------+---- TRIPPED <----+      FAULT_LOCKOUT
+
+- WAIT_GRID: PLL locked and the grid inside the integrity band (every phase within
+  +/- ``integrity_band_pu``; fault ``0x07 GRID_INTEGRITY`` while it is not);
+- SYNCING: DC side ready: pre-charge relay, DC link up, main contactor closed (aux);
+- ENTER_SERVICE_DELAY: grid inside the enter-service window for ``enter_service_delay_s``
+  and service permitted;
+- ENERGIZED: current control enabled; the power command each period is the accepted
+  setpoint clamped by the EV limits, the bidirectional flag, the enter-service ramp and
+  the rating. DERATED is ENERGIZED with a thermal limit in force (supervision issue);
+- TRIPPED: a trip latched (the tick already turned the PWM off); re-entry goes through
+  the enter-service delay again once the grid is healthy;
+- FAULT_LOCKOUT: stays de-energized until an operator clears it.
+
+``step(now_ms)`` is pure control flow over the arrays the tick shares and the HAL; time
+comes in as an argument, so the simulated board runs it in simulated time.
+Context: supervisor (asyncio task on boards, the scenario loop in simulation).
+"""
+
+import current
+import events
+import params
+import pll
+import protect_fast
+
+BOOT = "BOOT"
+WAIT_GRID = "WAIT_GRID"
+SYNCING = "SYNCING"
+ENTER_SERVICE_DELAY = "ENTER_SERVICE_DELAY"
+ENERGIZED = "ENERGIZED"
+DERATED = "DERATED"
+TRIPPED = "TRIPPED"
+FAULT_LOCKOUT = "FAULT_LOCKOUT"
+
+CONTACTOR_STUCK = 0
+CONTACTOR_OPEN = 1
+CONTACTOR_CLOSED = 2
+CONTACTOR_PRECHARGING = 3
+CONTACTOR_OPENING = 4
+
+PERIOD_MS = 10
+PRECHARGE_TIMEOUT_MS = 3000
+CONTACTOR_TIMEOUT_MS = 500
+VDC_READY_MV = 500000  # the DC link counts as up (the unit's DC range is 500-1000 V)
+
+
+class Supervisor:
+    def __init__(self, ctl, hal, held, journal):
+        self.ctl = ctl
+        self.hal = hal
+        self.held = held
+        self.journal = journal
+        self.state = BOOT
+        self.since_ms = 0
+        self.locked = 0
+        self.permit = True
+        self.setpoint_id = None
+        self.setpoint_p_w = 0
+        self.setpoint_q_var = 0
+        self.ev_max_charge_w = held["p_rated_w"]
+        self.ev_max_discharge_w = held["p_rated_w"]
+        self.ev_soc_min = 0.0
+        self.energized_ms = 0
+        self.integrity_bad = False
+        self.p_cmd_w = 0
+        self.q_cmd_var = 0
+        self.contactor_main = 0
+        self.contactor_pre = 0
+        self.derate_pct = 0
+        self.v_base_mv = params.v_peak_mv(held)
+        self.vdc_ready_q12 = VDC_READY_MV * 4096 // self.v_base_mv
+
+    # ---- commands (from the link, Modbus, MQTT or a scenario) ----
+
+    def command_setpoint(self, now_ms, sp_id, p_w, q_var):
+        """Idempotent: a repeated id changes nothing; a new id replaces the setpoint."""
+        if sp_id == self.setpoint_id:
+            self.journal.add(now_ms, "setpoint_duplicate", detail="id=%s" % sp_id)
+            return False
+        rated = self.held["p_rated_w"]
+        if not (-rated <= p_w <= rated and -rated <= q_var <= rated):
+            self.journal.add(now_ms, "setpoint_rejected",
+                             detail="id=%s p_w=%s q_var=%s outside +/-%d" % (sp_id, p_w, q_var,
+                                                                             rated))
+            return False
+        self.setpoint_id = sp_id
+        self.setpoint_p_w = p_w
+        self.setpoint_q_var = q_var
+        self.journal.add(now_ms, "setpoint_accepted",
+                         detail="id=%s p_w=%s q_var=%s" % (sp_id, p_w, q_var))
+        return True
+
+    def permit_service(self, now_ms, on):
+        self.permit = bool(on)
+
+    def set_ev_limits(self, max_charge_w=None, max_discharge_w=None, soc_min=None):
+        if max_charge_w is not None:
+            self.ev_max_charge_w = max(0, max_charge_w)
+        if max_discharge_w is not None:
+            self.ev_max_discharge_w = max(0, max_discharge_w)
+        if soc_min is not None:
+            self.ev_soc_min = soc_min
+
+    # ---- measurements ----
+
+    def grid(self):
+        """(locked, v_pos_pu, f_hz) from the PLL."""
+        st = self.ctl.pll
+        return st[pll.LOCKED], st[pll.V_POS] / 4096, pll.f_hz(st)
+
+    def in_integrity_band(self, v_pu):
+        band = self.held["integrity_band_pu"] / 100
+        return abs(v_pu - 1.0) <= band
+
+    def in_enter_service_window(self, v_pu, f_hz):
+        h = self.held
+        f_nom = h["f_nom_hz"]
+        return (h["es_v_min_pu"] / 1000 <= v_pu <= h["es_v_max_pu"] / 1000
+                and f_nom - h["es_df_low_hz"] / 10 <= f_hz <= f_nom + h["es_df_high_hz"] / 10)
+
+    def contactor_status(self):
+        """Modbus 40001 code: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING."""
+        aux = self.hal.contactor_aux()
+        if self.contactor_main:
+            return CONTACTOR_CLOSED if aux else CONTACTOR_PRECHARGING
+        if aux:
+            return CONTACTOR_OPENING
+        return CONTACTOR_PRECHARGING if self.contactor_pre else CONTACTOR_OPEN
+
+    # ---- state machine ----
+
+    def _goto(self, now_ms, state):
+        if state != self.state:
+            self.state = state
+            self.since_ms = now_ms
+            self.journal.add(now_ms, "state", name=state)
+
+    def _contactors(self, main_on, pre_on):
+        self.contactor_main = main_on
+        self.contactor_pre = pre_on
+        self.hal.contactor(main_on, pre_on)
+
+    def _deenergize(self):
+        current.set_enable(self.ctl.cc, 0)
+        current.set_power(self.ctl.cc, 0, 0)
+        self.p_cmd_w = 0
+        self.q_cmd_var = 0
+
+    def step(self, now_ms):
+        locked, v_pu, f_hz = self.grid()
+        if locked != self.locked:
+            self.locked = locked
+            self.journal.add(now_ms, "lock" if locked else "unlock",
+                             detail="f=%.3fHz v=%.3fpu" % (f_hz, v_pu))
+        code, value = protect_fast.latched(self.ctl.prot)
+        if code and self.state not in (TRIPPED, FAULT_LOCKOUT):
+            # the tick has already turned the PWM off; record and follow
+            self._deenergize()
+            self.journal.add(now_ms, "trip", events.code_hex(code), events.fault_name(code),
+                             "value=%.3fpu" % (value / 4096))
+            self._goto(now_ms, TRIPPED)
+        s = self.state
+        if s == BOOT:
+            self._contactors(0, 0)
+            self._goto(now_ms, WAIT_GRID)
+        elif s == WAIT_GRID:
+            if self._grid_ok(now_ms, locked, v_pu, f_hz):
+                self._contactors(0, 1)
+                self._goto(now_ms, SYNCING)
+        elif s == SYNCING:
+            self._syncing(now_ms, locked, v_pu, f_hz)
+        elif s == ENTER_SERVICE_DELAY:
+            if not self._grid_ok(now_ms, locked, v_pu, f_hz):
+                self._goto(now_ms, WAIT_GRID)
+            elif not (self.permit and self.in_enter_service_window(v_pu, f_hz)):
+                self.since_ms = now_ms  # the delay restarts
+            elif now_ms - self.since_ms >= self.held["enter_service_delay_s"] * 100:
+                self.energized_ms = now_ms
+                current.set_enable(self.ctl.cc, 1)
+                self._goto(now_ms, ENERGIZED)
+        elif s in (ENERGIZED, DERATED):
+            if not locked or not self.permit:
+                self._deenergize()
+                self._goto(now_ms, ENTER_SERVICE_DELAY if locked else WAIT_GRID)
+            else:
+                self._apply_power(now_ms)
+        elif s == TRIPPED:
+            self._deenergize()
+            if now_ms - self.since_ms >= 1000 and self._grid_ok(now_ms, locked, v_pu, f_hz):
+                protect_fast.clear(self.ctl.prot)
+                self.journal.add(now_ms, "clear", events.code_hex(code) if code else "")
+                self._goto(now_ms, ENTER_SERVICE_DELAY)
+
+    def _grid_ok(self, now_ms, locked, v_pu, f_hz):
+        ok = locked and self.in_integrity_band(v_pu)
+        if locked and not ok and not self.integrity_bad:
+            self.journal.fault(now_ms, "0x07", "v_pos=%.3fpu f=%.3fHz" % (v_pu, f_hz))
+        if ok and self.integrity_bad:
+            self.journal.add(now_ms, "clear", "0x07", "GRID_INTEGRITY")
+        self.integrity_bad = locked and not ok
+        return ok
+
+    def _syncing(self, now_ms, locked, v_pu, f_hz):
+        if not self._grid_ok(now_ms, locked, v_pu, f_hz):
+            self._contactors(0, 0)
+            self._goto(now_ms, WAIT_GRID)
+            return
+        v_dc = (self.ctl.raw[6] - self.ctl.cal[6]) * self.ctl.cal[13] >> 14
+        if self.contactor_pre and not self.contactor_main:
+            if v_dc >= self.vdc_ready_q12:
+                self._contactors(1, 1)
+            elif now_ms - self.since_ms > PRECHARGE_TIMEOUT_MS:
+                self._contactors(0, 0)
+                self.journal.fault(now_ms, "0x31",
+                                   "v_dc=%dV" % (v_dc * self.v_base_mv // 4096000))
+                self._goto(now_ms, FAULT_LOCKOUT)
+        elif self.contactor_main:
+            if self.hal.contactor_aux():
+                self._contactors(1, 0)
+                self._goto(now_ms, ENTER_SERVICE_DELAY)
+            elif now_ms - self.since_ms > PRECHARGE_TIMEOUT_MS + CONTACTOR_TIMEOUT_MS:
+                self._contactors(0, 0)
+                self.journal.fault(now_ms, "0x32", "aux=open")
+                self._goto(now_ms, FAULT_LOCKOUT)
+
+    def _apply_power(self, now_ms):
+        h = self.held
+        rated = h["p_rated_w"]
+        p = self.setpoint_p_w
+        q = self.setpoint_q_var
+        p = min(p, self.ev_max_charge_w)
+        p = max(p, -self.ev_max_discharge_w)
+        if not h["bidirectional"]:
+            p = max(p, 0)
+        ramp_s = h["enter_service_ramp_s"] / 10
+        if ramp_s > 0:
+            frac = (now_ms - self.energized_ms) / (ramp_s * 1000)
+            if frac < 1:
+                lim = rated * frac
+                p = max(-lim, min(lim, p))
+        self.p_cmd_w = p
+        self.q_cmd_var = q
+        current.set_power(self.ctl.cc, p * 4096 // rated, q * 4096 // rated)

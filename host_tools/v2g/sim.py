@@ -1,0 +1,172 @@
+"""``v2g sim run``: the firmware on the simulated board against the plant, in simulated time.
+
+    v2g sim run SCENARIO.json --out RESULT.json [--trace TRACE.csv] [--trace-every N]
+                [--plot OUT.png]
+
+The scenario is validated here (every problem at once, exit 2, nothing written), then
+the MicroPython unix runtime runs ``boards/sim/scenario_runner.py`` with ``firmware/`` and
+``boards/sim/`` importable, on a fresh flash directory holding the sim board's data. The
+result and the trace are written to temporary files and moved into place only when the
+run completed. Same scenario, same bytes.
+
+``v2g sim board`` (real time, REPL on a pseudo-terminal) lives in ``v2g.simboard``.
+Context: host only.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import paths, runtime, scenario
+from .errors import ToolError, UsageError
+
+SIM_DIR = paths.REPO_ROOT / "boards" / "sim"
+RUNNER = SIM_DIR / "scenario_runner.py"
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="sim_action", metavar="ACTION")
+    r = sub.add_parser("run", help="run a scenario in simulated time",
+                       description="Run firmware/ on the simulated board against the plant, "
+                                   "in simulated time (deterministic).")
+    r.add_argument("scenario", metavar="SCENARIO.json")
+    r.add_argument("--out", required=True, metavar="RESULT.json")
+    r.add_argument("--trace", metavar="TRACE.csv", help="write a trace (CONTRACTS.md columns)")
+    r.add_argument("--trace-every", type=int, default=10, metavar="N",
+                   help="one trace row every N ticks (default 10)")
+    r.add_argument("--plot", metavar="OUT.png",
+                   help="draw voltages, currents, PLL angle error, frequency, power, state")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(_sim=run_scenario)
+    try:
+        from . import simboard
+    except ImportError:  # board mode not installed in this tree
+        simboard = None
+    if simboard is not None:
+        b = sub.add_parser("board", help="start the virtual board in real time (REPL on a pty)",
+                           description="Start the virtual board in real time; the first line "
+                                       "printed is 'port: /dev/pts/N'.")
+        simboard.add_arguments(b)
+        b.set_defaults(_sim=simboard.run)
+
+
+def run(args):
+    handler = getattr(args, "_sim", None)
+    if handler is None:
+        raise UsageError("give an action: 'run' (scenario) or 'board' (real time)")
+    return handler(args)
+
+
+def _atomic_target(path):
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise UsageError("%s: directory %s does not exist" % (path, path.parent))
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=str(path.parent or "."))
+    os.close(fd)
+    return tmp
+
+
+def run_scenario(args):
+    if args.trace_every < 1:
+        raise UsageError("--trace-every: value %d: allowed 1 or more" % args.trace_every)
+    sc = scenario.load(args.scenario)
+    result = simulate(sc, trace_path=args.trace, trace_every=args.trace_every,
+                      out_path=args.out, progress=not args.quiet)
+    if args.plot:
+        if not args.trace:
+            raise UsageError("--plot needs --trace (the plot is drawn from the trace)")
+        from . import plot
+
+        plot.draw(args.trace, args.plot, result)
+    if not args.quiet:
+        print("sim: %s: %d events, first trip %s, energized %s, export %.3f Wh -> %s"
+              % (sc["name"], len(result["events"]), result["first_trip_s"],
+                 result["energized_intervals"], result["energy_wh"]["export"], args.out))
+    return 0
+
+
+def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
+             timeout_s=None):
+    """Run a normalised scenario; returns the result dict (and writes the files)."""
+    work = Path(tempfile.mkdtemp(prefix="v2g-sim-"))
+    out_tmp = trace_tmp = None
+    try:
+        flash = work / "flash"
+        flash.mkdir()
+        shutil.copy(SIM_DIR / "board.json", flash / "board.json")
+        sc_file = work / "scenario.json"
+        sc_file.write_text(json.dumps(sc))
+        res_file = work / "result.json"
+        if trace_path:
+            trace_tmp = _atomic_target(trace_path)
+        if out_path:
+            out_tmp = _atomic_target(out_path)
+        args = [str(sc_file), str(res_file), trace_tmp or "-", str(trace_every),
+                str(flash) + "/"]
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ":".join([".frozen", str(SIM_DIR), str(paths.FIRMWARE_DIR)])
+        cmd = [paths.micropython_exe(), str(RUNNER)] + args
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, cwd=str(work), text=True)
+        tail = []
+        show = progress if callable(progress) else (_progress_line if progress else None)
+        for line in proc.stdout:
+            if line.startswith("progress "):
+                if show is not None:
+                    show(parse_progress(line))
+            else:
+                tail.append(line)
+                tail = tail[-40:]
+        rc = proc.wait(timeout=timeout_s)
+        if progress is True:
+            print("", file=sys.stderr)
+        if rc != 0 or not res_file.exists():
+            raise ToolError("the simulated board failed (exit %d):\n%s" % (rc, "".join(tail)))
+        result = json.loads(res_file.read_text())
+        result["wall_s"] = round(time.monotonic() - t0, 3)
+        if out_path:
+            Path(out_tmp).write_text(json.dumps(_stable(result), indent=2) + "\n")
+            os.replace(out_tmp, out_path)
+            out_tmp = None
+        if trace_path:
+            os.replace(trace_tmp, trace_path)
+            trace_tmp = None
+        return result
+    finally:
+        for tmp in (out_tmp, trace_tmp):
+            if tmp and os.path.exists(tmp):
+                os.remove(tmp)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+PROGRESS_FIELDS = ("t_s", "state", "locked", "f_hz", "v_pos_pu", "p_w", "q_var", "t_module_c",
+                   "contactor_status")
+
+
+def parse_progress(line):
+    """A runner ``progress`` line -> dict with PROGRESS_FIELDS."""
+    parts = line.split()[1:]
+    out = dict(zip(PROGRESS_FIELDS, parts))
+    for k in ("t_s", "f_hz", "v_pos_pu", "p_w", "q_var", "t_module_c"):
+        if k in out:
+            out[k] = float(out[k])
+    for k in ("locked", "contactor_status"):
+        if k in out:
+            out[k] = int(out[k])
+    return out
+
+
+def _progress_line(p):
+    print("\rsim: t=%6.2f s  %-20s P=%7.0f W" % (p["t_s"], p.get("state", ""), p.get("p_w", 0)),
+          end="", file=sys.stderr, flush=True)
+
+
+def _stable(result):
+    """The result without run-to-run noise (wall time), so the file is byte-stable."""
+    return {k: v for k, v in result.items() if k != "wall_s"}

@@ -11,8 +11,8 @@ data; raw words are 16-bit (0..65535) and ``Control`` refuses calibrations that 
 them outside +/-4 pu (+/-16384), the input range of every hot path.
 
 The HAL handed to ``make_tick`` provides ``adc_read(raw)``, ``pwm_set(pw)``,
-``pwm_off()``, ``ticks_us()`` and ``ticks_diff(a, b)``; nothing here reads a clock or a
-pin any other way.
+``pwm_off()`` and ``ticks_us()`` (wrapping at 2**30 like ``time.ticks_us``); nothing
+here reads a clock or a pin any other way.
 
 Context: the function returned by ``make_tick`` runs in the timer interrupt (hard where
 the port allows): it allocates nothing, uses no floats, and never lets an exception
@@ -136,7 +136,9 @@ def _run(ctx) -> int:
     except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
         ctx[9]()
         stats[ERRORS] = stats[ERRORS] + 1
-    cost = int(ctx[12](int(hal_ticks_us()), t0))  # hal.ticks_diff
+    # ticks_us() wraps at 2**30 on every port (time.ticks_* period), so the masked
+    # difference is ticks_diff() without the call
+    cost = (int(hal_ticks_us()) - t0) & _COUNT_MASK
     stats[COST_US] = cost
     if cost > stats[COST_MAX_US]:
         stats[COST_MAX_US] = cost
@@ -154,7 +156,7 @@ def make_tick(hal, ctl):
     closure call with more than a handful of closed-over names plus arguments, which
     would allocate on every tick."""
     ctx = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.stats,
-           hal.adc_read, hal.pwm_set, hal.pwm_off, None, hal.ticks_us, hal.ticks_diff)
+           hal.adc_read, hal.pwm_set, hal.pwm_off, None, hal.ticks_us)
     body = _run
 
     def tick(_arg=None):

@@ -1,0 +1,262 @@
+"""HAL of the NUCLEO-F446RE board: TIM1 complementary gate PWM with hardware dead time,
+on-chip ADC, contactors, fan, NTCs, watchdog. ``build(board)`` turns the parsed
+``board.json`` into the objects.
+
+Wiring (pin names in board.json):
+- Gates: TIM1 (the advanced timer) in centre-aligned mode, ARR = ``pwm_period_counts``
+  at ``pwm_clock_hz`` (MicroPython clocks the F446 at 168 MHz, so TIM1 counts at
+  168 MHz). CH1..CH3 drive the high sides (PA8, PA9, PA10), CH1N..CH3N the low sides
+  (PB13, PB14, PB15, AF1); ``pyb.Timer(deadtime=...)`` inserts the dead time. Gates are
+  switched off with MOE = 0: with OSSI = 1 and the idle levels (CR2 OISx/OISxN, which
+  pyb sets high) cleared here, all six outputs go low within one dead time.
+- ``gate_enable``: the gate driver's enable input (high = enabled), a second off path.
+- ADC: seven on-chip channels read one after another with ``machine.ADC.read_u16``
+  (12-bit conversions scaled to 16 bit); about 3 us between channels, so the phases
+  are not sampled at one instant (0.05 degree at 50 Hz; the current ripple is not
+  sampled at the PWM centre either -- a product triggers the ADC from TIM1 TRGO).
+  AC channels are biased at 1.65 V (offset 32768), VDC is unipolar 0..3.3 V.
+- Contactor coils active high; aux contact pulls ``contactor_aux`` low when closed.
+  Fan on TIM4_CH1 (PB6) at 25 kHz, open-collector tach on PB7.
+- The tick: ``pyb.Timer(6)`` (basic timer); pyb timer callbacks always run in hard IRQ
+  context. (``machine.Timer`` on stm32 is a 1 ms soft timer: too slow for the tick.)
+- All gate and contactor lines need pull-downs: they float during reset and boot.
+
+Tick-context cost, ESTIMATED for 168 MHz (not measured): interrupt entry ~5 us,
+adc_read ~25 us (7 conversions), pwm_set ~6 us (4 register stores + 1 pin), pwm_off
+~3 us. At 10 kHz the control step has ~60 us; read tick.STATS COST_MAX_US on the bench
+first and lower tick_hz to 8000 if it overruns.
+
+Verified: compiles with ``mpy-cross -march=armv7emsp``; smoke-tested with fake
+``machine``/``pyb``/``stm`` modules under CPython and under the MicroPython unix runtime
+with the heap locked around the tick-context methods (tests_host/test_boards.py).
+NOT run on silicon.
+
+Usage (boot)::
+
+    import hal, json
+    hal.safe_outputs()
+    h = hal.build(json.load(open("board.json")))
+"""
+
+import time
+from array import array
+
+import machine
+import micropython
+import pyb
+import stm
+from micropython import const
+
+import svpwm
+
+# Driven low by safe_outputs() before board.json is read: TIM1 CH1..3 and CH1N..3N,
+# gate enable, main and pre-charge contactor. build() refuses a board.json that differs.
+SAFE_LOW_PINS = ("A8", "A9", "A10", "B13", "B14", "B15", "C8", "C10", "C11")
+_SAFE_KEYS = ("pwm_a", "pwm_b", "pwm_c", "pwm_a_n", "pwm_b_n", "pwm_c_n", "gate_enable",
+              "contactor_main", "contactor_pre")
+
+_DUTY_A = const(2)  # svpwm.DUTY_A..C, checked in build()
+_DUTY_B = const(3)
+_DUTY_C = const(4)
+_PWM_TIMER = const(1)  # advanced timer: complementary outputs, dead time, MOE
+_TICK_TIMER = const(6)
+_FAN_TIMER = const(4)  # TIM4_CH1 = PB6 (AF2)
+_FAN_CHANNEL = const(1)
+_FAN_HZ = const(25000)
+_AF1_TIM1 = const(1)
+_BDTR_MOE = const(1 << 15)
+_BDTR_OSSR = const(1 << 11)
+_BDTR_OSSI = const(1 << 10)
+_CR2_OIS_ALL = const(0x3F00)  # OIS1, OIS1N .. OIS3, OIS3N
+
+_hal = None
+
+
+def safe_outputs():
+    """Gates off, contactors open: stop the tick, MOE off, then drive the gate, enable and
+    contactor pins low as plain GPIO. Works before board.json is read; after a build()
+    the PWM pins stay GPIO until the next build(). Context: boot / supervisor."""
+    global _hal
+    h = _hal
+    _hal = None
+    if h is not None:
+        try:
+            h.stop_tick()
+            h.pwm_off()
+        except Exception:  # noqa: BLE001 - the pin-level step below is what counts
+            pass
+    for p in SAFE_LOW_PINS:
+        machine.Pin(p, machine.Pin.OUT, value=0)
+
+
+def build(board):
+    """The HAL for the parsed board.json. Raises ValueError on data this board cannot
+    wire. Context: boot, before the tick starts."""
+    global _hal
+    micropython.alloc_emergency_exception_buf(100)
+    if (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C) != (_DUTY_A, _DUTY_B, _DUTY_C):
+        raise ValueError("hal.py duty indices differ from svpwm.DUTY_A..C")
+    _hal = Nucleo(board)
+    return _hal
+
+
+class Nucleo:
+    def __init__(self, b):
+        pins = b["pins"]
+        got = sorted(pins[k] for k in _SAFE_KEYS)
+        if got != sorted(SAFE_LOW_PINS):
+            raise ValueError("board.json gate/contactor pins %s differ from hal.SAFE_LOW_PINS "
+                             "%s: fix one of them" % (got, sorted(SAFE_LOW_PINS)))
+        Pin = machine.Pin
+        en = Pin(pins["gate_enable"], Pin.OUT, value=0)  # first: no gate can switch below
+        self._en_on = en.on
+        self._en_off = en.off
+        self._m = stm.mem32
+        self._init_pwm(b, pins)
+        rd = [machine.ADC(Pin(ch["pin"])).read_u16 for ch in b["adc"]]
+        self._r0, self._r1, self._r2, self._r3, self._r4, self._r5, self._r6 = rd
+        self._main = Pin(pins["contactor_main"], Pin.OUT, value=0)
+        self._pre = Pin(pins["contactor_pre"], Pin.OUT, value=0)
+        self._aux = Pin(pins["contactor_aux"], Pin.IN, Pin.PULL_UP)
+        self._ntc_m = machine.ADC(Pin(pins["ntc_module"])).read_u16
+        self._ntc_h = machine.ADC(Pin(pins["ntc_heatsink"])).read_u16
+        self._fan = pyb.Timer(_FAN_TIMER, freq=_FAN_HZ).channel(
+            _FAN_CHANNEL, pyb.Timer.PWM, pin=Pin(pins["fan_pwm"]), pulse_width_percent=0)
+        self._tach = array("i", [0])
+        self._tach_ms = time.ticks_ms()
+        Pin(pins["fan_tach"], Pin.IN, Pin.PULL_UP).irq(
+            handler=self._tach_isr, trigger=Pin.IRQ_FALLING, hard=True)
+        self._led = Pin(pins["led"], Pin.OUT, value=0)
+        self._tick_hz = b["tick_hz"]
+        self._timer = None
+        self._wdt = None
+        self.ticks_us = time.ticks_us  # tick context
+        self.ticks_diff = time.ticks_diff  # tick context
+        self.ticks_ms = time.ticks_ms
+
+    def _init_pwm(self, b, pins):
+        tim = pyb.Timer(_PWM_TIMER)
+        clk = tim.source_freq()
+        if clk != b["pwm_clock_hz"]:
+            raise ValueError("TIM1 counts at %d Hz but board.json pwm_clock_hz is %d: fix "
+                             "the board data (pwm_period_counts with it)"
+                             % (clk, b["pwm_clock_hz"]))
+        period = b["pwm_period_counts"]
+        dead = -(-b["dead_time_ns"] * (clk // 1000000) // 1000)  # timer ticks, rounded up
+        step = 1 if dead <= 128 else 2 if dead <= 256 else 8 if dead <= 512 else 16
+        dead = -(-dead // step) * step  # pyb's DTG steps; round up, never shorter
+        if dead > 1008:
+            raise ValueError("dead_time_ns %d is %d TIM1 ticks; pyb allows 0..1008"
+                             % (b["dead_time_ns"], dead))
+        tim.init(prescaler=0, period=period, mode=pyb.Timer.CENTER, deadtime=dead)
+        # channel(): PWM mode 1, CCR preload on, starts CHx and CHxN and sets MOE
+        self._ch = [tim.channel(n + 1, pyb.Timer.PWM, pin=machine.Pin(pins["pwm_" + leg]),
+                                pulse_width=period // 2)
+                    for n, leg in enumerate("abc")]
+        m = self._m
+        base = stm.TIM1
+        self._bdtr = base + stm.TIM_BDTR
+        self._ccr1 = base + stm.TIM_CCR1
+        self._ccr2 = base + stm.TIM_CCR2
+        self._ccr3 = base + stm.TIM_CCR3
+        m[base + stm.TIM_CR2] = m[base + stm.TIM_CR2] & ~_CR2_OIS_ALL  # idle levels low
+        bdtr = (m[self._bdtr] | _BDTR_OSSR | _BDTR_OSSI) & ~_BDTR_MOE
+        self._bdtr_off = bdtr
+        self._bdtr_on = bdtr | _BDTR_MOE
+        m[self._bdtr] = bdtr  # all six outputs idle (low) until the first pwm_set
+        for leg in "abc":  # low sides: CHxN pins to AF1 (pyb only routes the CHx pin)
+            machine.Pin(pins["pwm_" + leg + "_n"], machine.Pin.ALT, alt=_AF1_TIM1)
+
+    # ---- tick context: no allocation, no floats, nothing raises by design ----
+
+    def adc_read(self, raw):
+        """Fill raw[0..6] (VA VB VC IA IB IC VDC) with 16-bit words, one after another."""
+        # tick context: no allocation
+        raw[0] = self._r0()
+        raw[1] = self._r1()
+        raw[2] = self._r2()
+        raw[3] = self._r3()
+        raw[4] = self._r4()
+        raw[5] = self._r5()
+        raw[6] = self._r6()
+
+    def pwm_set(self, pw):
+        """Apply pw[DUTY_A..C] (counts of high-side on-time) and enable the gates."""
+        # tick context: no allocation; CCR preload: new duties at the next update event
+        m = self._m
+        m[self._ccr1] = pw[_DUTY_A]
+        m[self._ccr2] = pw[_DUTY_B]
+        m[self._ccr3] = pw[_DUTY_C]
+        m[self._bdtr] = self._bdtr_on
+        self._en_on()
+
+    def pwm_off(self):
+        """All gates off at once: MOE = 0 (outputs to idle low), then driver enable low."""
+        # tick context: no allocation
+        self._m[self._bdtr] = self._bdtr_off
+        self._en_off()
+
+    def _tach_isr(self, _pin):
+        # hard IRQ context: no allocation
+        self._tach[0] += 1
+
+    # ---- boot / supervisor context ----
+
+    def start_tick(self, fn):
+        """Run fn(timer) at tick_hz; pyb.Timer callbacks are hard IRQs."""
+        self.stop_tick()
+        t = pyb.Timer(_TICK_TIMER, freq=self._tick_hz)
+        t.callback(fn)
+        self._timer = t
+
+    def stop_tick(self):
+        if self._timer is not None:
+            self._timer.callback(None)
+            self._timer.deinit()
+            self._timer = None
+
+    def contactor(self, main_on, pre_on):
+        self._main.value(1 if main_on else 0)
+        self._pre.value(1 if pre_on else 0)
+
+    def contactor_aux(self):
+        """1 when the main contactor's aux contact reports closed."""
+        return 1 - self._aux.value()
+
+    def ntc_raw(self):
+        """(module, heatsink) NTC divider readings, 16-bit words."""
+        return self._ntc_m(), self._ntc_h()
+
+    def fan(self, duty_pct):
+        self._fan.pulse_width_percent(max(0, min(100, int(duty_pct))))
+
+    def fan_tach_hz(self):
+        """Tach pulses per second since the last call (most fans: 2 per revolution)."""
+        state = machine.disable_irq()
+        n = self._tach[0]
+        self._tach[0] = 0
+        machine.enable_irq(state)
+        now = time.ticks_ms()
+        dt_ms = time.ticks_diff(now, self._tach_ms)
+        self._tach_ms = now
+        return n * 1000 // dt_ms if dt_ms > 0 else 0
+
+    def led(self, on):
+        self._led.value(1 if on else 0)
+
+    def wdt_start(self, timeout_ms):
+        """Start the independent watchdog (IWDG); it cannot be stopped."""
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def wdt_feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def reset_cause(self):
+        """One of "power", "wdt", "soft"."""
+        cause = machine.reset_cause()
+        if cause == machine.WDT_RESET:
+            return "wdt"
+        if cause == machine.SOFT_RESET:
+            return "soft"
+        return "power"

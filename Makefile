@@ -48,8 +48,7 @@ bench: venv tools
 	$(VENV)/bin/v2g bench
 
 sim: venv
-	@echo "sim: NOT BUILT YET - the simulated board (boards/sim, 'v2g sim run') arrives with the board work."
-	@echo "sim: nothing was run."
+	$(VENV)/bin/v2g sim demo
 
 clean:
 	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info

@@ -28,6 +28,8 @@ import tick as tick_mod
 _PLANT_KEYS = ("v_pu", "f_hz", "rocof_hz_s", "until_hz", "phase_jump_deg", "harmonics",
                "neg_seq_pu", "noise_pu_rms", "island", "ambient_c", "fan_fail",
                "contactor_weld", "ntc_open")
+_TRACE_FMT = ("%.6f,%.6f,%.6f,%.6f,%.6f,%d,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%.1f,%.1f,%d,%s,"
+              "%.3f,%d\n")
 _TRACE_HEADER = ("t_s,grid_theta_rad,theta_rad,f_hz,v_pos_pu,locked,v_a,v_b,v_c,i_a,i_b,i_c,"
                  "p_w,q_var,energized,state,t_module_c,contactor_status\n")
 
@@ -56,8 +58,6 @@ class Run:
         self.boots = 0
         self.app = None
         self.n = 0
-        self.energy_import_j = 0.0
-        self.energy_export_j = 0.0
         self.intervals = []
         self.energized_since = None
         self.ticks_total = 0
@@ -178,13 +178,7 @@ class Run:
             tr["p_w"], tr["q_var"], tr["t_module_c"], sup.contactor_status()))
 
     def meter(self):
-        tr = self.plant.truth()
-        p = tr["p_w"]
-        if p > 0:
-            self.energy_import_j += p * 0.001
-        else:
-            self.energy_export_j -= p * 0.001
-        if tr["energized"]:
+        if self.plant.energized():
             if self.energized_since is None:
                 self.energized_since = self.n
         else:
@@ -197,22 +191,20 @@ class Run:
             self.energized_since = None
 
     def trace_row(self, n):
-        tr = self.plant.truth()
         st = self.app.ctl.pll
         sup = self.app.supervisor
-        self.trace.write("%.6f,%.6f,%.6f,%.6f,%.6f,%d,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%.1f,%.1f,"
-                         "%d,%s,%.3f,%d\n" % (
-                             n / self.tick_hz, tr["grid_theta_rad"], pll.theta_rad(st),
-                             pll.f_hz(st), pll.v_pos_pu(st), st[pll.LOCKED],
-                             tr["v_a"], tr["v_b"], tr["v_c"], tr["i_a"], tr["i_b"], tr["i_c"],
-                             tr["p_w"], tr["q_var"], tr["energized"], sup.state,
-                             tr["t_module_c"], sup.contactor_status()))
+        tv = self.plant.trace_values()  # grid_theta, v_a..c, i_a..c, p, q, energized, t_mod
+        self.trace.write(_TRACE_FMT % (
+            n / self.tick_hz, tv[0], pll.theta_rad(st), pll.f_hz(st), pll.v_pos_pu(st),
+            st[pll.LOCKED], tv[1], tv[2], tv[3], tv[4], tv[5], tv[6], tv[7], tv[8], tv[9],
+            sup.state, tv[10], sup.contactor_status()))
 
     def result(self):
         st = self.app.ctl.stats
         sup = self.app.supervisor
         tr = self.plant.truth()
         trips = [e["t_s"] for e in self.events if e["kind"] == "trip"]
+        e_import, e_export = self.plant.energy_wh()
         return {
             "scenario": self.sc["name"],
             "tick_hz": self.tick_hz,
@@ -220,8 +212,7 @@ class Run:
             "events": self.events,
             "first_trip_s": trips[0] if trips else None,
             "energized_intervals": self.intervals,
-            "energy_wh": {"import": round(self.energy_import_j / 3600.0, 4),
-                          "export": round(self.energy_export_j / 3600.0, 4)},
+            "energy_wh": {"import": round(e_import, 4), "export": round(e_export, 4)},
             "final": {"state": sup.state, "contactor_status": sup.contactor_status(),
                       "derate_pct": sup.derate_pct, "t_module_c": round(tr["t_module_c"], 2)},
             "tick": {"count": self.ticks_total + st[tick_mod.COUNT],

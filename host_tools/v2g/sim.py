@@ -43,6 +43,12 @@ def add_arguments(p):
                    help="draw voltages, currents, PLL angle error, frequency, power, state")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(_sim=run_scenario)
+    from . import demo
+
+    d = sub.add_parser("demo", help="a V2G session end to end (what 'make sim' runs)",
+                       description=demo.__doc__.split("\n\n")[0])
+    demo.add_arguments(d)
+    d.set_defaults(_sim=demo.run)
     try:
         from . import simboard
     except ImportError:  # board mode not installed in this tree
@@ -124,7 +130,7 @@ def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
                 tail.append(line)
                 tail = tail[-40:]
         rc = proc.wait(timeout=timeout_s)
-        if progress is True:
+        if progress is True and sys.stderr.isatty():
             print("", file=sys.stderr)
         if rc != 0 or not res_file.exists():
             raise ToolError("the simulated board failed (exit %d):\n%s" % (rc, "".join(tail)))
@@ -163,10 +169,28 @@ def parse_progress(line):
 
 
 def _progress_line(p):
-    print("\rsim: t=%6.2f s  %-20s P=%7.0f W" % (p["t_s"], p.get("state", ""), p.get("p_w", 0)),
-          end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print("\rsim: t=%6.2f s  %-20s P=%7.0f W" % (p["t_s"], p.get("state", ""),
+                                                    p.get("p_w", 0)),
+              end="", file=sys.stderr, flush=True)
+
+
+RESULT_ORDER = ("scenario", "tick_hz", "duration_s", "events", "first_trip_s",
+                "energized_intervals", "energy_wh", "final", "tick")
+EVENT_ORDER = ("t_s", "kind", "code", "name", "detail")
+
+
+def _ordered(d, order):
+    out = {k: d[k] for k in order if k in d}
+    out.update((k, d[k]) for k in sorted(d) if k not in out)
+    return out
 
 
 def _stable(result):
-    """The result without run-to-run noise (wall time), so the file is byte-stable."""
-    return {k: v for k, v in result.items() if k != "wall_s"}
+    """The result in CONTRACTS.md key order, without run-to-run noise (wall time), so the
+    file is byte-stable."""
+    r = _ordered({k: v for k, v in result.items() if k != "wall_s"}, RESULT_ORDER)
+    r["events"] = [_ordered(e, EVENT_ORDER) for e in r["events"]]
+    r["final"] = _ordered(r["final"], ("state", "contactor_status", "derate_pct",
+                                       "t_module_c"))
+    return r

@@ -27,7 +27,8 @@ TABLE = (
     (22, "filter_x_pu", "pu", 0.020, 0.300, 0.080, 3,
      "grid filter reactance at nominal frequency (feed-forward, decoupling, gains)"),
     (23, "i_max_pu", "pu", 0.10, 1.10, 1.00, 2, "current magnitude limit, of rated peak"),
-    (24, "p_ramp_pu_s", "pu/s", 0.1, 100.0, 20.0, 1, "ramp of power commands inside the tick"),
+    (24, "p_ramp_pu_s", "pu/s", 0.1, 200.0, 100.0, 1,
+     "ramp of power commands inside the tick (100 pu/s: a full reversal in 20 ms)"),
     # grid integrity and enter service (IEEE 1547-2018 defaults)
     (30, "integrity_band_pu", "pu", 0.05, 0.20, 0.10, 2,
      "every phase within +/- this of nominal before energizing, else fault 0x07"),

@@ -92,6 +92,8 @@ class Supervisor:
         self.setpoint_q_var = q_var
         self.journal.add(now_ms, "setpoint_accepted",
                          detail="id=%s p_w=%s q_var=%s" % (sp_id, p_w, q_var))
+        if self.state in (ENERGIZED, DERATED):
+            self._apply_power(now_ms)  # at once, not at the next period
         return True
 
     def permit_service(self, now_ms, on):

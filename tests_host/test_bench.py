@@ -121,7 +121,7 @@ def test_bench_json_has_the_contract_keys(micropython_exe, capsys, monkeypatch):
     # --no-instr keeps this fast; test_callgrind_counts covers the instruction counts
     monkeypatch.setenv("V2G_BENCH_REPS", "1")
     rc = cli.main(["bench", "--json", "--ticks", "1000", "--bytecode-ticks", "300",
-                   "--heap-lock-ticks", "1000", "--no-instr"])
+                   "--heap-lock-ticks", "1000", "--no-instr", "--no-system"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     res = json.loads(out)
@@ -154,7 +154,7 @@ def test_callgrind_counts(micropython_exe, c_exe):
 
 def test_bench_table_prints(micropython_exe, capsys):
     rc = cli.main(["bench", "--reps", "1", "--ticks", "500", "--bytecode-ticks", "100",
-                   "--heap-lock-ticks", "500", "--no-instr"])
+                   "--heap-lock-ticks", "500", "--no-instr", "--no-system"])
     out, _ = capsys.readouterr()
     assert rc == 0
     assert "tick, ns" in out and "viper" in out and "bytecode" in out

@@ -97,6 +97,8 @@ def add_arguments(p):
                         % DEFAULTS["instr_ticks"])
     p.add_argument("--no-instr", action="store_true",
                    help="skip the instruction counts (valgrind)")
+    p.add_argument("--no-system", action="store_true",
+                   help="skip the PLL target figures and the simulated-board figures")
 
 
 def _options(args):
@@ -522,8 +524,25 @@ def run(args):
             sys.stderr.write("v2g bench: %s\n" % msg)
             sys.stderr.flush()
     res = measure(opts, exe, log)
+    if not getattr(args, "no_system", False):
+        import tempfile
+        from pathlib import Path
+
+        from . import bench_system
+
+        if log:
+            log("PLL figures")
+        res["pll"] = bench_system.pll_figures()
+        if log:
+            log("simulated board figures")
+        with tempfile.TemporaryDirectory() as tmp:
+            res["sim"] = bench_system.sim_figures(Path(tmp))
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
         print(format_table(res))
+        if "pll" in res:
+            from . import bench_system
+
+            print(bench_system.format_system(res["pll"], res["sim"]))
     return 0

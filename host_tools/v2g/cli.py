@@ -14,7 +14,7 @@ Context: host only.
 import argparse
 import sys
 
-from . import __version__, bench, replay, sim
+from . import __version__, bench, config_cmd, flash, replay, sim, status
 from .errors import ToolError, UsageError
 
 # name -> (handler, one-line help, function adding the subcommand's arguments)
@@ -33,6 +33,26 @@ _COMMANDS = {
         sim.run,
         "run the firmware on the simulated board: 'sim run' (scenario) or 'sim board'",
         sim.add_arguments,
+    ),
+    "flash": (
+        flash.run,
+        "copy the firmware and a board's files to a board (only what changed), then restart it",
+        flash.add_arguments,
+    ),
+    "config": (
+        config_cmd.run,
+        "device config on a board: 'config push FILE.yaml', 'config show', 'config pull'",
+        config_cmd.add_arguments,
+    ),
+    "status": (
+        status.run,
+        "state, faults, PLL, power, contactor and tick figures of a running board",
+        status.add_arguments,
+    ),
+    "repl": (
+        status.run_repl,
+        "the board's REPL in this terminal (mpremote connect PORT resume repl)",
+        status.add_repl_arguments,
     ),
 }
 

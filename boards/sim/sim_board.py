@@ -1,0 +1,92 @@
+"""Board mode of the simulated board: the real-time tick pump and the REPL task.
+
+``hal.extra_tasks()`` returns ``tasks()``: two makers ``make(app) -> coroutine`` that
+``App.run`` starts beside the supervisor.
+
+- ``pump``: once per millisecond of wall time (``asyncio.sleep_ms(1)``) it runs every
+  tick due since the last pass, in 1 ms batches of ``tick_hz // 1000`` ticks: the tick
+  handler, then the plant's ``advance(pw, pwm_on)`` per tick, then the plant's
+  ``slow(1)`` and the simulated clock per millisecond (the same order as the scenario
+  runner). Simulated time is locked to the wall clock; after a stall (a blocking REPL
+  command, the host descheduling us) it catches up at most ``CATCHUP_MAX_MS`` and the
+  rest is counted in ``stats["slipped_ms"]``, so a stall never snowballs. The watchdog
+  counts simulated time (``hal.wdt_expired``): a stalled board does not bite, a hung
+  supervisor does: the board then resets with ``RESET_WDT``.
+- ``repl``: ``async_repl.Repl`` on stdin/stdout, in a namespace holding ``_app`` (the
+  running ``App``, as ``main.py``'s globals would on a board) and ``reset()``.
+
+Resets leave the process with an exit code (``async_repl.RESET_*``); ``v2g sim board``
+starts the board again on the same flash directory and passes the reset cause in
+``V2G_RESET_CAUSE`` ("power", "soft", "wdt"), which ``tasks()`` hands to the HAL.
+
+Cost (unix runtime, x64, 10 kHz): one millisecond of simulated time (10 ticks with the
+plant's per-tick step, plus its slow part) takes ~140 us, so the pump keeps up with the
+wall clock on ~14 % of one core.
+Context: simulated board in board mode only (MicroPython unix runtime), asyncio tasks.
+"""
+
+import asyncio
+import os
+import time
+
+import async_repl
+import hal
+
+CATCHUP_MAX_MS = 50  # longest stretch of simulated time run in one pass after a stall
+
+# pump figures for status tools: simulated ms run, ms skipped after stalls, largest pass
+stats = {"sim_ms": 0, "slipped_ms": 0, "batch_max_ms": 0, "passes": 0}
+
+
+def reset(code=async_repl.RESET_HARD):
+    """Restart the board (outputs safe first); ``v2g sim board`` starts main.py again."""
+    hal.safe_outputs()
+    raise SystemExit(code)
+
+
+async def pump(app):
+    h = app.hal
+    tick_hz = app.board["tick_hz"]
+    per_ms = tick_hz // 1000
+    plant = h.plant
+    advance = plant.advance
+    slow = plant.slow
+    n = h.t_us * tick_hz // 1000000  # ticks run so far (simulated time)
+    last = time.ticks_ms()
+    while True:
+        now = time.ticks_ms()
+        owed = time.ticks_diff(now, last)
+        last = now
+        if owed > CATCHUP_MAX_MS:
+            stats["slipped_ms"] += owed - CATCHUP_MAX_MS
+            owed = CATCHUP_MAX_MS
+        if owed > stats["batch_max_ms"]:
+            stats["batch_max_ms"] = owed
+        for _ in range(owed):
+            fn = h.tick_fn
+            for _ in range(per_ms):
+                if fn is not None:
+                    fn()
+                advance(h.pw, h.pwm_on)
+            n += per_ms
+            slow(1)
+            h.t_us = n * 1000000 // tick_hz
+        stats["sim_ms"] += owed
+        stats["passes"] += 1
+        if h.wdt_expired():
+            print("sim board: watchdog reset (supervisor stopped feeding it)")
+            reset(async_repl.RESET_WDT)
+        await asyncio.sleep_ms(1)
+
+
+async def repl(app):
+    ns = {"__name__": "__main__", "_app": app, "reset": reset}
+    await async_repl.Repl(ns, raw=False).run()
+
+
+def tasks():
+    """Task makers for ``App.run``; also hands the reset cause to the HAL."""
+    cause = os.getenv("V2G_RESET_CAUSE")
+    if cause and hal._active is not None:
+        hal._active.cause = cause
+    return (pump, repl)

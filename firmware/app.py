@@ -57,6 +57,25 @@ def adc_gains(board, held):
     return gains
 
 
+def build_control(board, held):
+    """The tick's arrays for this board and config; raises ValueError when the config does
+    not fit the board (e.g. a rating whose per-unit current would exceed the ADC range)."""
+    tick_hz = board["tick_hz"]
+    cc_params, prot_params = params.control_ints(held, tick_hz)
+    return tick.Control(tick_hz, held["f_nom_hz"], [spec["offset"] for spec in board["adc"]],
+                        adc_gains(board, held), board["pwm_period_counts"],
+                        d_min_counts(board), cc_params, prot_params)
+
+
+def board_errors(board, held):
+    """Config problems that only this board reveals (host ``config push`` and boot)."""
+    try:
+        build_control(board, held)
+    except ValueError as e:
+        return ["config does not fit board '%s': %s" % (board.get("name", "?"), e)]
+    return []
+
+
 class App:
     def __init__(self, hal_module, board, root="", overrides=None, journal=None):
         hal_module.safe_outputs()
@@ -65,16 +84,19 @@ class App:
         for note in notes:
             if not note.startswith("no "):
                 self.journal.fault(0, "0x30", note)
+        try:
+            self.ctl = build_control(board, held)
+        except ValueError as e:
+            # a config that validates but does not fit this board: boot on the defaults
+            # rather than not at all (outputs stay safe either way)
+            self.journal.fault(0, "0x30", "config does not fit the board (%s); defaults in "
+                                          "use" % e)
+            held, cfg = params.defaults(), {}
+            self.ctl = build_control(board, held)
         self.held = held
         self.config = cfg
         self.board = board
         self.hal = hal_module.build(board)
-        tick_hz = board["tick_hz"]
-        cc_params, prot_params = params.control_ints(held, tick_hz)
-        self.ctl = tick.Control(tick_hz, held["f_nom_hz"],
-                                [spec["offset"] for spec in board["adc"]],
-                                adc_gains(board, held), board["pwm_period_counts"],
-                                d_min_counts(board), cc_params, prot_params)
         self.tick = tick.make_tick(self.hal, self.ctl)
         self.supervisor = supervisor.Supervisor(self.ctl, self.hal, held, self.journal)
         self.last_count = -1

@@ -48,6 +48,19 @@ def _read(path):
     return cfg
 
 
+def _keep_good(root, cfg):
+    """Record a config that validated as the last good one (only when it changed)."""
+    try:
+        if _read(root + GOOD) == cfg:
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        write_atomic(root + GOOD, json.dumps(cfg))
+    except OSError:
+        pass  # a read-only or full flash must not stop the boot
+
+
 def load(root="", overrides=None):
     """Return ``(held, cfg, notes)``: held ints for ``params``, the config numbers in
     force, and a list of fallback reasons (empty when ``config.json`` was used).
@@ -72,6 +85,7 @@ def load(root="", overrides=None):
         chosen = cfg
         if name == CONFIG:
             notes = []
+            _keep_good(root, cfg)
         break
     if overrides:
         merged = dict(chosen)

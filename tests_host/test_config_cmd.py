@@ -95,3 +95,17 @@ def test_board_side_rejection_restores_previous(board, tmp_path):
     assert "enter_service_delay_s" in r.stderr and "0.0..100.0" in r.stderr
     assert "previous config.json was restored" in r.stderr
     assert (flash / "config.json").read_bytes() == previous
+
+
+def test_config_that_does_not_fit_the_board_is_refused(board, tmp_path):
+    """p_rated_w 7400 validates against the table, but on this board's current sensors it
+    would put the ADC range beyond +/-4 pu: the board refuses it, the old file stays."""
+    port, flash = board["port"], board["flash"]
+    before = (flash / "config.json").read_bytes() if (flash / "config.json").exists() else None
+    small = tmp_path / "small.yaml"
+    small.write_text("p_rated_w: 7400\n")
+    r = v2g("config", "push", small, "--port", port)
+    assert r.returncode == 2
+    assert "does not fit board 'sim'" in r.stderr and "outside +/-4 pu" in r.stderr
+    after = (flash / "config.json").read_bytes() if (flash / "config.json").exists() else None
+    assert after == before

@@ -12,6 +12,8 @@ locked to the wall clock), so the tick cost reads 0 here: the bench measures it 
 Context: boot (build) and tick (adc_read, pwm_set, pwm_off, ticks_us, ticks_diff).
 """
 
+from micropython import const
+
 import plant as plant_model
 
 _PERIOD = const(0x40000000)  # ticks_* wrap like MicroPython's time.ticks_*
@@ -31,7 +33,11 @@ def safe_outputs():
 
 def build(board, plant=None):
     global _active
+    import os
+
     _active = SimHal(board, plant)
+    # board mode: the wrapper that restarted us says why (power, soft, wdt)
+    _active.cause = os.getenv("V2G_RESET_CAUSE") or "power"
     return _active
 
 

@@ -22,12 +22,10 @@ import app as app_mod
 import hal as sim_hal
 import plant as plant_model
 import pll
+import scenario_events
 import supervisor as sup_mod
 import tick as tick_mod
 
-_PLANT_KEYS = ("v_pu", "f_hz", "rocof_hz_s", "until_hz", "phase_jump_deg", "harmonics",
-               "neg_seq_pu", "noise_pu_rms", "island", "ambient_c", "fan_fail",
-               "contactor_weld", "ntc_open")
 _TRACE_FMT = ("%.6f,%.6f,%.6f,%.6f,%.6f,%d,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%.1f,%.1f,%d,%s,"
               "%.3f,%d\n")
 _TRACE_HEADER = ("t_s,grid_theta_rad,theta_rad,f_hz,v_pos_pu,locked,v_a,v_b,v_c,i_a,i_b,i_c,"
@@ -104,25 +102,9 @@ class Run:
 
     # ---- scenario events ----
     def apply(self, ev):
-        sup = self.app.supervisor
-        now_ms = self.app.hal.ticks_ms()
-        plant_part = {}
-        for k in ev:
-            if k in _PLANT_KEYS:
-                plant_part[k] = ev[k]
-        if plant_part:
-            self.plant.event(plant_part)
-        if "setpoint" in ev:
-            sp = ev["setpoint"]
-            sup.command_setpoint(now_ms, sp["id"], sp.get("p_w", 0), sp.get("q_var", 0))
-        if "permit_service" in ev:
-            sup.permit_service(now_ms, ev["permit_service"])
-        if "ev_limits" in ev:
-            lim = ev["ev_limits"]
-            sup.set_ev_limits(lim.get("max_charge_w"), lim.get("max_discharge_w"),
-                              lim.get("soc_min"))
-        if "hang" in ev:
-            self.hung = ev["hang"]
+        hang = scenario_events.apply(ev, self.app, self.plant)
+        if hang:
+            self.hung = hang
 
     # ---- main loop ----
     def run(self):

@@ -26,11 +26,13 @@ Context: simulated board in board mode only (MicroPython unix runtime), asyncio 
 """
 
 import asyncio
+import json
 import os
 import time
 
 import async_repl
 import hal
+import scenario_events
 
 CATCHUP_MAX_MS = 50  # longest stretch of simulated time run in one pass after a stall
 
@@ -44,6 +46,24 @@ def reset(code=async_repl.RESET_HARD):
     raise SystemExit(code)
 
 
+def _scenario():
+    """The normalised scenario ``v2g sim board --scenario`` handed over, or None. Board
+    mode plays its initial conditions and events in real time from boot; its device
+    config is whatever the board's flash holds (``v2g sim demo`` writes it there)."""
+    path = os.getenv("V2G_SCENARIO")
+    if not path:
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _hang(app, target):
+    if target == "tick":
+        app.hal.tick_fn = None
+    elif target == "supervisor":
+        app.supervise_once = lambda now_ms: None
+
+
 async def pump(app):
     h = app.hal
     tick_hz = app.board["tick_hz"]
@@ -52,6 +72,13 @@ async def pump(app):
     advance = plant.advance
     slow = plant.slow
     n = h.t_us * tick_hz // 1000000  # ticks run so far (simulated time)
+    sc = _scenario()
+    timeline = []
+    if sc is not None:
+        init = sc["initial"]
+        plant.event({"v_pu": init["v_pu"], "f_hz": init["f_hz"], "ambient_c": init["ambient_c"]})
+        timeline = [(int(ev["t_s"] * 1000), ev) for ev in sc["events"]]
+    t0_ms = n * 1000 // tick_hz
     last = time.ticks_ms()
     while True:
         now = time.ticks_ms()
@@ -63,6 +90,10 @@ async def pump(app):
         if owed > stats["batch_max_ms"]:
             stats["batch_max_ms"] = owed
         for _ in range(owed):
+            while timeline and timeline[0][0] <= n * 1000 // tick_hz - t0_ms:
+                target = scenario_events.apply(timeline.pop(0)[1], app, plant)
+                if target:
+                    _hang(app, target)
             fn = h.tick_fn
             for _ in range(per_ms):
                 if fn is not None:

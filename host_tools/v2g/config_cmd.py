@@ -191,8 +191,12 @@ _BOARD_VALIDATE = """
 import json, params
 with open(%r) as _f:
     _c = json.load(_f)
-print(repr(params.validate(_c)[1]))
-del _c, _f
+_h, _e = params.validate(_c)
+if not _e:
+    import app
+    _e = app.board_errors(app.load_board(), _h)
+print(repr(_e))
+del _c, _f, _h, _e
 """
 
 _FILE_EXISTS = "import os\ntry:\n os.stat(%r)\n print(1)\nexcept OSError:\n print(0)"

@@ -56,8 +56,9 @@ class Dashboard:
             "  power      P = %8.0f W  (%s)   Q = %7.0f var" % (
                 p.get("p_w", 0.0), "export" if p.get("p_w", 0.0) < -1 else
                 ("import" if p.get("p_w", 0.0) > 1 else "idle"), p.get("q_var", 0.0)),
-            "  module     %5.1f C" % p.get("t_module_c", 0.0),
         ]
+        if "t_module_c" in p:
+            lines.append("  module     %5.1f C" % p["t_module_c"])
         if self.tty:
             if self.drawn:
                 self.stream.write("\x1b[%dA" % self.drawn)

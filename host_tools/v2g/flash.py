@@ -41,7 +41,7 @@ STAGE = ".stage"
 BOARD_FILES = ("hal.py",)  # every board
 # board name -> further files of its folder that belong on the board
 BOARD_EXTRA_FILES = {
-    "sim": ("plant.py", "sim_board.py", "async_repl.py", "machine.py"),
+    "sim": ("plant.py", "sim_board.py", "async_repl.py", "scenario_events.py", "machine.py"),
 }
 OPTIONAL_FILES = ("machine.py",)  # copied when the board folder has it
 SOURCE_ONLY = ("boot.py", "main.py")  # what the board runs at reset stays source

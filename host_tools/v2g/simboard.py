@@ -419,3 +419,54 @@ def run(args):
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
     return 0
+
+
+def demo(scenario_path, seconds=0.0, dashboard=None):
+    """``v2g sim demo``'s second half: the virtual board in real time playing the session
+    (its config written to the board's flash, its events played from boot), a dashboard
+    read from the board over its serial port, until Ctrl-C or ``seconds``."""
+    from . import scenario
+    from .status import read_status
+
+    sc = scenario.load(scenario_path)
+    flash_dir = Path(tempfile.mkdtemp(prefix="v2g-sim-flash-"))
+    work = Path(tempfile.mkdtemp(prefix="v2g-sim-board-"))
+    board = None
+    try:
+        populate(flash_dir)
+        (flash_dir / "config.json").write_text(json.dumps(sc["config"], sort_keys=True))
+        sc_file = work / "scenario.json"
+        sc_file.write_text(json.dumps(sc))
+        board = SimBoard(flash_dir, sc_file, log=lambda msg: None)
+        port = board.start()
+        threading.Thread(target=board.serve, daemon=True).start()
+        print()
+        print("virtual board running in real time on %s, playing %s" % (port, sc["name"]))
+        print("  connect:  .venv/bin/mpremote connect %s resume repl" % port)
+        print("            .venv/bin/v2g status --port %s" % port)
+        print("  (the dashboard pauses while another program holds the port; Ctrl-C stops)")
+        print()
+        t_end = time.monotonic() + seconds if seconds > 0 else None
+        while t_end is None or time.monotonic() < t_end:
+            try:
+                st = read_status(port)
+            except (ToolError, UsageError, ValueError):
+                time.sleep(0.5)
+                continue
+            if st.get("running") and dashboard is not None:
+                dashboard.show({
+                    "t_s": st["uptime_s"], "state": st["state"],
+                    "locked": st["pll"]["locked"], "f_hz": st["pll"]["f_hz"],
+                    "v_pos_pu": st["pll"]["v_pos_pu"], "p_w": st["meas"]["p_w"],
+                    "q_var": st["meas"]["q_var"],
+                    "contactor_status": st["contactor"]["status"]})
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if board is not None:
+            board.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(flash_dir, ignore_errors=True)
+    print("virtual board stopped")
+    return 0

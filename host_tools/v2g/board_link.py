@@ -86,15 +86,22 @@ class BoardLink:
     def __exit__(self, *exc):
         self.close()
 
-    def connect(self):
+    def connect(self, busy_wait_s=2.0):
         check_port(self.port)
-        try:
-            # read timeout: pyserial's read(1) on a pty blocks this long at most, which
-            # bounds every wait below (mpremote's own default, None, never times out)
-            t = SerialTransport(self.port, baudrate=115200, timeout=0.2)
-        except (TransportError, serial.SerialException, OSError) as e:
-            raise UsageError("port %s: cannot open it (%s); is another program using it?"
-                             % (self.port, e)) from None
+        deadline = time.monotonic() + busy_wait_s
+        while True:
+            try:
+                # read timeout: pyserial's read(1) on a pty blocks this long at most, which
+                # bounds every wait below (mpremote's own default, None, never times out)
+                t = SerialTransport(self.port, baudrate=115200, timeout=0.2)
+                break
+            except (TransportError, serial.SerialException, OSError) as e:
+                # ports open exclusively: another tool (a dashboard, mpremote) may hold it
+                # for a moment; wait a little before calling it busy
+                if time.monotonic() >= deadline:
+                    raise UsageError("port %s: cannot open it (%s); is another program "
+                                     "using it?" % (self.port, e)) from None
+                time.sleep(0.1)
         self.transport = t
         try:
             self._enter_raw_repl()

@@ -42,12 +42,50 @@ TABLE = (
      "grid must stay inside the enter-service window this long"),
     (36, "enter_service_ramp_s", "s", 0.0, 1000.0, 300.0, 1,
      "power ramp from zero after entering service (0 = step)"),
+    # IEEE 1547-2018 abnormal voltage and frequency response (Tables 11-13, 18). Table
+    # defaults are Category II; CATEGORY_DEFAULTS / CATEGORY_RANGES hold the others.
+    (50, "abnormal_category", "", 1, 3, 2, 0, "IEEE 1547 abnormal performance category I-III"),
+    (51, "ov2_pu", "pu", 1.20, 1.20, 1.20, 2, "OV2 trip pickup (fixed by the standard)"),
+    (52, "ov2_s", "s", 0.16, 0.16, 0.16, 2, "OV2 clearing time (fixed)"),
+    (53, "ov1_pu", "pu", 1.10, 1.20, 1.10, 2, "OV1 trip pickup"),
+    (54, "ov1_s", "s", 1.00, 13.00, 2.00, 2, "OV1 clearing time"),
+    (55, "uv1_pu", "pu", 0.00, 0.88, 0.70, 2, "UV1 trip pickup"),
+    (56, "uv1_s", "s", 2.00, 50.00, 10.00, 2, "UV1 clearing time"),
+    (57, "uv2_pu", "pu", 0.00, 0.50, 0.45, 2, "UV2 trip pickup"),
+    (58, "uv2_s", "s", 0.16, 21.00, 0.16, 2, "UV2 clearing time"),
+    (59, "of2_dhz", "Hz", 1.8, 6.0, 2.0, 1, "OF2 pickup above nominal (62.0 Hz at 60 Hz)"),
+    (60, "of2_s", "s", 0.16, 1000.00, 0.16, 2, "OF2 clearing time"),
+    (61, "of1_dhz", "Hz", 1.0, 6.0, 1.2, 1, "OF1 pickup above nominal (61.2 Hz at 60 Hz)"),
+    (62, "of1_s", "s", 180.0, 1000.0, 300.0, 1, "OF1 clearing time"),
+    (63, "uf1_dhz", "Hz", 1.0, 10.0, 1.5, 1, "UF1 pickup below nominal (58.5 Hz at 60 Hz)"),
+    (64, "uf1_s", "s", 180.0, 1000.0, 300.0, 1, "UF1 clearing time"),
+    (65, "uf2_dhz", "Hz", 3.0, 10.0, 3.5, 1, "UF2 pickup below nominal (56.5 Hz at 60 Hz)"),
+    (66, "uf2_s", "s", 0.16, 1000.00, 0.16, 2, "UF2 clearing time"),
+    # volt-watt (IEEE 1547-2018 5.4.2, Table 10): export limited as the voltage rises
+    (70, "vw_enable", "", 0, 1, 1, 0, "1 enables the voltage-active power function"),
+    (71, "vw_v1_pu", "pu", 1.05, 1.09, 1.06, 2, "volt-watt: full export up to this"),
+    (72, "vw_v2_pu", "pu", 1.06, 1.10, 1.10, 2, "volt-watt: export reduced to vw_p2 here"),
+    (73, "vw_p2_pu", "pu", 0.00, 1.00, 0.20, 2, "volt-watt: export limit at vw_v2, of rated"),
     # fast protection
     (40, "oc_trip_pu", "pu", 1.20, 3.00, 2.00, 2, "instantaneous over-current trip"),
     (41, "vdc_max_v", "V", 300, 1100, 950, 0, "DC-link over-voltage trip"),
 )
 
 PID, NAME, UNIT, MIN, MAX, DEFAULT, DECIMALS, DOC = range(8)
+
+# Category-dependent defaults and allowed ranges of the voltage trip settings (IEEE
+# 1547-2018 Tables 11-13; frequency settings are the same for every category). A config
+# that names a category gets that category's defaults for the keys it does not set.
+CATEGORY_DEFAULTS = {
+    1: {"ov1_s": 2.0, "uv1_pu": 0.70, "uv1_s": 2.0, "uv2_pu": 0.45, "uv2_s": 0.16},
+    2: {"ov1_s": 2.0, "uv1_pu": 0.70, "uv1_s": 10.0, "uv2_pu": 0.45, "uv2_s": 0.16},
+    3: {"ov1_s": 13.0, "uv1_pu": 0.88, "uv1_s": 21.0, "uv2_pu": 0.50, "uv2_s": 2.0},
+}
+CATEGORY_RANGES = {
+    1: {"uv1_s": (2.0, 21.0), "uv2_s": (0.16, 2.0)},
+    2: {"uv1_s": (2.0, 21.0), "uv2_s": (0.16, 2.0)},
+    3: {"uv1_s": (21.0, 50.0), "uv2_s": (2.0, 21.0)},
+}
 
 _BY_NAME = {row[NAME]: row for row in TABLE}
 
@@ -89,6 +127,11 @@ def validate(cfg, base=None):
     is not empty, ``held`` must not be applied."""
     held = dict(base) if base is not None else defaults()
     errors = []
+    cat = cfg.get("abnormal_category", held["abnormal_category"])
+    if cat in CATEGORY_DEFAULTS:
+        for key, value in CATEGORY_DEFAULTS[cat].items():
+            if key not in cfg:
+                held[key] = to_int(_BY_NAME[key], value)
     for key in cfg:
         value = cfg[key]
         r = _BY_NAME.get(key)
@@ -110,6 +153,28 @@ def validate(cfg, base=None):
 
 def _cross_checks(held):
     errors = []
+    cat = held["abnormal_category"]
+    for key, (lo, hi) in CATEGORY_RANGES.get(cat, {}).items():
+        r = _BY_NAME[key]
+        if not to_int(r, lo) <= held[key] <= to_int(r, hi):
+            errors.append("key '%s': value %s outside %s..%s %s for category %s"
+                          % (key, _fmt(r, to_number(r, held[key])), _fmt(r, lo), _fmt(r, hi),
+                             r[UNIT], "I" * cat))
+    if held["ov1_pu"] > held["ov2_pu"]:
+        errors.append("key 'ov1_pu': value %.2f above ov2_pu %.2f; OV1 must be the lower "
+                      "over-voltage region" % (held["ov1_pu"] / 100, held["ov2_pu"] / 100))
+    if held["uv2_pu"] > held["uv1_pu"]:
+        errors.append("key 'uv2_pu': value %.2f above uv1_pu %.2f; UV2 must be the deeper "
+                      "under-voltage region" % (held["uv2_pu"] / 100, held["uv1_pu"] / 100))
+    if held["of1_dhz"] > held["of2_dhz"]:
+        errors.append("key 'of1_dhz': value %.1f above of2_dhz %.1f" % (
+            held["of1_dhz"] / 10, held["of2_dhz"] / 10))
+    if held["uf1_dhz"] > held["uf2_dhz"]:
+        errors.append("key 'uf1_dhz': value %.1f above uf2_dhz %.1f" % (
+            held["uf1_dhz"] / 10, held["uf2_dhz"] / 10))
+    if held["vw_v2_pu"] <= held["vw_v1_pu"]:
+        errors.append("key 'vw_v2_pu': value %.2f must exceed vw_v1_pu %.2f" % (
+            held["vw_v2_pu"] / 100, held["vw_v1_pu"] / 100))
     if held["f_nom_hz"] not in (50, 60):
         errors.append("key 'f_nom_hz': value %d not allowed; allowed 50 or 60 Hz"
                       % held["f_nom_hz"])

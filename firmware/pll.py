@@ -78,6 +78,7 @@ _LOCK_CNT = const(10)
 COS_B = const(11)  # cos(theta) Q14 + 16384 (biased, for viper readers)
 SIN_B = const(12)  # sin(theta) Q14 + 16384
 DW = const(13)  # w_g - w_r, inc + _SUM_BIAS (frequency slope, for ROCOF users)
+WIN_Q8 = const(14)  # half-period window length now in use, samples, Q8 (for other MAFs)
 # parameters written by init()
 _W_MIN = const(16)
 _W_MAX = const(17)
@@ -201,6 +202,7 @@ def step(st: ptr32, va: int, vb: int, vc: int):
     w_r_q6 = st[_W_R_Q6]
     w_r = w_r_q6 >> 6
     win_q8 = 0x20000000 // (w_r >> 6)  # pi / w_r in samples, Q8
+    st[WIN_Q8] = win_q8
     ni = st[_NI]
     j = (pos - ni) & _RING_MASK
     sd = st[_SD] - _SUM_BIAS + d - (st[_RING_D + j] - _RING_BIAS)

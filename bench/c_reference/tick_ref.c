@@ -73,6 +73,7 @@ static void pll_step(i32 *st, i32 va, i32 vb, i32 vc) {
     i32 w_r_q6 = st[PLL__W_R_Q6];
     i32 w_r = w_r_q6 >> 6;
     i32 win_q8 = floordiv(0x20000000, w_r >> 6);
+    st[PLL_WIN_Q8] = win_q8;
     i32 ni = st[PLL__NI];
     i32 j = (pos - ni) & PLL__RING_MASK;
     i32 sd = st[PLL__SD] - PLL__SUM_BIAS + d - (st[PLL__RING_D + j] - PLL__RING_BIAS);

@@ -23,6 +23,7 @@ Context: supervisor (asyncio task on boards, the scenario loop in simulation).
 
 import current
 import events
+import grid_protect
 import params
 import pll
 import protect_fast
@@ -44,6 +45,7 @@ CONTACTOR_OPENING = 4
 
 PERIOD_MS = 10
 PRECHARGE_TIMEOUT_MS = 3000
+UNLOCK_TRIP_MS = 500  # healthy-looking voltage but no PLL lock this long: PLL fault
 CONTACTOR_TIMEOUT_MS = 500
 VDC_READY_MV = 500000  # the DC link counts as up (the unit's DC range is 500-1000 V)
 
@@ -71,6 +73,10 @@ class Supervisor:
         self.contactor_main = 0
         self.contactor_pre = 0
         self.derate_pct = 0
+        self.gp = grid_protect.GridProtect(held, PERIOD_MS)
+        self.ceased = False
+        self.unlocked_since = None
+        self.v_max = 1.0
         self.v_base_mv = params.v_peak_mv(held)
         self.vdc_ready_q12 = VDC_READY_MV * 4096 // self.v_base_mv
 
@@ -114,10 +120,6 @@ class Supervisor:
         st = self.ctl.pll
         return st[pll.LOCKED], st[pll.V_POS] / 4096, pll.f_hz(st)
 
-    def in_integrity_band(self, v_pu):
-        band = self.held["integrity_band_pu"] / 100
-        return abs(v_pu - 1.0) <= band
-
     def in_enter_service_window(self, v_pu, f_hz):
         h = self.held
         f_nom = h["f_nom_hz"]
@@ -152,62 +154,136 @@ class Supervisor:
         self.p_cmd_w = 0
         self.q_cmd_var = 0
 
+    def phase_voltages(self):
+        """(v_min, v_max) per unit over the three phases: per-phase fundamental magnitudes
+        from the tick's grid measurement, or the positive-sequence amplitude where the
+        control has none."""
+        gm = getattr(self.ctl, "gm", None)
+        if gm is not None:
+            import grid_measure
+
+            v = grid_measure.phase_rms_pu(gm)
+            return min(v), max(v)
+        v = self.ctl.pll[pll.V_POS] / 4096
+        return v, v
+
+    def trip_name(self, code):
+        return grid_protect.NAMES.get(code) or events.code_hex(code)
+
+    def trip(self, now_ms, name, detail):
+        """Latch a supervisor-detected trip (``name``: a 1547 function such as "OV1", or a
+        fault code such as "0x10"): the latch turns the PWM off at the next tick (act
+        first), then the DC contactor opens, then the trip is reported."""
+        code = grid_protect.CODES[name] if name in grid_protect.CODES else int(name, 16)
+        protect_fast.trip(self.ctl.prot, code)
+        self._deenergize()
+        self._contactors(0, 0)
+        self.journal.add(now_ms, "trip", name,
+                         events.fault_name(code) if name.startswith("0x") else name, detail)
+        self._goto(now_ms, TRIPPED)
+
     def step(self, now_ms):
         locked, v_pu, f_hz = self.grid()
+        v_min, v_max = self.phase_voltages()
         if locked != self.locked:
             self.locked = locked
             self.journal.add(now_ms, "lock" if locked else "unlock",
                              detail="f=%.3fHz v=%.3fpu" % (f_hz, v_pu))
         code, value = protect_fast.latched(self.ctl.prot)
         if code and self.state not in (TRIPPED, FAULT_LOCKOUT):
-            # the tick has already turned the PWM off; record and follow
+            # latched by the tick, which has already turned the PWM off: follow and report
             self._deenergize()
-            self.journal.add(now_ms, "trip", events.code_hex(code), events.fault_name(code),
-                             "value=%.3fpu" % (value / 4096))
+            self._contactors(0, 0)
+            name = self.trip_name(code)
+            self.journal.add(now_ms, "trip", name, events.fault_name(code)
+                             if name.startswith("0x") else name,
+                             "value=%.3fpu v_min=%.3fpu v_max=%.3fpu f=%.3fHz"
+                             % (value / 4096, v_min, v_max, f_hz))
             self._goto(now_ms, TRIPPED)
         s = self.state
         if s == BOOT:
             self._contactors(0, 0)
             self._goto(now_ms, WAIT_GRID)
         elif s == WAIT_GRID:
-            if self._grid_ok(now_ms, locked, v_pu, f_hz):
+            if self._grid_ok(now_ms, locked, v_min, v_max, f_hz):
                 self._contactors(0, 1)
                 self._goto(now_ms, SYNCING)
         elif s == SYNCING:
             self._syncing(now_ms, locked, v_pu, f_hz)
         elif s == ENTER_SERVICE_DELAY:
-            if not self._grid_ok(now_ms, locked, v_pu, f_hz):
+            if not self._grid_ok(now_ms, locked, v_min, v_max, f_hz):
                 self._goto(now_ms, WAIT_GRID)
-            elif not (self.permit and self.in_enter_service_window(v_pu, f_hz)):
+            elif not (self.permit and self.in_enter_service_window(v_min, f_hz)
+                      and self.in_enter_service_window(v_max, f_hz)):
                 self.since_ms = now_ms  # the delay restarts
             elif now_ms - self.since_ms >= self.held["enter_service_delay_s"] * 100:
                 self.energized_ms = now_ms
+                self.gp.reset()
+                self.ceased = False
                 current.set_enable(self.ctl.cc, 1)
                 self._goto(now_ms, ENERGIZED)
         elif s in (ENERGIZED, DERATED):
-            if not locked or not self.permit:
-                self._deenergize()
-                self._goto(now_ms, ENTER_SERVICE_DELAY if locked else WAIT_GRID)
-            else:
-                self._apply_power(now_ms)
+            self._energized(now_ms, locked, v_min, v_max, f_hz)
         elif s == TRIPPED:
             self._deenergize()
-            if now_ms - self.since_ms >= 1000 and self._grid_ok(now_ms, locked, v_pu, f_hz):
+            if now_ms - self.since_ms >= 1000 and self._grid_ok(now_ms, locked, v_min, v_max,
+                                                                 f_hz):
                 protect_fast.clear(self.ctl.prot)
-                self.journal.add(now_ms, "clear", events.code_hex(code) if code else "")
-                self._goto(now_ms, ENTER_SERVICE_DELAY)
+                self.gp.reset()
+                self.journal.add(now_ms, "clear", self.trip_name(code) if code else "")
+                self._goto(now_ms, WAIT_GRID)
 
-    def _grid_ok(self, now_ms, locked, v_pu, f_hz):
-        ok = locked and self.in_integrity_band(v_pu)
+    def _energized(self, now_ms, locked, v_min, v_max, f_hz):
+        if not self.permit:
+            self._deenergize()
+            self._goto(now_ms, ENTER_SERVICE_DELAY)
+            return
+        tripped = self.gp.step(now_ms, v_min, v_max, f_hz, f_valid=locked)
+        if tripped:
+            self.trip(now_ms, tripped[0], tripped[1])
+            return
+        region = self.gp.region(v_min, v_max)
+        if not locked:
+            # no angle to synchronise to: cease (momentarily) and let the voltage timers
+            # decide; a grid that stays healthy but unlocked is a PLL fault
+            if self.unlocked_since is None:
+                self.unlocked_since = now_ms
+            elif region in ("continuous", "mandatory") and \
+                    now_ms - self.unlocked_since >= UNLOCK_TRIP_MS:
+                self.trip(now_ms, "0x10", "unlocked %dms at v_min=%.3fpu" % (
+                    now_ms - self.unlocked_since, v_min))
+                return
+            region = "momentary"
+        else:
+            self.unlocked_since = None
+        cease = region in ("momentary", "cease")
+        if cease != self.ceased:
+            self.ceased = cease
+            self.journal.add(now_ms, "state", name="MOMENTARY_CESSATION" if cease
+                             else self.state, detail="region=%s v_min=%.3fpu v_max=%.3fpu"
+                             % (region, v_min, v_max))
+        if cease:
+            current.set_enable(self.ctl.cc, 0)
+            return
+        current.set_enable(self.ctl.cc, 1)
+        self.v_max = v_max
+        self._apply_power(now_ms)
+
+    def _grid_ok(self, now_ms, locked, v_min, v_max, f_hz):
+        """Grid-integrity gate: locked and every phase within +/- integrity_band_pu."""
+        band = self.held["integrity_band_pu"] / 100
+        ok = locked and v_min >= 1.0 - band and v_max <= 1.0 + band
         if locked and not ok and not self.integrity_bad:
-            self.journal.fault(now_ms, "0x07", "v_pos=%.3fpu f=%.3fHz" % (v_pu, f_hz))
+            self.journal.fault(now_ms, "0x07", "v_min=%.3fpu v_max=%.3fpu f=%.3fHz"
+                               % (v_min, v_max, f_hz))
         if ok and self.integrity_bad:
             self.journal.add(now_ms, "clear", "0x07", "GRID_INTEGRITY")
         self.integrity_bad = locked and not ok
         return ok
 
     def _syncing(self, now_ms, locked, v_pu, f_hz):
-        if not self._grid_ok(now_ms, locked, v_pu, f_hz):
+        v_min, v_max = self.phase_voltages()
+        if not self._grid_ok(now_ms, locked, v_min, v_max, f_hz):
             self._contactors(0, 0)
             self._goto(now_ms, WAIT_GRID)
             return
@@ -238,6 +314,8 @@ class Supervisor:
         p = max(p, -self.ev_max_discharge_w)
         if not h["bidirectional"]:
             p = max(p, 0)
+        if p < 0:  # volt-watt: export shrinks as the voltage rises (never pushes it up)
+            p = max(p, -rated * self.gp.export_limit_pu(self.v_max))
         ramp_s = h["enter_service_ramp_s"] / 10
         if ramp_s > 0:
             frac = (now_ms - self.energized_ms) / (ramp_s * 1000)

@@ -6,7 +6,7 @@ Trip functions (settings from the parameter table, Tables 11-13 and 18):
     OF2, OF1  frequency above nominal + offset     UF1, UF2  frequency below nominal - offset
 A function trips when its condition has held continuously for its hold time,
 ``clearing time - margin``, the margin covering the measurement window (half a cycle),
-one supervisor period and one grid cycle to spare, so the unit has ceased to energize at
+two supervisor periods and one grid cycle to spare, so the unit has ceased to energize at
 least a cycle before the standard's clearing time. The tick checks the 0.16 s functions
 itself (``grid_measure``); the supervisor's timers cover every function and back the
 tick up.
@@ -60,9 +60,11 @@ class GridProtect:
 
     def __init__(self, held, period_ms):
         f_nom = held["f_nom_hz"]
-        cycle_ms = 1000 // f_nom
+        cycle_ms = (1000 + f_nom - 1) // f_nom
         self.category = held["abnormal_category"]
-        self.margin_ms = cycle_ms // 2 + period_ms + cycle_ms
+        # half a cycle of measurement window, two periods (detection and timer steps),
+        # and one grid cycle to spare
+        self.margin_ms = (cycle_ms + 1) // 2 + 2 * period_ms + cycle_ms
         # name -> (is_over, pickup, hold_ms, measured quantity: "v" or "f")
         self.functions = []
         for name, over, pu_key, s_key in (("OV2", True, "ov2_pu", "ov2_s"),

@@ -66,6 +66,42 @@ TABLE = (
     (71, "vw_v1_pu", "pu", 1.05, 1.09, 1.06, 2, "volt-watt: full export up to this"),
     (72, "vw_v2_pu", "pu", 1.06, 1.10, 1.10, 2, "volt-watt: export reduced to vw_p2 here"),
     (73, "vw_p2_pu", "pu", 0.00, 1.00, 0.20, 2, "volt-watt: export limit at vw_v2, of rated"),
+    # unintentional islanding (IEEE 1547-2018 8.1): active Q-perturbation detector
+    (74, "ai_enable", "", 0, 1, 1, 0,
+     "1 enables active anti-islanding (0 only for controller characterisation tests)"),
+    (75, "ai_amp_pct", "%", 0.2, 5.0, 0.8, 1, "anti-islanding Q perturbation, % of |P|"),
+    # thermal derating and fan (firmware/thermal.py; thermal.conf pushes these keys).
+    # The limit follows the PREDICTED module temperature: 100 % up to the start, then
+    # linear to th_derated_pct at th_derated_c and to 0 at th_trip_c.
+    (80, "th_derate_start_c", "C", 40, 100, 80, 0,
+     "initiation temperature: the power limit starts to fall here (lower it to throttle "
+     "earlier)"),
+    (81, "th_derated_c", "C", 50, 110, 85, 0,
+     "de-rated point: the limit is down to th_derated_pct here (module settles below it)"),
+    (82, "th_derated_pct", "%", 0, 100, 50, 0, "power limit at th_derated_c, % of rated"),
+    (83, "th_trip_c", "C", 60, 125, 95, 0,
+     "module over-temperature trip (fault 0x50); the limit reaches 0 here"),
+    (84, "th_hyst_c", "C", 0.5, 10.0, 2.0, 1,
+     "limit restored only this far below the curve; over-temperature clears this far "
+     "below th_derated_c"),
+    (85, "th_horizon_s", "s", 0, 60, 20, 0,
+     "module temperature predicted this far ahead (0 = act on the measurement)"),
+    (86, "fan_t1_c", "C", 0, 150, 40, 0, "fan curve point 1: module temperature (fan off below)"),
+    (87, "fan_duty1_pct", "%", 0, 100, 30, 0, "fan curve point 1: duty"),
+    (88, "fan_t2_c", "C", 0, 150, 55, 0, "fan curve point 2: module temperature"),
+    (89, "fan_duty2_pct", "%", 0, 100, 50, 0, "fan curve point 2: duty"),
+    (90, "fan_t3_c", "C", 0, 150, 65, 0, "fan curve point 3: module temperature"),
+    (91, "fan_duty3_pct", "%", 0, 100, 75, 0, "fan curve point 3: duty"),
+    (92, "fan_t4_c", "C", 0, 150, 75, 0, "fan curve point 4: module temperature (held above)"),
+    (93, "fan_duty4_pct", "%", 0, 100, 100, 0, "fan curve point 4: duty"),
+    (94, "fan_min_pct", "%", 0, 100, 20, 0, "minimum spin: the fan never runs slower when on"),
+    (95, "fan_hyst_c", "C", 0.0, 10.0, 3.0, 1, "fan curve hysteresis on the way down"),
+    (96, "fan_fail_tach_hz", "Hz", 1, 1000, 20, 0,
+     "fan fail: tach below this while the duty should give at least twice it"),
+    (97, "fan_fail_s", "s", 0.5, 60.0, 3.0, 1, "fan fail: for this long (fault 0x53)"),
+    (98, "th_fan_fail_pct", "%", 0, 100, 50, 0, "power limit with a failed fan, % of rated"),
+    (99, "th_sensor_fault_pct", "%", 0, 100, 50, 0,
+     "power limit with one NTC faulted (0x51/0x52; the model stands in); both: 0"),
     # fast protection
     (40, "oc_trip_pu", "pu", 1.20, 3.00, 2.00, 2, "instantaneous over-current trip"),
     (41, "vdc_max_v", "V", 300, 1100, 950, 0, "DC-link over-voltage trip"),

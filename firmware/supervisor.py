@@ -24,6 +24,7 @@ Context: supervisor (asyncio task on boards, the scenario loop in simulation).
 import current
 import events
 import grid_protect
+import islanding
 import params
 import pll
 import protect_fast
@@ -74,6 +75,13 @@ class Supervisor:
         self.contactor_pre = 0
         self.derate_pct = 0
         self.gp = grid_protect.GridProtect(held, PERIOD_MS)
+        # anti-islanding Q perturbation: +/-0.8 % of |P| by default, inside the 1 % band
+        # that P/Q setpoints are held to (a matched island still answers with k ~ 0.5)
+        self.island = None
+        if held["ai_enable"]:
+            self.island = islanding.Detector(held["f_nom_hz"], PERIOD_MS,
+                                             i_max_q12=held["i_max_pu"] * 4096 // 100,
+                                             amp_permille=held["ai_amp_pct"])
         self.ceased = False
         self.unlocked_since = None
         self.v_max = 1.0
@@ -200,6 +208,12 @@ class Supervisor:
                              "value=%.3fpu v_min=%.3fpu v_max=%.3fpu f=%.3fHz"
                              % (value / 4096, v_min, v_max, f_hz))
             self._goto(now_ms, TRIPPED)
+        # islanding: fed every period; "active" = current flowed during the last period
+        active = (self.state in (ENERGIZED, DERATED) and self.permit and not self.ceased
+                  and locked)
+        hit = self.island.step(now_ms, f_hz, v_pu, active) if self.island else None
+        if hit is not None and active:
+            self.trip(now_ms, hit[0], hit[1])  # "ISLAND": PWM off, contactor open, TRIPPED
         s = self.state
         if s == BOOT:
             self._contactors(0, 0)
@@ -230,6 +244,8 @@ class Supervisor:
                                                                  f_hz):
                 protect_fast.clear(self.ctl.prot)
                 self.gp.reset()
+                if self.island:
+                    self.island.reset()
                 self.journal.add(now_ms, "clear", self.trip_name(code) if code else "")
                 self._goto(now_ms, WAIT_GRID)
 
@@ -324,4 +340,8 @@ class Supervisor:
                 p = max(-lim, min(lim, p))
         self.p_cmd_w = p
         self.q_cmd_var = q
-        current.set_power(self.ctl.cc, p * 4096 // rated, q * 4096 // rated)
+        p_q12 = int(p * 4096 // rated)
+        q_q12 = int(q * 4096 // rated)
+        q_x, p_x = (self.island.perturbation(now_ms, True, p_q12, q_q12) if self.island
+                    else (0, 0))
+        current.set_power(self.ctl.cc, p_q12 + p_x, q_q12 + q_x)

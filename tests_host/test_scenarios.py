@@ -20,7 +20,7 @@ I_RATED_PEAK = P_RATED / (3 * 230.0) * math.sqrt(2)
 
 
 def _scenario(f_nom, events, duration=1.6, **config):
-    cfg = {"enter_service_delay_s": 0.1, "enter_service_ramp_s": 0.0}
+    cfg = {"enter_service_delay_s": 0.1, "enter_service_ramp_s": 0.0, "ai_enable": 0}
     cfg.update(config)
     return scenario.validate({"name": "t", "duration_s": duration,
                               "grid": {"v_nom_ln_rms": 230.0, "f_nom_hz": f_nom},
@@ -119,3 +119,20 @@ def test_bad_scenario_exit_2_and_nothing_written(tmp_path, capsys, text, needle)
     assert needle in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "t.csv").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.json"]
+
+
+@pytest.mark.parametrize("f0", [50, 60])
+def test_rated_export_with_anti_islanding_on(tmp_path, micropython_exe, f0):
+    """The default configuration (active anti-islanding perturbing Q by +/-0.8 % of |P|):
+    distortion and P/Q accuracy still meet the targets."""
+    sc = _scenario(f0, [{"t_s": 0.0, "setpoint": {"id": "a", "p_w": -P_RATED, "q_var": 0}}],
+                   duration=1.0, ai_enable=1)
+    result, cols, _, _ = _run(tmp_path, sc)
+    assert result["first_trip_s"] is None
+    cycles = f0 // 5
+    for ph, (fund, trd, h) in analysis.current_distortion(cols, 0.6, cycles, f0,
+                                                          I_RATED_PEAK).items():
+        assert trd <= 2.5 and max(v for n, v in h.items() if n % 2) < 4.0, (ph, trd)
+    m = analysis.window(cols, 0.6, cycles, f0)
+    assert abs(cols["p_w"][m].mean() + P_RATED) <= 0.01 * P_RATED
+    assert abs(cols["q_var"][m].mean()) <= 0.01 * P_RATED

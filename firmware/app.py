@@ -21,6 +21,7 @@ Context: boot, then supervisor.
 import json
 
 import config_store
+import eventlog
 import events
 import params
 import supervisor
@@ -80,6 +81,14 @@ class App:
     def __init__(self, hal_module, board, root="", overrides=None, journal=None):
         hal_module.safe_outputs()
         self.journal = journal or events.Journal()
+        self.eventlog = None
+        if not board.get("no_log"):
+            try:
+                # attach() also records what the boot reports from here on
+                self.eventlog = eventlog.Log(root + "log")
+                self.eventlog.attach(self.journal)
+            except OSError:
+                self.eventlog = None  # flash unreadable: the in-memory journal only
         held, cfg, notes = config_store.load(root, overrides)
         for note in notes:
             if not note.startswith("no "):
@@ -97,6 +106,10 @@ class App:
         self.config = cfg
         self.board = board
         self.hal = hal_module.build(board)
+        if self.eventlog is not None:
+            utc = eventlog.rtc_utc_ms()  # None when the board has no set real-time clock
+            if utc is not None:
+                self.eventlog.set_utc(utc, self.hal.ticks_ms())
         self.tick = tick.make_tick(self.hal, self.ctl)
         self.supervisor = supervisor.Supervisor(self.ctl, self.hal, held, self.journal)
         self.last_count = -1
@@ -118,6 +131,11 @@ class App:
 
     def supervise_once(self, now_ms):
         self.supervisor.step(now_ms)
+        if self.eventlog is not None:
+            # a flash write can stall the tick (rp2 runs it with interrupts off): while
+            # energized only WARN/ERROR records are written at once, INFO ones wait
+            self.eventlog.service(now_ms, hold=self.supervisor.state in (
+                supervisor.ENERGIZED, supervisor.DERATED))
         if self.healthy():
             self.hal.wdt_feed()
 
@@ -134,6 +152,8 @@ class App:
         self.hal.pwm_off()
         self.hal.contactor(0, 0)
         self.hal.stop_tick()
+        if self.eventlog is not None:
+            self.eventlog.close()
 
     def run(self, extra_tasks=()):
         import asyncio

@@ -32,7 +32,17 @@ FAULTS = {
     "0x30": ("CONFIG_REJECTED", WARN, REPORT, "Config rejected, last good config in use"),
     "0x31": ("PRECHARGE_TIMEOUT", ERROR, LOCKOUT, "DC-link pre-charge timed out"),
     "0x32": ("CONTACTOR_STUCK", ERROR, LOCKOUT, "DC contactor not following its command"),
+    "0x49": ("ISLAND", ERROR, CEASE, "Unintentional island detected"),
 }
+
+def _merge_thermal():
+    import thermal
+
+    for code, row in thermal.FAULTS.items():
+        FAULTS.setdefault(code, row)
+
+
+_merge_thermal()
 
 KINDS = ("lock", "unlock", "trip", "fault", "clear", "state", "derate", "wdt_reset",
          "setpoint_accepted", "setpoint_rejected", "setpoint_duplicate")

@@ -77,7 +77,7 @@ TABLE = (
      "initiation temperature: the power limit starts to fall here (lower it to throttle "
      "earlier)"),
     (81, "th_derated_c", "C", 50, 110, 85, 0,
-     "de-rated point: the limit is down to th_derated_pct here (module settles below it)"),
+     "de-rated point: the limit is down to th_derated_pct here (above it: de-rated state)"),
     (82, "th_derated_pct", "%", 0, 100, 50, 0, "power limit at th_derated_c, % of rated"),
     (83, "th_trip_c", "C", 60, 125, 95, 0,
      "module over-temperature trip (fault 0x50); the limit reaches 0 here"),
@@ -208,6 +208,9 @@ def _cross_checks(held):
     if held["uf1_dhz"] > held["uf2_dhz"]:
         errors.append("key 'uf1_dhz': value %.1f above uf2_dhz %.1f" % (
             held["uf1_dhz"] / 10, held["uf2_dhz"] / 10))
+    import thermal  # here, not at the top: thermal imports this module
+
+    errors.extend(thermal.validate_thermal(held))
     if held["vw_v2_pu"] <= held["vw_v1_pu"]:
         errors.append("key 'vw_v2_pu': value %.2f must exceed vw_v1_pu %.2f" % (
             held["vw_v2_pu"] / 100, held["vw_v1_pu"] / 100))

@@ -21,6 +21,8 @@ comes in as an argument, so the simulated board runs it in simulated time.
 Context: supervisor (asyncio task on boards, the scenario loop in simulation).
 """
 
+import math
+
 import current
 import events
 import grid_protect
@@ -28,6 +30,7 @@ import islanding
 import params
 import pll
 import protect_fast
+import thermal
 
 BOOT = "BOOT"
 WAIT_GRID = "WAIT_GRID"
@@ -75,6 +78,10 @@ class Supervisor:
         self.contactor_pre = 0
         self.derate_pct = 0
         self.gp = grid_protect.GridProtect(held, PERIOD_MS)
+        board = getattr(hal, "board", None) or {}
+        self.thermal = thermal.Thermal(held, board.get("ntc"), board.get("thermal"))
+        self.th_factor = 1.0
+        self._fan_pct = None
         # anti-islanding Q perturbation: +/-0.8 % of |P| by default, inside the 1 % band
         # that P/Q setpoints are held to (a matched island still answers with k ~ 0.5)
         self.island = None
@@ -190,9 +197,30 @@ class Supervisor:
                          events.fault_name(code) if name.startswith("0x") else name, detail)
         self._goto(now_ms, TRIPPED)
 
+    def _thermal(self, now_ms):
+        """Temperatures, fan and the thermal power limit, every period in every state
+        (fan and sensor checks run while de-energized too)."""
+        cc = self.ctl.cc
+        i_pu = (math.sqrt(cc[current.I_D] ** 2 + cc[current.I_Q] ** 2) / 4096
+                if self.state in (ENERGIZED, DERATED) else 0.0)
+        v_dc_v = ((self.ctl.raw[6] - self.ctl.cal[6]) * self.ctl.cal[13] >> 14) \
+            * self.v_base_mv / 4096000
+        factor, fan, evs = self.thermal.step(now_ms, self.hal.ntc_raw(), i_pu,
+                                             self.hal.fan_tach_hz(), v_dc_v)
+        for ev in evs:
+            self.journal.add(now_ms, *ev)
+        if fan != self._fan_pct:
+            self.hal.fan(fan)
+            self._fan_pct = fan
+        self.th_factor = factor
+        self.derate_pct = self.thermal.derate_pct
+        if self.thermal.overtemp and self.state in (ENERGIZED, DERATED):
+            self.trip(now_ms, "0x50", self.thermal.faults.get("0x50", ""))
+
     def step(self, now_ms):
         locked, v_pu, f_hz = self.grid()
         v_min, v_max = self.phase_voltages()
+        self._thermal(now_ms)
         if locked != self.locked:
             self.locked = locked
             self.journal.add(now_ms, "lock" if locked else "unlock",
@@ -230,6 +258,8 @@ class Supervisor:
             elif not (self.permit and self.in_enter_service_window(v_min, f_hz)
                       and self.in_enter_service_window(v_max, f_hz)):
                 self.since_ms = now_ms  # the delay restarts
+            elif self.thermal.overtemp:
+                self.since_ms = now_ms  # too hot to enter service
             elif now_ms - self.since_ms >= self.held["enter_service_delay_s"] * 100:
                 self.energized_ms = now_ms
                 self.gp.reset()
@@ -240,8 +270,8 @@ class Supervisor:
             self._energized(now_ms, locked, v_min, v_max, f_hz)
         elif s == TRIPPED:
             self._deenergize()
-            if now_ms - self.since_ms >= 1000 and self._grid_ok(now_ms, locked, v_min, v_max,
-                                                                 f_hz):
+            if now_ms - self.since_ms >= 1000 and not self.thermal.overtemp and \
+                    self._grid_ok(now_ms, locked, v_min, v_max, f_hz):
                 protect_fast.clear(self.ctl.prot)
                 self.gp.reset()
                 if self.island:
@@ -282,6 +312,7 @@ class Supervisor:
             current.set_enable(self.ctl.cc, 0)
             return
         current.set_enable(self.ctl.cc, 1)
+        self._goto(now_ms, DERATED if self.thermal.derated else ENERGIZED)
         self.v_max = v_max
         self._apply_power(now_ms)
 
@@ -330,6 +361,10 @@ class Supervisor:
         p = max(p, -self.ev_max_discharge_w)
         if not h["bidirectional"]:
             p = max(p, 0)
+        lim = rated * self.th_factor  # thermal: a limit on current, so on apparent power
+        p = max(-lim, min(lim, p))
+        q_max = math.sqrt(max(0.0, lim * lim - p * p))
+        q = max(-q_max, min(q_max, q))
         if p < 0:  # volt-watt: export shrinks as the voltage rises (never pushes it up)
             p = max(p, -rated * self.gp.export_limit_pu(self.v_max))
         ramp_s = h["enter_service_ramp_s"] / 10

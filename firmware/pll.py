@@ -67,6 +67,7 @@ _RING_MASK = const(255)
 _TH_R = const(0)  # reference-frame angle, t28
 _W_R_Q6 = const(1)  # reference frequency, inc q6
 _W_F_Q6 = const(2)  # reported frequency, inc q6
+W_F_Q6 = const(2)  # the same word, public: reported frequency, inc q6 (grid_measure)
 _POS = const(3)  # ring write index
 _NI = const(4)  # integer part of the window length, samples
 _SD = const(5)  # running sum of d over NI samples, + _SUM_BIAS

@@ -2,8 +2,9 @@
 over-voltage. A trip latches: the first cause and its measured value stay recorded
 until the supervisor clears the latch, and the tick keeps the PWM off meanwhile.
 
-Slow, time-graded protection (IEEE 1547 voltage and frequency regions) lives in the
-supervisor; fast 1547 regions join this module as they are built.
+The tick's fast IEEE 1547 regions (OV2, UV2, OF2, UF2) are timed in ``grid_measure`` and
+latch through this module's latch; the slower regions are timed by the supervisor
+(``grid_protect``), which latches through ``trip()``.
 
 Units: Q12 per unit (phase currents of rated peak current, DC link of nominal phase
 peak voltage). Context: ``check`` tick (viper, never raises); the rest supervisor.

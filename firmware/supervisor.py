@@ -78,6 +78,13 @@ class Supervisor:
         self.contactor_pre = 0
         self.derate_pct = 0
         self.gp = grid_protect.GridProtect(held, PERIOD_MS)
+        # the tick's fast 1547 regions (OV2, UV2, OF2, UF2) follow the config too
+        if hasattr(ctl, "set_grid_trips"):
+            h = held
+            ctl.set_grid_trips((h["ov2_pu"] * 4096 + 50) // 100, h["ov2_s"] * 10,
+                               (h["uv2_pu"] * 4096 + 50) // 100, h["uv2_s"] * 10,
+                               h["of2_dhz"] * 100, h["of2_s"] * 10,
+                               -h["uf2_dhz"] * 100, h["uf2_s"] * 10)
         board = getattr(hal, "board", None) or {}
         self.thermal = thermal.Thermal(held, board.get("ntc"), board.get("thermal"))
         self.th_factor = 1.0

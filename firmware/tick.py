@@ -1,8 +1,13 @@
 """The control tick: the body of the fixed-rate timer interrupt, wiring only.
 
-    hal.adc_read(raw) -> scale to Q12 pu -> pll.step -> protect_fast.check
-      -> current.step -> svpwm.modulate -> hal.pwm_set(duties) | hal.pwm_off()
+    hal.adc_read(raw) -> scale to Q12 pu -> pll.step -> grid_measure.step
+      -> protect_fast.check -> current.step -> svpwm.modulate
+      -> hal.pwm_set(duties) | hal.pwm_off()
     then tick count, cost and overrun counters into STATS.
+
+``grid_measure.step`` measures each phase's fundamental and latches the fast IEEE 1547
+regions (OV2, UV2, OF2, UF2) in protect_fast's latch, so ``protect_fast.check`` returns
+a grid trip of this tick and the PWM goes off on this tick, like any latched fault.
 
 ADC channels, in this order on every board: VA, VB, VC (phase-to-neutral voltages),
 IA, IB, IC (phase currents, positive into the converter), VDC (DC link). Scaling per
@@ -26,10 +31,12 @@ import micropython
 from micropython import const
 
 import current
+import grid_measure
 import pll
 import protect_fast
 import svpwm
 from current import step as _current_step
+from grid_measure import step as _gm_step
 from pll import step as _pll_step
 from protect_fast import check as _protect_check
 from svpwm import modulate as _modulate
@@ -82,16 +89,29 @@ class Control:
         protect_fast.init(self.prot, *prot_params)
         self.pw = svpwm.new_state()
         svpwm.init(self.pw, pwm_period, pwm_d_min)
+        # per-phase measurement and fast 1547 regions: IEEE 1547 Category II defaults
+        # until the supervisor loads the config (set_grid_trips)
+        self.gm = grid_measure.new_state()
+        grid_measure.init(self.gm, tick_hz, f_nom_hz)
         self.stats = array("i", bytes(4 * STATS_WORDS))
         self.stats[PERIOD_US] = 1000000 // tick_hz
 
+    def set_grid_trips(self, ov2_q12, ov2_ms, uv2_q12, uv2_ms, of2_mhz, of2_ms, uf2_mhz,
+                       uf2_ms):
+        """Pickups and clearing times of the tick's fast 1547 regions: voltage pickups in
+        Q12 per unit of nominal peak, frequency pickups as mHz offsets from nominal
+        (``of2_mhz`` > 0, ``uf2_mhz`` < 0), clearing times in ms; see
+        ``grid_measure.set_trips`` (ValueError on a bad value). Context: supervisor."""
+        grid_measure.set_trips(self.gm, ov2_q12, ov2_ms, uv2_q12, uv2_ms, of2_mhz, of2_ms,
+                               uf2_mhz, uf2_ms)
+
 
 @micropython.viper
-def compute(raw: ptr32, cal: ptr32, pll_st, cc: ptr32, prot, pw) -> int:
+def compute(raw: ptr32, cal: ptr32, pll_st, cc: ptr32, prot, pw, gm) -> int:
     """Everything between the ADC and the PWM for one tick. Returns 0 to switch with
     the new duties, -1 to keep the PWM off (not enabled), or the latched fault code.
-    ``pll_st``, ``prot`` and ``pw`` are only handed on, so they stay objects here (a
-    ptr32 cast costs a buffer-protocol call). Context: tick."""
+    ``pll_st``, ``prot``, ``pw`` and ``gm`` are only handed on, so they stay objects here
+    (a ptr32 cast costs a buffer-protocol call). Context: tick."""
     va = ((raw[0] - cal[0]) * cal[7]) >> 14
     vb = ((raw[1] - cal[1]) * cal[8]) >> 14
     vc = ((raw[2] - cal[2]) * cal[9]) >> 14
@@ -100,6 +120,9 @@ def compute(raw: ptr32, cal: ptr32, pll_st, cc: ptr32, prot, pw) -> int:
     ic = ((raw[5] - cal[5]) * cal[12]) >> 14
     v_dc = ((raw[6] - cal[6]) * cal[13]) >> 14
     _pll_step(pll_st, va, vb, vc)
+    # armed while the current controller is enabled (current.ENABLE): may latch a grid
+    # trip, which protect_check then returns with its own causes (first cause wins)
+    _gm_step(gm, pll_st, prot, va, vb, vc, cc[10])
     code = int(_protect_check(prot, ia, ib, ic, v_dc))
     if code != 0:
         cc[10] = 0  # current.ENABLE: a trip disables the controller until re-enabled
@@ -123,7 +146,7 @@ def _run(ctx) -> int:
     state = 0
     try:
         ctx[7](ctx[0])  # hal.adc_read(raw)
-        state = int(compute(ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5]))
+        state = int(compute(ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5], ctx[10]))
         if state == 0:
             ctx[8](ctx[5])  # hal.pwm_set(pw)
             stats[STATE] = 1
@@ -156,7 +179,7 @@ def make_tick(hal, ctl):
     closure call with more than a handful of closed-over names plus arguments, which
     would allocate on every tick."""
     ctx = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.stats,
-           hal.adc_read, hal.pwm_set, hal.pwm_off, None, hal.ticks_us)
+           hal.adc_read, hal.pwm_set, hal.pwm_off, ctl.gm, hal.ticks_us)
     body = _run
 
     def tick(_arg=None):

@@ -143,7 +143,8 @@ def test_protect_and_compute_word_safe():
         for word in (0, 65535, 32768):
             for ch in range(7):
                 ctl.raw[ch] = word
-            rep = wm.check("compute", ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw)
+            rep = wm.check("compute", ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw,
+                           ctl.gm)
             _assert_clean(wm, rep)
 
 

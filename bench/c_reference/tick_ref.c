@@ -1,6 +1,6 @@
 /* C reference of one control tick: a faithful int32_t port of firmware/tick.py compute()
- * (ADC scaling, pll.step, protect_fast.check, current.step with _isqrt,
- * svpwm.modulate), for `v2g bench` to compare the viper build against.
+ * (ADC scaling, pll.step, grid_measure.step, protect_fast.check, current.step with
+ * _isqrt, svpwm.modulate), for `v2g bench` to compare the viper build against.
  *
  * Everything that is data comes from the firmware through a header that `v2g bench`
  * generates at build time (tick_ref_data.h, see v2g/bench.py): the sine and atan tables
@@ -170,6 +170,148 @@ static void pll_step(i32 *st, i32 va, i32 vb, i32 vc) {
     k = t >> PLL__SIN_IDX_SHIFT;
     s0 = tab[k];
     st[PLL_COS_B] = s0 + (((tab[k + 1] - s0) * ((t >> 4) & 0x7FFF)) >> 15);
+}
+
+static i32 isqrt(i32 n);
+
+/* ---- grid_measure.step ---------------------------------------------------------- */
+static inline i32 clamp_v(i32 v) {
+    if (v > GM__V_MAX_Q12) return GM__V_MAX_Q12;
+    if (v < -GM__V_MAX_Q12) return -GM__V_MAX_Q12;
+    return v;
+}
+
+/* one region: count while the condition holds (saturating at the hold), else 0 */
+static inline void region(i32 *gm, int idx, int cond, int bit, i32 *due) {
+    if (cond) {
+        i32 n = gm[GM__CNT + idx];
+        if (n < gm[GM__HOLD + idx]) {
+            n += 1;
+            gm[GM__CNT + idx] = n;
+        }
+        if (n >= gm[GM__HOLD + idx]) *due |= bit;
+    } else {
+        gm[GM__CNT + idx] = 0;
+    }
+}
+
+/* one channel of the window: the product (biased) into its ring and running sum, the
+ * normalised window mean (Q12, clamped) out */
+static inline i32 gm_channel(i32 *gm, i32 ring, i32 sum, i32 pb, i32 pos, i32 j0, i32 j1,
+                             i32 grow, i32 ja, i32 jb, i32 nb, i32 fr, i32 fr2, i32 rnd,
+                             i32 a_sh, i32 m) {
+    gm[ring + pos] = pb;
+    i32 sb = gm[sum] + pb - gm[ring + j0];
+    if (grow > 0) sb += gm[ring + j0];
+    else if (grow < 0) sb -= gm[ring + j1];
+    gm[sum] = sb;
+    i32 ab = gm[ring + ja];
+    i32 x = sb - nb;
+    x = x + x + ab - pb + ((fr * (ab - GM__RING_BIAS)) >> 13);
+    x += (fr2 * (gm[ring + jb] - ab)) >> 13;
+    i32 c = (((x + rnd) >> a_sh) * m + 4096) >> 13;
+    if (c > GM__COMP_MAX) c = GM__COMP_MAX;
+    else if (c < -GM__COMP_MAX) c = -GM__COMP_MAX;
+    return c;
+}
+
+static i32 gm_step(i32 *gm, const i32 *pll_st, i32 *prot, i32 va, i32 vb, i32 vc,
+                   i32 armed) {
+    va = clamp_v(va);
+    vb = clamp_v(vb);
+    vc = clamp_v(vc);
+    i32 cs = pll_st[GM__PLL_COS_B] - GM__SIN_BIAS;
+    i32 sn = pll_st[GM__PLL_SIN_B] - GM__SIN_BIAS;
+    i32 win_q8 = pll_st[GM__PLL_WIN_Q8];
+    if (win_q8 < gm[GM__WIN_MIN]) win_q8 = gm[GM__WIN_MIN];
+    else if (win_q8 > gm[GM__WIN_MAX]) win_q8 = gm[GM__WIN_MAX];
+    i32 pos = (gm[GM__POS] + 1) & GM__RING_MASK;
+    gm[GM__POS] = pos;
+    i32 k = pos & GM__VRING_MASK;
+    gm[GM__VRING + k] = va + GM__RING_BIAS;
+    gm[GM__VRING + GM__VRING_LEN + k] = vb + GM__RING_BIAS;
+    gm[GM__VRING + 2 * GM__VRING_LEN + k] = vc + GM__RING_BIAS;
+    i32 jd = (pos - ((win_q8 + 256) >> 9)) & GM__VRING_MASK;
+
+    i32 ni = gm[GM__NI];
+    i32 grow = 0;
+    if ((win_q8 >> 8) > ni && ni < GM__NI_MAX) grow = 1;
+    else if ((win_q8 >> 8) < ni) grow = -1;
+    i32 j0 = (pos - ni) & GM__RING_MASK;
+    i32 j1 = (j0 + 1) & GM__RING_MASK;
+    ni += grow;
+    gm[GM__NI] = ni;
+    i32 ja = (pos - ni) & GM__RING_MASK;
+    i32 jb = (ja - 1) & GM__RING_MASK;
+    i32 nb = SHL(ni, 20);
+    i32 fr = SHL(win_q8 - SHL(ni, 8), 6);
+    if (fr < 0) fr = 0;
+    else if (fr > 16384) fr = 16384;
+    i32 fr2 = (fr * fr) >> 15;
+    i32 m = floordiv(gm[GM__ONE_K], win_q8);
+    i32 a_sh = gm[GM__A_SH];
+    i32 rnd = (1 << a_sh) >> 1;
+    i32 hi = -1, lo = 0x3FFFFFFF, ph_hi = 0, ph_lo = 0;
+    for (i32 ph = 0; ph < 3; ph++) {
+        i32 v = gm[GM__VRING + (ph << 7) + k] - GM__RING_BIAS;
+        i32 d = gm[GM__VRING + (ph << 7) + jd] - GM__RING_BIAS;
+        i32 ring = GM__RING0 + (ph << 9);
+        i32 re = gm_channel(gm, ring, GM__SUM + 2 * ph,
+                            ((v * cs + d * sn + 8192) >> 14) + GM__RING_BIAS, pos, j0, j1,
+                            grow, ja, jb, nb, fr, fr2, rnd, a_sh, m);
+        i32 im = gm_channel(gm, ring + GM__RING, GM__SUM + 2 * ph + 1,
+                            ((d * cs - v * sn + 8192) >> 14) + GM__RING_BIAS, pos, j0, j1,
+                            grow, ja, jb, nb, fr, fr2, rnd, a_sh, m);
+        gm[GM_PHASOR_B + 2 * ph] = re + GM_BIAS;
+        gm[GM_PHASOR_B + 2 * ph + 1] = im + GM_BIAS;
+        i32 x = re * re + im * im;
+        gm[GM_MAG2_A + ph] = x;
+        if (x > hi) {
+            hi = x;
+            ph_hi = ph;
+        }
+        if (x < lo) {
+            lo = x;
+            ph_lo = ph;
+        }
+    }
+
+    i32 due = 0;
+    region(gm, 0, hi > gm[GM__OV2_M2], 1, &due);
+    region(gm, 1, lo < gm[GM__UV2_M2], 2, &due);
+    i32 w_f = pll_st[GM__PLL_W_F_Q6];
+    int present = pll_st[GM__PLL_V_POS] >= GM__V_PRESENT_Q12;
+    region(gm, 2, w_f > gm[GM__OF2_Q6] && present, 4, &due);
+    region(gm, 3, w_f < gm[GM__UF2_Q6] && present, 8, &due);
+    if (due == 0 || armed == 0) return 0;
+
+    i32 code = prot[GM__PROT_LATCH];
+    if (code != 0) return code;
+    i32 n, ph, r;
+    if (due & 3) {
+        if (due & 1) {
+            code = GM_OV2;
+            n = hi;
+            ph = ph_hi;
+        } else {
+            code = GM_UV2;
+            n = lo;
+            ph = ph_lo;
+        }
+        r = isqrt(n);
+    } else {
+        code = (due & 4) ? GM_OF2 : GM_UF2;
+        n = w_f;
+        ph = 3;
+        r = floordiv(w_f, gm[GM__F_DIV]);
+    }
+    prot[GM__PROT_VALUE_B] = r + GM_BIAS;
+    prot[GM__PROT_LATCH] = code;
+    prot[GM__PROT_COUNT] = prot[GM__PROT_COUNT] + 1;
+    gm[GM_TRIP_CODE] = code;
+    gm[GM_TRIP_PHASE] = ph;
+    gm[GM_TRIP_VALUE_B] = n + GM_BIAS;
+    return code;
 }
 
 /* ---- protect_fast.check --------------------------------------------------------- */
@@ -359,7 +501,8 @@ static void svpwm_modulate(i32 *cc, const i32 *pll_st, i32 *pw, i32 v_dc) {
 }
 
 /* ---- tick.compute --------------------------------------------------------------- */
-i32 compute(const i32 *raw, const i32 *cal, i32 *pll_st, i32 *cc, i32 *prot, i32 *pw) {
+i32 compute(const i32 *raw, const i32 *cal, i32 *pll_st, i32 *cc, i32 *prot, i32 *pw,
+            i32 *gm) {
     i32 va = ((raw[0] - cal[0]) * cal[7]) >> 14;
     i32 vb = ((raw[1] - cal[1]) * cal[8]) >> 14;
     i32 vc = ((raw[2] - cal[2]) * cal[9]) >> 14;
@@ -368,6 +511,7 @@ i32 compute(const i32 *raw, const i32 *cal, i32 *pll_st, i32 *cc, i32 *prot, i32
     i32 ic = ((raw[5] - cal[5]) * cal[12]) >> 14;
     i32 v_dc = ((raw[6] - cal[6]) * cal[13]) >> 14;
     pll_step(pll_st, va, vb, vc);
+    gm_step(gm, pll_st, prot, va, vb, vc, cc[CUR_ENABLE]);
     i32 code = protect_check(prot, ia, ib, ic, v_dc);
     if (code != 0) cc[CUR_ENABLE] = 0;
     current_step(cc, pll_st, va, vb, vc, ia, ib, ic);
@@ -380,6 +524,7 @@ i32 compute(const i32 *raw, const i32 *cal, i32 *pll_st, i32 *cc, i32 *prot, i32
 /* ---- driver: the tick loop of tick.make_tick with the bench HAL ----------------- */
 i32 raw[TICK_CHANNELS], cal[2 * TICK_CHANNELS];
 i32 pll_st[PLL_STATE_WORDS], cc[CUR_WORDS], prot[PROT_WORDS], pw[PWM_WORDS];
+i32 gm[GM_STATE_WORDS];
 i32 stats[TICK_STATS_WORDS], rec[8];
 
 static void reset(void) {
@@ -388,6 +533,7 @@ static void reset(void) {
     memcpy(cc, INIT_CC, sizeof cc);
     memcpy(prot, INIT_PROT, sizeof prot);
     memcpy(pw, INIT_PW, sizeof pw);
+    memcpy(gm, INIT_GM, sizeof gm);
     memset(stats, 0, sizeof stats);
     memset(rec, 0, sizeof rec);
     memset(raw, 0, sizeof raw);
@@ -400,11 +546,11 @@ static int64_t now_ns(void) {
 }
 
 static int64_t checksum(void) {
-    const i32 *arrays[4] = {pll_st, cc, prot, pw};
-    const int sizes[4] = {PLL_STATE_WORDS, CUR_WORDS, PROT_WORDS, PWM_WORDS};
+    const i32 *arrays[5] = {pll_st, cc, prot, pw, gm};
+    const int sizes[5] = {PLL_STATE_WORDS, CUR_WORDS, PROT_WORDS, PWM_WORDS, GM_STATE_WORDS};
     const int64_t mod = INT64_C(1) << 30;
     int64_t s = 0, idx = 0;
-    for (int a = 0; a < 4; a++) {
+    for (int a = 0; a < 5; a++) {
         for (int i = 0; i < sizes[a]; i++) {
             idx += 1;
             s = ((s + idx * arrays[a][i]) % mod + mod) % mod;
@@ -441,7 +587,7 @@ int main(int argc, char **argv) {
         for (int c = 0; c < TICK_CHANNELS; c++) raw[c] = SAMPLES[pos + c];  /* adc_read */
         pos += TICK_CHANNELS;
         if (pos >= wrap) pos = 0;
-        i32 state = compute(raw, cal, pll_st, cc, prot, pw);
+        i32 state = compute(raw, cal, pll_st, cc, prot, pw, gm);
         if (state == 0) {  /* pwm_set */
             rec[0] += 1;
             rec[2] = pw[PWM_DUTY_A];
@@ -465,7 +611,7 @@ int main(int argc, char **argv) {
         reset();
         for (int c = 0; c < TICK_CHANNELS; c++) raw[c] = SAMPLES[c];
         t0 = now_ns();
-        for (long k = 0; k < n_compute; k++) compute(raw, cal, pll_st, cc, prot, pw);
+        for (long k = 0; k < n_compute; k++) compute(raw, cal, pll_st, cc, prot, pw, gm);
         t1 = now_ns();
         printf(" compute_ns=%.1f", (double)(t1 - t0) / (double)n_compute);
     }

@@ -65,7 +65,8 @@ RUN_TIMEOUT_S = 600
 
 # module -> prefix of its constants in the generated C header
 _C_PREFIX = (("pll", "PLL"), ("current", "CUR"), ("svpwm", "PWM"),
-             ("protect_fast", "PROT"), ("tick", "TICK"), ("tables", "TAB"))
+             ("protect_fast", "PROT"), ("grid_measure", "GM"), ("tick", "TICK"),
+             ("tables", "TAB"))
 
 
 def _positive_int(text):
@@ -236,13 +237,15 @@ def c_header_text():
     out.append(_c_array("int32_t", "INIT_CC", ctl.cc, "CUR_WORDS"))
     out.append(_c_array("int32_t", "INIT_PROT", ctl.prot, "PROT_WORDS"))
     out.append(_c_array("int32_t", "INIT_PW", ctl.pw, "PWM_WORDS"))
+    out.append(_c_array("int32_t", "INIT_GM", ctl.gm, "GM_STATE_WORDS"))
     out.append("#define SAMPLE_WORDS %d" % len(samples))
     out.append(_c_array("int32_t", "SAMPLES", samples, "SAMPLE_WORDS"))
     sizes = [("INIT_CAL", len(ctl.cal), "2 * TICK_CHANNELS"),
              ("INIT_PLL", len(ctl.pll), "PLL_STATE_WORDS"),
              ("INIT_CC", len(ctl.cc), "CUR_WORDS"),
              ("INIT_PROT", len(ctl.prot), "PROT_WORDS"),
-             ("INIT_PW", len(ctl.pw), "PWM_WORDS")]
+             ("INIT_PW", len(ctl.pw), "PWM_WORDS"),
+             ("INIT_GM", len(ctl.gm), "GM_STATE_WORDS")]
     for name, n, macro in sizes:  # a layout change must not compile silently
         out.append('_Static_assert(%d == %s, "%s: state layout changed");' % (n, macro, name))
     return "\n".join(out) + "\n"

@@ -24,8 +24,9 @@
 #   locked_ticks       ticks completed under the lock before it failed (= N when ok);
 #   alloc_ticks        after a failed locked run: how many of probe_ticks (1000) ticks,
 #                      each run under its own lock, needed the heap.
-# checksum: sum of the words of the PLL, current, protection and PWM state arrays, each
-# weighted by its running index from 1, mod 2**30 (the C reference computes the same).
+# checksum: sum of the words of the PLL, current, protection, PWM and grid-measure state
+# arrays, each weighted by its running index from 1, mod 2**30 (the C reference computes
+# the same).
 # Exit 1 on bad usage.
 #
 # Configuration: 10 kHz tick, 50 Hz grid, 16-bit ADC with offset 32768 and gain_q14 8192
@@ -125,7 +126,7 @@ def make_control():
 
 def state_arrays(ctl):
     """The arrays the checksum covers, in order (the C reference uses the same order)."""
-    return (ctl.pll, ctl.cc, ctl.prot, ctl.pw)
+    return (ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
 
 
 def checksum(arrays):
@@ -206,9 +207,9 @@ def _run_ticks(tick, n):
         tick()
 
 
-def _run_compute(compute, n, raw, cal, pll_st, cc, prot, pw):
+def _run_compute(compute, n, raw, cal, pll_st, cc, prot, pw, gm):
     for _ in range(n):
-        compute(raw, cal, pll_st, cc, prot, pw)
+        compute(raw, cal, pll_st, cc, prot, pw, gm)
 
 
 def _probe_allocs(isr, ctl, n):
@@ -307,7 +308,7 @@ def bench(n, heap_lock=False, compute_ticks=None):
         gc.collect()
         t0 = _now_ns()
         _run_compute(tick.compute, compute_ticks, c2.raw, c2.cal, c2.pll, c2.cc, c2.prot,
-                     c2.pw)
+                     c2.pw, c2.gm)
         t1 = _now_ns()
         res["compute_ns"] = (t1 - t0) // compute_ticks
     res["runtime"] = runtime_string()

@@ -60,7 +60,9 @@ OVERRUNS = const(3)  # ticks that took longer than the period
 PERIOD_US = const(4)
 STATE = const(5)  # 0 idle (PWM off, not enabled), 1 switching, else the latched fault code
 ERRORS = const(6)  # exceptions caught inside the tick (each one turned the PWM off)
+CAP_LEFT = const(7)  # samples the waveform capture still has to take (0 = idle)
 STATS_WORDS = const(8)
+CAPTURE_SAMPLES = const(640)  # va, vb, vc raw words + PLL angle per sample (10 KB)
 _COUNT_MASK = const(0x3FFFFFFF)
 
 
@@ -94,6 +96,7 @@ class Control:
         self.gm = grid_measure.new_state()
         grid_measure.init(self.gm, tick_hz, f_nom_hz)
         self.stats = array("i", bytes(4 * STATS_WORDS))
+        self.cap = array("i", bytes(16 * CAPTURE_SAMPLES))
         self.stats[PERIOD_US] = 1000000 // tick_hz
 
     def set_grid_trips(self, ov2_q12, ov2_ms, uv2_q12, uv2_ms, of2_mhz, of2_ms, uf2_mhz,
@@ -161,6 +164,16 @@ def _run(ctx) -> int:
         stats[ERRORS] = stats[ERRORS] + 1
     # ticks_us() wraps at 2**30 on every port (time.ticks_* period), so the masked
     # difference is ticks_diff() without the call
+    left = stats[CAP_LEFT]
+    if left > 0:  # waveform capture armed (sync check, diagnostics): 4 words per tick
+        cap = ptr32(ctx[12])
+        raw = ptr32(ctx[0])
+        k = (CAPTURE_SAMPLES - left) << 2
+        cap[k] = raw[0]
+        cap[k + 1] = raw[1]
+        cap[k + 2] = raw[2]
+        cap[k + 3] = ptr32(ctx[2])[7]  # pll.THETA after this tick's step
+        stats[CAP_LEFT] = left - 1
     cost = (int(hal_ticks_us()) - t0) & _COUNT_MASK
     stats[COST_US] = cost
     if cost > stats[COST_MAX_US]:
@@ -171,6 +184,18 @@ def _run(ctx) -> int:
     return state
 
 
+def arm_capture(ctl):
+    """Start a waveform capture of CAPTURE_SAMPLES ticks into ``ctl.cap`` (raw va, vb,
+    vc and the PLL angle per tick). Returns the sample count. Context: supervisor/REPL."""
+    ctl.stats[CAP_LEFT] = CAPTURE_SAMPLES
+    return CAPTURE_SAMPLES
+
+
+def capture_left(ctl):
+    """Samples still to take (0: ``ctl.cap`` holds a complete capture)."""
+    return ctl.stats[CAP_LEFT]
+
+
 def make_tick(hal, ctl):
     """Bind the HAL and the arrays into the interrupt handler ``tick(arg)``. Context: boot,
     before the timer starts (ISR rule: create every object the handler needs first).
@@ -179,7 +204,7 @@ def make_tick(hal, ctl):
     closure call with more than a handful of closed-over names plus arguments, which
     would allocate on every tick."""
     ctx = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.stats,
-           hal.adc_read, hal.pwm_set, hal.pwm_off, ctl.gm, hal.ticks_us)
+           hal.adc_read, hal.pwm_set, hal.pwm_off, ctl.gm, hal.ticks_us, ctl.cap)
     body = _run
 
     def tick(_arg=None):

@@ -27,6 +27,7 @@ import params
 import supervisor
 import tick
 
+RESETS = "resets.json"  # consecutive watchdog resets, kept on flash across resets
 VOLTAGE_CHANNELS = (tick.VA, tick.VB, tick.VC, tick.VDC)
 CURRENT_CHANNELS = (tick.IA, tick.IB, tick.IC)
 
@@ -112,8 +113,34 @@ class App:
                 self.eventlog.set_utc(utc, self.hal.ticks_ms())
         self.tick = tick.make_tick(self.hal, self.ctl)
         self.supervisor = supervisor.Supervisor(self.ctl, self.hal, held, self.journal)
+        self.root = root
+        self.healthy_ms = 0
+        self._watchdog_history()
         self.last_count = -1
         self.running = False
+
+    def _watchdog_history(self):
+        """Count consecutive watchdog resets on flash; k of them lock the unit out."""
+        path = self.root + RESETS
+        try:
+            with open(path) as f:
+                count = json.load(f).get("wdt_resets", 0)
+        except (OSError, ValueError):
+            count = 0
+        if self.hal.reset_cause() == "wdt":
+            count += 1
+            self.journal.fault(0, "0x60", "consecutive=%d" % count)
+            if count >= self.held["wdt_lockout_k"]:
+                self.journal.fault(0, "0x61", "%d watchdog resets in a row" % count)
+                self.supervisor.lockout(0)
+        self.wdt_resets = count
+        self._store_resets(count)
+
+    def _store_resets(self, count):
+        try:
+            config_store.write_atomic(self.root + RESETS, json.dumps({"wdt_resets": count}))
+        except OSError:
+            pass
 
     def start(self):
         """Arm the watchdog (unless dev_mode) and start the tick timer."""
@@ -131,6 +158,11 @@ class App:
 
     def supervise_once(self, now_ms):
         self.supervisor.step(now_ms)
+        if self.wdt_resets and self.supervisor.state != supervisor.FAULT_LOCKOUT:
+            self.healthy_ms += supervisor.PERIOD_MS
+            if self.healthy_ms >= self.held["wdt_window_s"] * 1000:
+                self.wdt_resets = 0  # long healthy run: earlier resets are forgiven
+                self._store_resets(0)
         if self.eventlog is not None:
             # a flash write can stall the tick (rp2 runs it with interrupts off): while
             # energized only WARN/ERROR records are written at once, INFO ones wait

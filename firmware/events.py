@@ -33,6 +33,10 @@ FAULTS = {
     "0x31": ("PRECHARGE_TIMEOUT", ERROR, LOCKOUT, "DC-link pre-charge timed out"),
     "0x32": ("CONTACTOR_STUCK", ERROR, LOCKOUT, "DC contactor not following its command"),
     "0x49": ("ISLAND", ERROR, CEASE, "Unintentional island detected"),
+    "0x60": ("WATCHDOG_RESET", WARN, REPORT, "Controller restarted by the hardware watchdog"),
+    "0x61": ("WATCHDOG_LOCKOUT", ERROR, LOCKOUT,
+             "Repeated watchdog resets: locked out until an operator clears it"),
+    "0x62": ("TICK_OVERRUN", WARN, REPORT, "Control tick overran its period repeatedly"),
 }
 
 def _merge_thermal():

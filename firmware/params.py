@@ -102,6 +102,11 @@ TABLE = (
     (98, "th_fan_fail_pct", "%", 0, 100, 50, 0, "power limit with a failed fan, % of rated"),
     (99, "th_sensor_fault_pct", "%", 0, 100, 50, 0,
      "power limit with one NTC faulted (0x51/0x52; the model stands in); both: 0"),
+    # watchdog
+    (100, "wdt_lockout_k", "", 1, 10, 3, 0,
+     "consecutive watchdog resets that lock the unit out (FAULT_LOCKOUT)"),
+    (101, "wdt_window_s", "s", 10, 3600, 600, 0,
+     "healthy running this long forgets earlier watchdog resets"),
     # fast protection
     (40, "oc_trip_pu", "pu", 1.20, 3.00, 2.00, 2, "instantaneous over-current trip"),
     (41, "vdc_max_v", "V", 300, 1100, 950, 0, "DC-link over-voltage trip"),

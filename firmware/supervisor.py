@@ -23,6 +23,7 @@ Context: supervisor (asyncio task on boards, the scenario loop in simulation).
 
 import math
 
+import contactor
 import current
 import events
 import grid_protect
@@ -41,11 +42,6 @@ DERATED = "DERATED"
 TRIPPED = "TRIPPED"
 FAULT_LOCKOUT = "FAULT_LOCKOUT"
 
-CONTACTOR_STUCK = 0
-CONTACTOR_OPEN = 1
-CONTACTOR_CLOSED = 2
-CONTACTOR_PRECHARGING = 3
-CONTACTOR_OPENING = 4
 
 PERIOD_MS = 10
 PRECHARGE_TIMEOUT_MS = 3000
@@ -74,8 +70,8 @@ class Supervisor:
         self.integrity_bad = False
         self.p_cmd_w = 0
         self.q_cmd_var = 0
-        self.contactor_main = 0
-        self.contactor_pre = 0
+        self.contactor = contactor.Contactor(hal)
+        self.now_ms = 0
         self.derate_pct = 0
         self.gp = grid_protect.GridProtect(held, PERIOD_MS)
         # the tick's fast 1547 regions (OV2, UV2, OF2, UF2) follow the config too
@@ -150,12 +146,31 @@ class Supervisor:
 
     def contactor_status(self):
         """Modbus 40001 code: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING."""
-        aux = self.hal.contactor_aux()
-        if self.contactor_main:
-            return CONTACTOR_CLOSED if aux else CONTACTOR_PRECHARGING
-        if aux:
-            return CONTACTOR_OPENING
-        return CONTACTOR_PRECHARGING if self.contactor_pre else CONTACTOR_OPEN
+        return self.contactor.status
+
+    @property
+    def contactor_main(self):
+        return self.contactor.main
+
+    @property
+    def contactor_pre(self):
+        return self.contactor.pre
+
+    def lockout(self, now_ms):
+        """Enter FAULT_LOCKOUT: nothing energizes until ``clear_lockout``."""
+        self._deenergize()
+        self._contactors(0, 0)
+        self._goto(now_ms, FAULT_LOCKOUT)
+
+    def clear_lockout(self, now_ms):
+        """Operator action after inspection (REPL, Modbus later): leave FAULT_LOCKOUT."""
+        if self.state != FAULT_LOCKOUT:
+            return False
+        self.contactor.clear(now_ms)
+        protect_fast.clear(self.ctl.prot)
+        self.journal.add(now_ms, "clear", "0x61", "LOCKOUT", "operator")
+        self._goto(now_ms, WAIT_GRID)
+        return True
 
     # ---- state machine ----
 
@@ -166,9 +181,11 @@ class Supervisor:
             self.journal.add(now_ms, "state", name=state)
 
     def _contactors(self, main_on, pre_on):
-        self.contactor_main = main_on
-        self.contactor_pre = pre_on
-        self.hal.contactor(main_on, pre_on)
+        self.contactor.command(self.now_ms, main_on, pre_on)
+
+    def v_dc_v(self):
+        return ((self.ctl.raw[6] - self.ctl.cal[6]) * self.ctl.cal[13] >> 14) \
+            * self.v_base_mv / 4096000
 
     def _deenergize(self):
         current.set_enable(self.ctl.cc, 0)
@@ -210,8 +227,7 @@ class Supervisor:
         cc = self.ctl.cc
         i_pu = (math.sqrt(cc[current.I_D] ** 2 + cc[current.I_Q] ** 2) / 4096
                 if self.state in (ENERGIZED, DERATED) else 0.0)
-        v_dc_v = ((self.ctl.raw[6] - self.ctl.cal[6]) * self.ctl.cal[13] >> 14) \
-            * self.v_base_mv / 4096000
+        v_dc_v = self.v_dc_v()
         factor, fan, evs = self.thermal.step(now_ms, self.hal.ntc_raw(), i_pu,
                                              self.hal.fan_tach_hz(), v_dc_v)
         for ev in evs:
@@ -225,9 +241,17 @@ class Supervisor:
             self.trip(now_ms, "0x50", self.thermal.faults.get("0x50", ""))
 
     def step(self, now_ms):
+        self.now_ms = now_ms
         locked, v_pu, f_hz = self.grid()
         v_min, v_max = self.phase_voltages()
         self._thermal(now_ms)
+        stuck = self.contactor.step(now_ms, self.v_dc_v())
+        if stuck is not None:
+            # a welded or dead contactor: energizing is blocked until an operator clears it
+            if self.state in (ENERGIZED, DERATED):
+                protect_fast.trip(self.ctl.prot, 0x32)
+            self.journal.fault(now_ms, "0x32", stuck)
+            self.lockout(now_ms)
         if locked != self.locked:
             self.locked = locked
             self.journal.add(now_ms, "lock" if locked else "unlock",
@@ -351,7 +375,7 @@ class Supervisor:
                                    "v_dc=%dV" % (v_dc * self.v_base_mv // 4096000))
                 self._goto(now_ms, FAULT_LOCKOUT)
         elif self.contactor_main:
-            if self.hal.contactor_aux():
+            if self.contactor.status == contactor.CLOSED:
                 self._contactors(1, 0)
                 self._goto(now_ms, ENTER_SERVICE_DELAY)
             elif now_ms - self.since_ms > PRECHARGE_TIMEOUT_MS + CONTACTOR_TIMEOUT_MS:

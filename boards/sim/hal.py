@@ -22,6 +22,7 @@ _HALF = const(0x20000000)
 
 _active = None  # the HAL of the running board (scenario runner, REPL helpers)
 PLANT = None  # a plant the scenario runner made; build() uses it instead of a new one
+CAUSE = None  # reset cause the scenario runner sets before a (re)boot
 
 
 def safe_outputs():
@@ -37,7 +38,7 @@ def build(board, plant=None):
 
     _active = SimHal(board, plant)
     # board mode: the wrapper that restarted us says why (power, soft, wdt)
-    _active.cause = os.getenv("V2G_RESET_CAUSE") or "power"
+    _active.cause = CAUSE or os.getenv("V2G_RESET_CAUSE") or "power"
     return _active
 
 

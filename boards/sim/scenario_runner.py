@@ -19,6 +19,7 @@ import json
 import sys
 
 import app as app_mod
+import events
 import hal as sim_hal
 import plant as plant_model
 import pll
@@ -69,14 +70,14 @@ class Run:
             self.ticks_total += st[tick_mod.COUNT]
             self.overruns += st[tick_mod.OVERRUNS]
         self.boots += 1
-        journal = None
+        if not first:
+            self.record(self.n, "wdt_reset", detail="boot %d" % self.boots)
+        journal = events.Journal()
+        journal.listeners.append(self.on_event)  # boot-time faults are results too
+        sim_hal.CAUSE = "power" if first else "wdt"
         self.app = app_mod.App(sim_hal, self.board, root=self.flash_dir,
                                overrides=self.sc["config"], journal=journal)
         self.app.hal.t_us = self.n * 1000000 // self.tick_hz
-        self.app.hal.cause = "power" if first else "wdt"
-        self.app.journal.listeners.append(self.on_event)
-        if not first:
-            self.record(self.n, "wdt_reset", detail="boot %d" % self.boots)
         self.app.start()
         self.hung = None
 

@@ -14,7 +14,7 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean
+.PHONY: venv test bench sim tools clean conformance
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ bench: venv tools
 
 sim: venv
 	$(VENV)/bin/v2g sim demo
+
+# IEEE 1547.1-style conformance suite, full form, every category (several minutes each);
+# reports in out/conformance/<cat>/report.md. Fails when any category has a failure.
+conformance: venv
+	@rc=0; for cat in I II III; do \
+	  $(VENV)/bin/v2g conformance --category $$cat --out out/conformance/$$cat || rc=1; \
+	done; exit $$rc
 
 clean:
 	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info

@@ -14,7 +14,8 @@ Context: host only.
 import argparse
 import sys
 
-from . import __version__, bench, config_cmd, flash, replay, sim, status
+from . import (__version__, bench, conformance, config_cmd, flash, logs, replay, sim, status,
+               sync_check)
 from .errors import ToolError, UsageError
 
 # name -> (handler, one-line help, function adding the subcommand's arguments)
@@ -53,6 +54,21 @@ _COMMANDS = {
         status.run_repl,
         "the board's REPL in this terminal (mpremote connect PORT resume repl)",
         status.add_repl_arguments,
+    ),
+    "conformance": (
+        conformance.run,
+        "IEEE 1547.1-style conformance tests on the simulated board; writes a report",
+        conformance.add_arguments,
+    ),
+    "sync-check": (
+        sync_check.run,
+        "measure the grid the controller sees and judge synchronisation (PASS/FAIL)",
+        sync_check.add_arguments,
+    ),
+    "logs": (
+        logs.run,
+        "the board's persistent event log as protocol-log lines (--follow, --out FILE)",
+        logs.add_arguments,
     ),
 }
 

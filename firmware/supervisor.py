@@ -45,7 +45,8 @@ FAULT_LOCKOUT = "FAULT_LOCKOUT"
 
 PERIOD_MS = 10
 PRECHARGE_TIMEOUT_MS = 3000
-UNLOCK_TRIP_MS = 500  # healthy-looking voltage but no PLL lock this long: PLL fault
+UNLOCK_TRIP_MS = 500
+SEEN_IDS = 64  # setpoint ids remembered for idempotency  # healthy-looking voltage but no PLL lock this long: PLL fault
 CONTACTOR_TIMEOUT_MS = 500
 VDC_READY_MV = 500000  # the DC link counts as up (the unit's DC range is 500-1000 V)
 
@@ -61,6 +62,7 @@ class Supervisor:
         self.locked = 0
         self.permit = True
         self.setpoint_id = None
+        self.seen_ids = []
         self.setpoint_p_w = 0
         self.setpoint_q_var = 0
         self.ev_max_charge_w = held["p_rated_w"]
@@ -101,8 +103,10 @@ class Supervisor:
     # ---- commands (from the link, Modbus, MQTT or a scenario) ----
 
     def command_setpoint(self, now_ms, sp_id, p_w, q_var):
-        """Idempotent: a repeated id changes nothing; a new id replaces the setpoint."""
-        if sp_id == self.setpoint_id:
+        """Idempotent: an id seen before (the current one or any of the last SEEN_IDS)
+        changes nothing -- a re-sent or late-arriving old request must not bring back an
+        old setpoint; a new id replaces the setpoint, never adds to it."""
+        if sp_id == self.setpoint_id or sp_id in self.seen_ids:
             self.journal.add(now_ms, "setpoint_duplicate", detail="id=%s" % sp_id)
             return False
         rated = self.held["p_rated_w"]
@@ -111,6 +115,9 @@ class Supervisor:
                              detail="id=%s p_w=%s q_var=%s outside +/-%d" % (sp_id, p_w, q_var,
                                                                              rated))
             return False
+        self.seen_ids.append(sp_id)
+        if len(self.seen_ids) > SEEN_IDS:
+            self.seen_ids.pop(0)
         self.setpoint_id = sp_id
         self.setpoint_p_w = p_w
         self.setpoint_q_var = q_var

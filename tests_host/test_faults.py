@@ -45,7 +45,7 @@ def test_hang_resets_within_watchdog_timeout(micropython_exe, target):
     resets = _events(r, "wdt_reset")
     assert len(resets) == len(hangs)
     for t_hang, ev in zip(hangs, resets):
-        assert 0 < (ev["t_s"] - t_hang) * 1000 <= WDT_MS + 2 * PERIOD_MS, (t_hang, ev)
+        assert 0 < (ev["t_s"] - t_hang) * 1000 <= WDT_MS + PERIOD_MS, (t_hang, ev)
     assert r["boots"] == 3
     assert _events(r, "fault", "0x60")
     assert r["final"]["state"] != "FAULT_LOCKOUT"  # two resets: below k = 3
@@ -66,3 +66,24 @@ def test_fan_failure_and_open_ntc_are_reported_and_derated(micropython_exe):
     assert _events(r, "fault", "0x51"), r["events"]
     assert r["final"]["derate_pct"] >= 50
     assert r["final"]["state"] in ("DERATED", "ENERGIZED")
+
+
+@pytest.mark.parametrize("target", ["tick", "supervisor"])
+def test_twenty_hang_trials_all_reset_in_time(micropython_exe, target):
+    """20 trials per hang kind (10 runs with 2 hangs each, at instants spread over the
+    supervisor period and the tick): every one resets within the watchdog timeout plus
+    one supervisor period (the last feed can come up to a period after the hang)."""
+    worst = 0.0
+    trials = 0
+    for run in range(10):
+        hangs = [0.8 + run * 0.0137, 1.9 + run * 0.0071]
+        r = _run([{"t_s": round(t, 4), "hang": target} for t in hangs], duration=3.0)
+        resets = _events(r, "wdt_reset")
+        assert len(resets) == 2, r["events"]
+        for t_hang, ev in zip(hangs, resets):
+            latency_ms = (ev["t_s"] - t_hang) * 1000
+            assert 0 < latency_ms <= WDT_MS + PERIOD_MS
+            worst = max(worst, latency_ms)
+            trials += 1
+    assert trials == 20
+    print("hang=%s: %d trials, worst reset %.1f ms after the hang" % (target, trials, worst))

@@ -64,14 +64,16 @@ class Run:
         self.boot(first=True)
 
     # ---- firmware lifecycle ----
-    def boot(self, first=False):
+    def boot(self, first=False, reset_ms=None):
         if self.app is not None:
             st = self.app.ctl.stats
             self.ticks_total += st[tick_mod.COUNT]
             self.overruns += st[tick_mod.OVERRUNS]
         self.boots += 1
         if not first:
-            self.record(self.n, "wdt_reset", detail="boot %d" % self.boots)
+            # stamped at the instant the watchdog expired (the loop noticed it <= 1 ms later)
+            n = self.n if reset_ms is None else reset_ms * self.tick_hz // 1000
+            self.record(n, "wdt_reset", detail="boot %d" % self.boots)
         journal = events.Journal()
         journal.listeners.append(self.on_event)  # boot-time faults are results too
         sim_hal.CAUSE = "power" if first else "wdt"
@@ -141,11 +143,10 @@ class Run:
             self.meter()
             ms += 1
             hal.t_us = self.n * 1000000 // tick_hz
-            if ms % sup_mod.PERIOD_MS == 0:
-                if self.hung != "supervisor":
-                    self.app.supervise_once(hal.ticks_ms())
-                if hal.wdt_expired():
-                    self.boot()
+            if ms % sup_mod.PERIOD_MS == 0 and self.hung != "supervisor":
+                self.app.supervise_once(hal.ticks_ms())
+            if hal.wdt_expired():  # checked every ms: the hardware bites at its timeout
+                self.boot(reset_ms=hal.wdt_last_ms + hal.wdt_timeout_ms)
             if self.n >= next_progress:
                 self.progress()
                 next_progress += tick_hz // 10

@@ -116,7 +116,9 @@ def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
                 str(flash) + "/"]
         env = dict(os.environ)
         env["MICROPYPATH"] = ":".join([".frozen", str(SIM_DIR), str(paths.FIRMWARE_DIR)])
-        cmd = [paths.micropython_exe(), str(RUNNER)] + args
+        # the runner keeps every result event; a long or busy scenario needs more than the
+        # unix runtime's default 2 MB heap (the firmware's own journal stays bounded)
+        cmd = [paths.micropython_exe(), "-X", "heapsize=64M", str(RUNNER)] + args
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=env, cwd=str(work), text=True)

@@ -19,6 +19,7 @@ import params
 
 CONFIG = "config.json"
 GOOD = "config.good.json"
+THERMAL = "thermal.json"  # thermal.conf as pushed by ``v2g config push`` (th_*, fan_* keys)
 
 
 def _exists(path):
@@ -61,6 +62,26 @@ def _keep_good(root, cfg):
         pass  # a read-only or full flash must not stop the boot
 
 
+def _thermal(root):
+    """The thermal overlay ({} when there is none or it cannot be read)."""
+    try:
+        cfg = _read(root + THERMAL)
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in cfg.items() if k.startswith("th_") or k.startswith("fan_")}
+
+
+def merged(root=""):
+    """``config.json`` with the thermal overlay on top, as the board would boot on it
+    (for the board-side check of ``v2g config push``)."""
+    try:
+        cfg = _read(root + CONFIG)
+    except (OSError, ValueError):
+        cfg = {}
+    cfg.update(_thermal(root))
+    return cfg
+
+
 def load(root="", overrides=None):
     """Return ``(held, cfg, notes)``: held ints for ``params``, the config numbers in
     force, and a list of fallback reasons (empty when ``config.json`` was used).
@@ -78,6 +99,8 @@ def load(root="", overrides=None):
         except (OSError, ValueError) as e:
             notes.append("%s unreadable: %s" % (name, e))
             continue
+        if name == CONFIG:
+            cfg.update(_thermal(root))
         held, errors = params.validate(cfg)
         if errors:
             notes.append("%s rejected: %s" % (name, "; ".join(errors)))

@@ -67,8 +67,8 @@ def test_push_bad_names_every_problem_and_sends_nothing(board, tmp_path):
     notyaml.write_text("f_nom_hz: [50\n")
     r = v2g("config", "push", notyaml, "--port", port)
     assert r.returncode == 2 and "not valid YAML" in r.stderr
-    r = v2g("config", "push", tmp_path / "thermal.conf", "--port", port)
-    assert r.returncode == 2 and "not supported yet" in r.stderr
+    r = v2g("config", "push", tmp_path / "missing.conf", "--port", port)
+    assert r.returncode == 2 and "missing.conf: no such file" in r.stderr
 
 
 def test_board_side_rejection_restores_previous(board, tmp_path):
@@ -109,3 +109,25 @@ def test_config_that_does_not_fit_the_board_is_refused(board, tmp_path):
     assert "does not fit board 'sim'" in r.stderr and "outside +/-4 pu" in r.stderr
     after = (flash / "config.json").read_bytes() if (flash / "config.json").exists() else None
     assert after == before
+
+
+def test_push_thermal_conf(board, tmp_path):
+    """thermal.conf (YAML, th_* and fan_* keys) is validated like the device config and
+    stored beside it; the board boots on the two together."""
+    port, flash = board["port"], board["flash"]
+    good = tmp_path / "thermal.conf"
+    good.write_text("th_derate_start_c: 70\nfan_t1_c: 35\n")
+    r = v2g("config", "push", good, "--port", port)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((flash / "thermal.json").read_text()) == {"th_derate_start_c": 70,
+                                                                "fan_t1_c": 35}
+    bad = tmp_path / "bad.conf"
+    bad.write_text("th_derate_start_c: 90\nth_derated_c: 85\n")
+    r = v2g("config", "push", bad, "--port", port)
+    assert r.returncode == 2 and "th_derate_start_c" in r.stderr
+    mixed = tmp_path / "mixed.conf"
+    mixed.write_text("i_max_pu: 0.9\n")
+    r = v2g("config", "push", mixed, "--port", port)
+    assert r.returncode == 2 and "only th_* and fan_* keys" in r.stderr
+    assert json.loads((flash / "thermal.json").read_text()) == {"th_derate_start_c": 70,
+                                                                "fan_t1_c": 35}

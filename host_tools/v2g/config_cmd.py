@@ -41,7 +41,8 @@ from . import runtime
 from .board_link import BoardLink
 from .errors import UsageError
 
-KINDS = {"device": "config.json", "thermal": "thermal.conf"}
+KINDS = {"device": "config.json", "thermal": "thermal.json"}
+THERMAL_PREFIXES = ("th_", "fan_")  # the keys a thermal.conf may hold
 
 
 def add_arguments(p):
@@ -188,15 +189,14 @@ def held_to_numbers(held, params):
 # ---- commands ----
 
 _BOARD_VALIDATE = """
-import json, params
-with open(%r) as _f:
-    _c = json.load(_f)
+import json, params, config_store
+_c = config_store.merged('')
 _h, _e = params.validate(_c)
 if not _e:
     import app
     _e = app.board_errors(app.load_board(), _h)
 print(repr(_e))
-del _c, _f, _h, _e
+del _c, _h, _e
 """
 
 _FILE_EXISTS = "import os\ntry:\n os.stat(%r)\n print(1)\nexcept OSError:\n print(0)"
@@ -204,17 +204,20 @@ _FILE_EXISTS = "import os\ntry:\n os.stat(%r)\n print(1)\nexcept OSError:\n prin
 
 def run_push(args):
     kind = kind_of(args.file, args.kind)
-    if kind != "device":
-        raise UsageError("%s: %s config (%s) is not supported yet; only the device config "
-                         "(config.json) can be pushed" % (args.file, kind, KINDS[kind]))
     cfg = load_yaml(args.file)
+    if kind == "thermal":
+        others = sorted(k for k in cfg if not str(k).startswith(THERMAL_PREFIXES))
+        if others:
+            raise UsageError("%s: a thermal config holds only th_* and fan_* keys; not: %s "
+                             "(push those in the device config); nothing was sent"
+                             % (args.file, ", ".join(others)))
     text = json.dumps(cfg, sort_keys=True).encode()
     target = KINDS[kind]
     with BoardLink(args.port) as link:
         had = int(link.exec(_FILE_EXISTS % target, what="checking %s" % target).strip() or 0)
         previous = link.read(target) if had else None
         link.write_atomic(target, text)
-        out = link.exec(_BOARD_VALIDATE % target, what="validating %s on the board" % target)
+        out = link.exec(_BOARD_VALIDATE, what="validating %s on the board" % target)
         errors = ast.literal_eval(out.decode("utf-8", "replace").strip())
         if errors:
             if previous is not None:

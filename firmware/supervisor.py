@@ -46,7 +46,8 @@ FAULT_LOCKOUT = "FAULT_LOCKOUT"
 PERIOD_MS = 10
 PRECHARGE_TIMEOUT_MS = 3000
 UNLOCK_TRIP_MS = 500
-SEEN_IDS = 64  # setpoint ids remembered for idempotency  # healthy-looking voltage but no PLL lock this long: PLL fault
+SEEN_IDS = 64  # setpoint ids remembered for idempotency
+OVERRUN_PERMILLE = 10  # tick overruns above 1 % of a second's ticks raise fault 0x62  # healthy-looking voltage but no PLL lock this long: PLL fault
 CONTACTOR_TIMEOUT_MS = 500
 VDC_READY_MV = 500000  # the DC link counts as up (the unit's DC range is 500-1000 V)
 
@@ -63,6 +64,10 @@ class Supervisor:
         self.permit = True
         self.setpoint_id = None
         self.seen_ids = []
+        self.ov_since_ms = 0
+        self.ov_last = 0
+        self.ov_count = 0
+        self.ov_fault = False
         self.setpoint_p_w = 0
         self.setpoint_q_var = 0
         self.ev_max_charge_w = held["p_rated_w"]
@@ -247,8 +252,26 @@ class Supervisor:
         if self.thermal.overtemp and self.state in (ENERGIZED, DERATED):
             self.trip(now_ms, "0x50", self.thermal.faults.get("0x50", ""))
 
+    def _overruns(self, now_ms):
+        """Tick overruns: more than OVERRUN_PERMILLE of the ticks in a second is a fault
+        (the control is not getting its period; raise it once per episode)."""
+        if now_ms - self.ov_since_ms < 1000:
+            return
+        st = self.ctl.stats
+        ov = st[3]  # tick.OVERRUNS
+        n = (st[0] - self.ov_count) & 0x3FFFFFFF  # tick.COUNT, modulo 2**30
+        bad = n > 0 and (ov - self.ov_last) * 1000 > OVERRUN_PERMILLE * n
+        if bad and not self.ov_fault:
+            self.journal.fault(now_ms, "0x62", "%d of %d ticks overran in 1 s" % (
+                ov - self.ov_last, n))
+        self.ov_fault = bad
+        self.ov_last = ov
+        self.ov_count = st[0]
+        self.ov_since_ms = now_ms
+
     def step(self, now_ms):
         self.now_ms = now_ms
+        self._overruns(now_ms)
         locked, v_pu, f_hz = self.grid()
         v_min, v_max = self.phase_voltages()
         self._thermal(now_ms)

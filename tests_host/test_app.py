@@ -73,3 +73,19 @@ def test_save_is_atomic_and_refuses_invalid(root, tmp_path):
     assert config_store.save({"i_max_pu": 0.9}, root) == []
     assert json.loads((tmp_path / "config.json").read_text()) == {"i_max_pu": 0.9}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_tick_overruns_raise_a_fault(root):
+    a = app.App(sim_hal, BOARD, root=root)
+    st = a.ctl.stats
+    sup = a.supervisor
+    sup.step(1000)  # first window
+    st[0] += 10000
+    st[3] += 50  # 0.5 %: below the threshold
+    sup.step(2000)
+    assert not [e for e in a.journal.items if e[2] == "0x62"]
+    st[0] += 10000
+    st[3] += 500  # 5 %
+    sup.step(3000)
+    (f,) = [e for e in a.journal.items if e[2] == "0x62"]
+    assert "500 of 10000" in f[4]

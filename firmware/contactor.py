@@ -23,7 +23,7 @@ PRECHARGING = 3
 OPENING = 4
 NAMES = ("STUCK", "OPEN", "CLOSED", "PRECHARGING", "OPENING")
 
-OPEN_TIMEOUT_MS = 1000  # a contactor opens in tens of ms: 1 s without aux is a weld
+OPEN_TIMEOUT_MS = 500  # a contactor opens in tens of ms: 0.5 s without aux is a weld
 CLOSE_TIMEOUT_MS = 500
 ZERO_ENERGY_V = 60.0
 

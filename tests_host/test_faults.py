@@ -33,7 +33,8 @@ def test_welded_contactor_detected_within_1s_and_blocks_energizing(micropython_e
     (trip,) = _events(r, "trip")
     assert trip["code"] == "OV2"
     (stuck,) = _events(r, "fault", "0x32")
-    assert stuck["t_s"] - trip["t_s"] <= 1.0 + 0.05 and "welded" in stuck["detail"]
+    assert stuck["t_s"] - trip["t_s"] <= 1.0 and "welded" in stuck["detail"]
+    print("weld detected %.3f s after the open command" % (stuck["t_s"] - trip["t_s"]))
     assert r["final"]["contactor_status"] == 0 and r["final"]["state"] == "FAULT_LOCKOUT"
     assert r["energized_intervals"][-1][1] <= trip["t_s"]  # never energized again
 

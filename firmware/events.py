@@ -37,6 +37,9 @@ FAULTS = {
     "0x61": ("WATCHDOG_LOCKOUT", ERROR, LOCKOUT,
              "Repeated watchdog resets: locked out until an operator clears it"),
     "0x62": ("TICK_OVERRUN", WARN, REPORT, "Control tick overran its period repeatedly"),
+    # raised by the communication link (ISO 15118 negotiation on the comm controller)
+    "V2G-502": ("PACKET_LOSS", WARN, BLOCK,
+                "Packet-loss threshold violated during ISO 15118 negotiation"),
 }
 
 def _merge_thermal():

@@ -352,11 +352,14 @@ class Supervisor:
         region = self.gp.region(v_min, v_max)
         if not locked:
             # no angle to synchronise to: cease (momentarily) and let the voltage timers
-            # decide; a grid that stays healthy but unlocked is a PLL fault
-            if self.unlocked_since is None:
+            # decide; a grid that stays healthy but unlocked is a PLL fault. The time is
+            # counted only while the voltage is healthy: after a deep sag the PLL needs a
+            # few cycles to lock again, and that must not count as a fault.
+            if region not in ("continuous", "mandatory"):
+                self.unlocked_since = None
+            elif self.unlocked_since is None:
                 self.unlocked_since = now_ms
-            elif region in ("continuous", "mandatory") and \
-                    now_ms - self.unlocked_since >= UNLOCK_TRIP_MS:
+            elif now_ms - self.unlocked_since >= UNLOCK_TRIP_MS:
                 self.trip(now_ms, "0x10", "unlocked %dms at v_min=%.3fpu" % (
                     now_ms - self.unlocked_since, v_min))
                 return

@@ -80,3 +80,16 @@ def test_permit_service_false_ceases_within_2s(tmp_path, micropython_exe):
     (iv,) = result["energized_intervals"]
     assert iv[1] - 1.0 <= 2.0 and iv[1] >= 1.0
     assert np.abs(cols["p_w"][cols["t_s"] > iv[1] + 0.01]).max() < 1.0
+
+
+def test_momentary_cessation_rides_through_a_deep_sag(tmp_path, micropython_exe):
+    """Category III, 0.02 pu for 1.03 s: current ceases (the PLL loses the grid), no trip,
+    and output is back within 0.5 s of the voltage's return."""
+    result, cols = _run(tmp_path, [
+        {"t_s": 0.0, "setpoint": {"id": "a", "p_w": -7000, "q_var": 0}},
+        {"t_s": 1.0, "v_pu": 0.02}, {"t_s": 2.03, "v_pu": 1.0}], duration=3.0,
+        abnormal_category=3)
+    assert result["first_trip_s"] is None
+    (a, b), (c, d) = result["energized_intervals"]
+    assert 1.0 <= b <= 1.0 + 1.0 / 60 + 0.01  # ceased within a cycle of the sag
+    assert 2.03 <= c <= 2.03 + 0.5

@@ -121,24 +121,30 @@ class Run:
         trace_every = self.trace_every
         ms = 0
         next_progress = tick_hz // 10
+        never = n_total + 1
+        next_ev = ev_list[0][0] if ev_list else never
+        tracing = self.trace is not None
         while self.n < n_total:
             hal = self.app.hal
             hal.t_us = self.n * 1000000 // tick_hz
             fn = hal.tick_fn if self.hung != "tick" else None
-            for _ in range(per_ms):
-                n = self.n
-                while ev_i < len(ev_list) and ev_list[ev_i][0] <= n:
-                    self.apply(ev_list[ev_i][1])
-                    ev_i += 1
+            n = self.n
+            end = min(n + per_ms, n_total)
+            # the per-tick path: compares against precomputed instants, locals only
+            while n < end:
+                if n >= next_ev:
+                    while ev_i < len(ev_list) and ev_list[ev_i][0] <= n:
+                        self.apply(ev_list[ev_i][1])
+                        ev_i += 1
+                    next_ev = ev_list[ev_i][0] if ev_i < len(ev_list) else never
                     fn = hal.tick_fn if self.hung != "tick" else None
                 if fn is not None:
                     fn()
-                if self.trace is not None and n % trace_every == 0:
+                if tracing and n % trace_every == 0:
                     self.trace_row(n)  # plant truth at the instant the ADC sampled
                 advance(hal.pw, hal.pwm_on)
-                self.n = n + 1
-                if self.n >= n_total:
-                    break
+                n += 1
+            self.n = n
             plant.slow(1)
             self.meter()
             ms += 1

@@ -194,6 +194,9 @@ def validate(sc, name="scenario", params_module=None):
                           else 50)
         merged.setdefault("v_nom_ln_rms", grid.get("v_nom_ln_rms", 230.0)
                           if isinstance(grid, dict) else 230.0)
+        if isinstance(grid, dict) and grid.get("category") in CATEGORIES:
+            # the grid's IEEE 1547 category sets the firmware's, unless config names one
+            merged.setdefault("abnormal_category", CATEGORIES.index(grid["category"]) + 1)
         _, errors = params_module.validate(merged)
         for e in errors:
             c.err("config", e)

@@ -40,6 +40,7 @@ from grid_measure import step as _gm_step
 from pll import step as _pll_step
 from protect_fast import check as _protect_check
 from svpwm import modulate as _modulate
+from tick_fused import compute as _compute_fused
 
 VA = const(0)
 VB = const(1)
@@ -110,11 +111,12 @@ class Control:
 
 
 @micropython.viper
-def compute(raw: ptr32, cal: ptr32, pll_st, cc: ptr32, prot, pw, gm) -> int:
+def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: ptr32,
+            gm: ptr32) -> int:
     """Everything between the ADC and the PWM for one tick. Returns 0 to switch with
     the new duties, -1 to keep the PWM off (not enabled), or the latched fault code.
-    ``pll_st``, ``prot``, ``pw`` and ``gm`` are only handed on, so they stay objects here
-    (a ptr32 cast costs a buffer-protocol call). Context: tick."""
+    This is the wiring as written; the interrupt runs ``tick_fused.compute``, the same
+    function with every step inlined by ``v2g.gen_tick`` (no calls). Context: tick."""
     va = ((raw[0] - cal[0]) * cal[7]) >> 14
     vb = ((raw[1] - cal[1]) * cal[8]) >> 14
     vc = ((raw[2] - cal[2]) * cal[9]) >> 14
@@ -149,7 +151,7 @@ def _run(ctx) -> int:
     state = 0
     try:
         ctx[7](ctx[0])  # hal.adc_read(raw)
-        state = int(compute(ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5], ctx[10]))
+        state = int(_compute_fused(ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5], ctx[10]))
         if state == 0:
             ctx[8](ctx[5])  # hal.pwm_set(pw)
             stats[STATE] = 1

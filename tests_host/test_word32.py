@@ -171,3 +171,25 @@ def test_checker_catches_a_planted_overflow(tmp_path):
     rep = wm.check("modulate", cc, _pll_with(16384, 0, 0), pw, 2048)
     assert not rep.ok
     assert any("outside" in str(p) for p in rep.problems)
+
+
+@pytest.mark.parametrize("tick_hz,f_hz", [(pll.TICK_HZ_MIN, 40.0), (pll.TICK_HZ_MAX, 70.0)])
+def test_fused_compute_word_safe(tick_hz, f_hz):
+    """The generated ``tick_fused.compute`` (every step inlined) over two grid cycles at
+    +/-4 pu square-ish voltages, near-full-scale currents and a huge export command, with
+    the trips set out of reach so that every step runs, saturating, on every tick."""
+    wm = wordcheck.load_viper_module(FW / "tick_fused.py")
+    ctl = tick.Control(tick_hz, 50, [32768] * 7, [8192] * 7, 16384, 20,
+                       (5242, 263, 327, 8191, 2097, 1 << 25), (16384, 16384))
+    current.set_enable(ctl.cc, 1)
+    current.set_power(ctl.cc, -8192, 8191)
+    n = int(2 * tick_hz / f_hz)
+    for k, (va, vb, vc) in enumerate(_signals("sine4pu", n, tick_hz, f_hz)):
+        s = 1 if (k // 7) % 2 else -1
+        words = [va, vb, vc, s * 16000, -s * 16000, s * 8000, 4096 + (k % 3) * 6000]
+        for ch in range(7):
+            ctl.raw[ch] = max(0, min(65535, 32768 + 2 * words[ch]))
+        rep = wm.check("compute", ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw,
+                       ctl.gm, update=True)
+        _assert_clean(wm, rep)
+    assert ctl.pw[svpwm.DUTY_A] != 0 and ctl.prot[protect_fast.LATCH] == 0

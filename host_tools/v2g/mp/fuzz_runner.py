@@ -8,8 +8,10 @@ and phase jumps; full-scale and garbage ADC words; DC link from zero to full sca
 power commands far beyond the limits (integrators and modulator saturate); trips and
 re-enables.
 
-Usage: ``micropython fuzz_runner.py SEED TICKS [TICK_HZ]`` (or ``python``, with the shim
-and firmware on the path). Prints ``k <tick> <checksum>`` every 10 000 ticks, a ``cover`` line counting the
+Usage: ``micropython fuzz_runner.py SEED TICKS [TICK_HZ [IMPL]]`` (or ``python``, with
+the shim and firmware on the path). IMPL is ``fused`` (default: ``tick_fused.compute``,
+what the interrupt runs) or ``wired`` (``tick.compute``, the steps called one by one);
+the two must print the same lines. Prints ``k <tick> <checksum>`` every 10 000 ticks, a ``cover`` line counting the
 ticks spent switching, saturated, tripped, idle and locked, and a final
 ``end <checksum> <digest> <ticks>`` line.
 Context: host test tool.
@@ -21,6 +23,7 @@ import current
 import pll
 import protect_fast
 import tick
+import tick_fused
 from tables import SIN_Q14_B
 
 _M32 = 0xFFFFFFFF
@@ -57,7 +60,8 @@ def digest(arrays):
     return h
 
 
-def main(seed, ticks, tick_hz):
+def main(seed, ticks, tick_hz, impl="fused"):
+    compute = {"fused": tick_fused.compute, "wired": tick.compute}[impl]
     rng = Rng(seed)
     ctl = tick.Control(tick_hz, 50, [32768] * 7, [8192] * 7, 2500, 20,
                        (5242, 263, 327, 4505, 2097, 1 << 25), (8192, 15114))
@@ -113,7 +117,7 @@ def main(seed, ticks, tick_hz):
         else:
             for ch in range(7):
                 raw[ch] = 65535 if rng.below(2) else 0
-        state = tick.compute(raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
+        state = compute(raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
         h = (h * 131 + state + ctl.pll[pll.THETA] + ctl.pw[2] + ctl.pw[3] * 3 + ctl.pw[4] * 7
              + ctl.cc[current.I_D_REF] + ctl.cc[current.P_MEAS]) & _MOD
         words += 1
@@ -134,4 +138,5 @@ def main(seed, ticks, tick_hz):
 
 if __name__ == "__main__":
     argv = sys.argv
-    main(int(argv[1]), int(argv[2]), int(argv[3]) if len(argv) > 3 else 10000)
+    main(int(argv[1]), int(argv[2]), int(argv[3]) if len(argv) > 3 else 10000,
+         argv[4] if len(argv) > 4 else "fused")

@@ -8,7 +8,8 @@
 #   --bytecode        run the bytecode twin of firmware/ (v2g.bytecode_twin); the twin's
 #                     folder must come first on the path: --twin DIR puts it there
 #   --heap-lock       run the N ticks under micropython.heap_lock()
-#   --compute-ticks M then time tick.compute alone M times on a fresh Control (default N;
+#   --compute-ticks M then time tick_fused.compute (what the interrupt runs: tick.compute
+#                     with its steps inlined) alone M times on a fresh Control (default N;
 #                     0 skips it, as the instruction counts do)
 # stdout: one line of key=value pairs (strings in double quotes), e.g.
 #   impl=viper ticks=100000 elapsed_ns=... tick_ns=... compute_ticks=... compute_ns=...
@@ -241,6 +242,7 @@ def runtime_string():
 def bench(n, heap_lock=False, compute_ticks=None):
     """Run n ticks (and compute_ticks compute() calls, default n); return a dict."""
     import tick
+    import tick_fused
 
     if compute_ticks is None:
         compute_ticks = n
@@ -307,7 +309,7 @@ def bench(n, heap_lock=False, compute_ticks=None):
             c2.raw[i] = hal.src[i]
         gc.collect()
         t0 = _now_ns()
-        _run_compute(tick.compute, compute_ticks, c2.raw, c2.cal, c2.pll, c2.cc, c2.prot,
+        _run_compute(tick_fused.compute, compute_ticks, c2.raw, c2.cal, c2.pll, c2.cc, c2.prot,
                      c2.pw, c2.gm)
         t1 = _now_ns()
         res["compute_ns"] = (t1 - t0) // compute_ticks

@@ -1,0 +1,452 @@
+"""Generate ``firmware/tick_fused.py``: the tick's ``compute`` with every step inlined.
+
+Why: on MicroPython a call from one viper function into another goes through the
+runtime's generic call path (argument boxing, a buffer-protocol lookup per ``ptr``
+argument, the thread state), a few hundred machine instructions each; the tick makes
+half a dozen of them between the ADC and the PWM. The firmware keeps one module per job
+(``pll``, ``grid_measure``, ``protect_fast``, ``current``, ``svpwm``) and ``tick.compute``
+wires them; this generator writes the same wiring as one viper function, the way a C
+compiler inlines static functions, so the interrupt runs it with no calls at all.
+
+What it does, on the modules' own syntax trees:
+- every call in ``tick.compute`` (and, recursively, in the functions it calls) to a viper
+  function of ``firmware/`` is replaced by the callee's body; a call may stand alone
+  (``f(...)``) or be assigned (``x = f(...)``, ``x = int(f(...))``);
+- the callee's parameters and locals get a prefix (its module's name); a parameter the
+  callee never assigns is the caller's argument name itself, any other one is copied
+  first (``prefix_p = arg``, with a ``ptrN`` cast where the types differ);
+- ``const()`` names become their integer values; other globals (the lookup tables) are
+  imported by the generated module, and ``x = ptrN(TABLE)`` casts move to the top of
+  the function, once per table;
+- ``return`` must be in tail position once ``if c: ...; return v`` followed by more
+  statements is read as ``if c: ... else: <the rest>``; it becomes an assignment to
+  the caller's target. Anything else (a return inside a loop, a call inside an
+  expression, a global the generator cannot resolve) stops the generator with an error
+  naming the module and line.
+
+Usage (host): ``python -m v2g.gen_tick > firmware/tick_fused.py``; ``tests_host`` checks
+that the committed file equals the generator's output and that the fused function gives
+bit-identical results to ``tick.compute`` on the unix runtime and in CPython.
+"""
+
+import ast
+import copy
+import sys
+
+from . import paths
+
+TEMPLATE_MODULE = "tick"
+TEMPLATE_FUNCTION = "compute"
+OUTPUT_MODULE = "tick_fused"
+_PTR_TYPES = ("ptr8", "ptr16", "ptr32")
+_BUILTINS = {"int", "uint", "bool"} | set(_PTR_TYPES)
+
+
+class GenError(Exception):
+    """The source uses a construct the inliner does not handle (message says where)."""
+
+
+# ------------------------------------------------------------------ module knowledge
+class Module:
+    """One firmware module: its viper functions, const values and imported names."""
+
+    _cache = {}
+    dir = paths.FIRMWARE_DIR
+
+    @classmethod
+    def get(cls, name):
+        if name not in cls._cache:
+            cls._cache[name] = cls(name)
+        return cls._cache[name]
+
+    def __init__(self, name):
+        self.name = name
+        path = Module.dir / (name + ".py")
+        self.tree = ast.parse(path.read_text(), filename=str(path))
+        self.functions = {}  # local name -> FunctionDef (viper only)
+        self.imports = {}  # local name -> (module, name)
+        self.consts = {}  # name -> int
+        for node in self.tree.body:
+            if isinstance(node, ast.FunctionDef) and any(
+                    _is_viper(d) for d in node.decorator_list):
+                self.functions[node.name] = node
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                for a in node.names:
+                    self.imports[a.asname or a.name] = (node.module, a.name)
+            elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+                  and isinstance(node.targets[0], ast.Name)
+                  and isinstance(node.value, ast.Call)
+                  and isinstance(node.value.func, ast.Name)
+                  and node.value.func.id == "const"):
+                self.consts[node.targets[0].id] = self._eval(node.value.args[0])
+
+    def _eval(self, node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            v = self.const_value(node.id)
+            if v is None:
+                raise GenError("%s.py line %d: const() of unknown name %r"
+                               % (self.name, node.lineno, node.id))
+            return v
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -self._eval(node.operand)
+        if isinstance(node, ast.BinOp):
+            a, b = self._eval(node.left), self._eval(node.right)
+            ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                   ast.LShift: lambda: a << b, ast.RShift: lambda: a >> b,
+                   ast.FloorDiv: lambda: a // b, ast.BitOr: lambda: a | b,
+                   ast.BitAnd: lambda: a & b}
+            if type(node.op) in ops:
+                return ops[type(node.op)]()
+        raise GenError("%s.py line %d: const() expression the generator cannot evaluate"
+                       % (self.name, node.lineno))
+
+    def const_value(self, name):
+        if name in self.consts:
+            return self.consts[name]
+        if name in self.imports:
+            mod, orig = self.imports[name]
+            if (Module.dir / (mod + ".py")).exists():
+                return Module.get(mod).const_value(orig)
+        return None
+
+    def resolve_function(self, name):
+        """(module, FunctionDef) of a viper function this module calls by ``name``."""
+        if name in self.functions:
+            return self, self.functions[name]
+        if name in self.imports:
+            mod, orig = self.imports[name]
+            if (Module.dir / (mod + ".py")).exists():
+                m = Module.get(mod)
+                if orig in m.functions:
+                    return m, m.functions[orig]
+        return None
+
+
+def _is_viper(dec):
+    return (isinstance(dec, ast.Attribute) and dec.attr == "viper"
+            and isinstance(dec.value, ast.Name) and dec.value.id == "micropython")
+
+
+def _annotation(arg):
+    a = arg.annotation
+    return a.id if isinstance(a, ast.Name) else None
+
+
+# ------------------------------------------------------------------- return handling
+def _ends_in_return(stmts):
+    if not stmts:
+        return False
+    last = stmts[-1]
+    if isinstance(last, ast.Return):
+        return True
+    if isinstance(last, ast.If):
+        return _ends_in_return(last.body) and _ends_in_return(last.orelse)
+    return False
+
+
+def _tailify(stmts):
+    """Move the statements after an ``if`` whose branch returns into its other branch,
+    so that every return ends its path."""
+    out = []
+    for i, s in enumerate(stmts):
+        if isinstance(s, ast.If):
+            s.body = _tailify(s.body)
+            s.orelse = _tailify(s.orelse)
+            rest = stmts[i + 1:]
+            b, o = _ends_in_return(s.body), _ends_in_return(s.orelse)
+            if rest and (b or o):
+                if not b:
+                    s.body = _tailify(s.body + rest)
+                elif not o:
+                    s.orelse = _tailify(s.orelse + rest)
+                out.append(s)  # both return: the rest is unreachable
+                return out
+        out.append(s)
+        if isinstance(s, ast.Return):
+            return out  # anything after it is unreachable
+    return out
+
+
+def _replace_returns(stmts, where, ret_name):
+    """Turn tail returns into ``ret_name = value`` (or nothing); fail on any other."""
+    out = []
+    for k, s in enumerate(stmts):
+        if isinstance(s, ast.Return):
+            if k != len(stmts) - 1:
+                raise GenError("%s line %d: return not in tail position" % (where, s.lineno))
+            if s.value is not None and ret_name is not None:
+                out.append(ast.Assign(targets=[ast.Name(ret_name, ast.Store())],
+                                      value=s.value, lineno=s.lineno))
+            continue
+        if isinstance(s, ast.If):
+            s.body = _replace_returns(s.body, where, ret_name) or [ast.Pass()]
+            s.orelse = _replace_returns(s.orelse, where, ret_name)
+        else:
+            for node in ast.walk(s):
+                if isinstance(node, ast.Return):
+                    raise GenError("%s line %d: return inside a loop or block"
+                                   % (where, node.lineno))
+        out.append(s)
+    return out
+
+
+# --------------------------------------------------------------------------- inliner
+class _Renamer(ast.NodeTransformer):
+    def __init__(self, rename, consts, globals_used, where, skip):
+        self.rename = rename
+        self.skip = skip
+        self.consts = consts
+        self.globals_used = globals_used
+        self.where = where
+
+    def visit_Name(self, node):
+        if node.id in self.rename:
+            return ast.copy_location(ast.Name(self.rename[node.id], node.ctx), node)
+        if node.id in self.skip:
+            return node
+        if isinstance(node.ctx, ast.Load):
+            v = self.consts(node.id)
+            if v is not None:
+                return ast.copy_location(ast.Constant(v), node)
+            if node.id not in _BUILTINS:
+                self.globals_used.add((self.where, node.id))
+        return node
+
+
+def _assigned_names(stmts):
+    names = set()
+    for s in stmts:
+        for node in ast.walk(s):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return names
+
+
+class Inliner:
+    def __init__(self):
+        self.globals = {}  # name -> (module, original name): imports of the output
+        self.taken = set()  # every local name of the fused function
+        self.prefix_count = {}
+        self.types = {}  # fused local -> 'int' | 'ptr32' | ... | 'object' (params, casts)
+
+    def _prefix(self, module, fn):
+        """A module's public step is named after the module, a private helper after
+        itself: ``pll_x``, ``isqrt_n``; a second inlined copy gets a number."""
+        base = fn.name.lstrip("_") if fn.name.startswith("_") else module.name
+        n = self.prefix_count.get(base, 0)
+        self.prefix_count[base] = n + 1
+        return "%s_" % base if n == 0 else "%s%d_" % (base, n)
+
+    def _call_of(self, stmt):
+        """(call, target name or None) when ``stmt`` is a bare or assigned call."""
+        value, target = None, None
+        if isinstance(stmt, ast.Expr):
+            value = stmt.value
+        elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+              and isinstance(stmt.targets[0], ast.Name)):
+            value, target = stmt.value, stmt.targets[0].id
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id == "int" and len(value.args) == 1
+                and isinstance(value.args[0], ast.Call)):
+            value = value.args[0]
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+            return value, target
+        return None, None
+
+    def expand(self, module, stmts):
+        """Inline every call to a firmware viper function in ``stmts`` (in ``module``'s
+        namespace), recursing into blocks; returns new statements."""
+        out = []
+        for s in stmts:
+            call, target = self._call_of(s)
+            found = module.resolve_function(call.func.id) if call is not None else None
+            if found is not None:
+                out.extend(self.inline(module, found[0], found[1], call, target))
+                continue
+            for field in ("body", "orelse"):
+                if hasattr(s, field) and isinstance(getattr(s, field), list):
+                    setattr(s, field, self.expand(module, getattr(s, field)))
+            for node in ast.walk(s):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and module.resolve_function(node.func.id) is not None):
+                    raise GenError("%s.py line %d: call to %s inside an expression"
+                                   % (module.name, node.lineno, node.func.id))
+            out.append(s)
+        return out
+
+    def inline(self, caller, callee_mod, fn, call, target):
+        where = "%s.py (%s)" % (callee_mod.name, fn.name)
+        if call.keywords or len(call.args) != len(fn.args.args):
+            raise GenError("%s.py line %d: call to %s needs exactly its %d positional "
+                           "arguments" % (caller.name, call.lineno, fn.name,
+                                          len(fn.args.args)))
+        body = copy.deepcopy(fn.body)
+        if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            body = body[1:]
+        # the callee's own calls first, in its own namespace
+        before = set(self.taken)
+        body = self.expand(callee_mod, body)
+        nested = self.taken - before
+        body = _tailify(body)
+        prefix = self._prefix(callee_mod, fn)
+        assigned = _assigned_names(body) - nested
+        rename, pre = {}, []
+        for p, a in zip(fn.args.args, call.args):
+            ann = _annotation(p) or "object"
+            have = self.types.get(a.id, "int") if isinstance(a, ast.Name) else None
+            if ann == "int" and have not in (None, "int"):
+                raise GenError("%s.py line %d: %s gets %r (%s) for int parameter %s"
+                               % (caller.name, call.lineno, fn.name, a.id, have, p.arg))
+            if isinstance(a, ast.Name) and p.arg not in assigned and (
+                    ann in ("object", "int") or have == ann):
+                rename[p.arg] = a.id  # the caller's own local, no copy
+                continue
+            if ann in _PTR_TYPES and have not in (ann, "object"):
+                raise GenError("%s.py line %d: %s gets %s for %s parameter %s"
+                               % (caller.name, call.lineno, fn.name,
+                                  ast.unparse(a), ann, p.arg))
+            name = prefix + p.arg
+            if name in self.taken:
+                raise GenError("%s: parameter copy %r clashes with a name of the caller"
+                               % (where, name))
+            rename[p.arg] = name
+            value = a
+            if ann in _PTR_TYPES and have != ann:
+                value = ast.Call(ast.Name(ann, ast.Load()), [a], [])
+            pre.append(ast.Assign(targets=[ast.Name(name, ast.Store())], value=value,
+                                  lineno=call.lineno))
+            self.types[name] = ann
+        params = {p.arg for p in fn.args.args}
+        for n in sorted(assigned - params):
+            if n in rename:
+                continue
+            new = prefix + n
+            if new in self.taken or callee_mod.const_value(new) is not None:
+                raise GenError("%s: local %r clashes after prefixing" % (where, n))
+            rename[n] = new
+        ret = target
+        if ret is None:
+            ret = prefix + "ret" if fn.returns is not None else None
+        # names this inlining created (the caller's own names stay the caller's)
+        self.taken.update(v for v in list(rename.values()) + [ret or ""]
+                          if v.startswith(prefix))
+        used = set()
+        renamer = _Renamer(rename, callee_mod.const_value, used, callee_mod.name, nested)
+        body = [renamer.visit(s) for s in body]
+        # after renaming: the target is the caller's name, the value the callee's
+        body = _replace_returns(body, where, ret)
+        for modname, g in used:
+            self._use_global(Module.get(modname), g, where)
+        for s in body:  # remember cast locals' types (table pointers, ptr copies)
+            if (isinstance(s, ast.Assign) and isinstance(s.targets[0], ast.Name)
+                    and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
+                    and s.value.func.id in _PTR_TYPES):
+                self.types[s.targets[0].id] = s.value.func.id
+        return pre + body
+
+    def _use_global(self, module, name, where):
+        if name in module.functions:
+            raise GenError("%s: %s is called in a way the generator cannot inline"
+                           % (where, name))
+        if name not in module.imports:
+            raise GenError("%s: global %r is neither a const nor an import" % (where, name))
+        origin = module.imports[name]
+        if self.globals.get(name, origin) != origin:
+            raise GenError("%s: global %r names two different objects" % (where, name))
+        self.globals[name] = origin
+
+
+def _hoist_table_casts(fn, table_names):
+    """Move ``x = ptrN(TABLE)`` to the top of ``fn``, one per (type, table)."""
+    hoisted, rename = {}, {}
+
+    class Hoist(ast.NodeTransformer):
+        def visit_Assign(self, node):
+            v = node.value
+            if (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
+                    and v.func.id in _PTR_TYPES and len(v.args) == 1
+                    and isinstance(v.args[0], ast.Name) and v.args[0].id in table_names):
+                key = (v.func.id, v.args[0].id)
+                if key not in hoisted:
+                    hoisted[key] = ("_%s_%s" % (v.args[0].id, v.func.id)).lower()
+                rename[node.targets[0].id] = hoisted[key]
+                return None
+            return node
+
+    fn.body = [Hoist().visit(s) for s in fn.body]
+    fn.body = [s for s in fn.body if s is not None]
+    for stmt in fn.body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and node.id in rename:
+                node.id = rename[node.id]
+    pre = [ast.Assign(targets=[ast.Name(name, ast.Store())],
+                      value=ast.Call(ast.Name(t, ast.Load()), [ast.Name(tab, ast.Load())], []),
+                      lineno=1)
+           for (t, tab), name in sorted(hoisted.items())]
+    fn.body = pre + fn.body
+
+
+def fused_function(fw_dir=None):
+    """The fused ``compute`` as an ast.FunctionDef, and the imports it needs, from the
+    modules in ``fw_dir`` (default ``firmware/``)."""
+    Module._cache.clear()
+    Module.dir = paths.FIRMWARE_DIR if fw_dir is None else fw_dir
+    tmpl = Module.get(TEMPLATE_MODULE)
+    if TEMPLATE_FUNCTION not in tmpl.functions:
+        raise GenError("%s.py has no viper function %s" % (TEMPLATE_MODULE, TEMPLATE_FUNCTION))
+    fn = copy.deepcopy(tmpl.functions[TEMPLATE_FUNCTION])
+    inl = Inliner()
+    for a in fn.args.args:
+        inl.types[a.arg] = _annotation(a) or "object"
+        inl.taken.add(a.arg)
+    inl.taken.update(_assigned_names(fn.body))
+    doc = fn.body[0] if isinstance(fn.body[0], ast.Expr) else None
+    body = fn.body[1:] if doc is not None else fn.body
+    body = inl.expand(tmpl, body)
+    used = set()
+    skip = inl.taken | set(inl.globals)
+    body = [_Renamer({}, tmpl.const_value, used, tmpl.name, skip).visit(s) for s in body]
+    for modname, g in used:
+        inl._use_global(Module.get(modname), g, "%s.py (%s)" % (TEMPLATE_MODULE,
+                                                                TEMPLATE_FUNCTION))
+    fn.body = body
+    fn.decorator_list = []
+    _hoist_table_casts(fn, set(inl.globals))
+    fn.body.insert(0, ast.Expr(ast.Constant(
+        "tick.compute with every step inlined (generated). Context: tick.")))
+    return fn, inl.globals
+
+
+def render(fw_dir=None):
+    """The text of ``firmware/tick_fused.py``; GenError names what cannot be inlined."""
+    fn, globs = fused_function(fw_dir)
+    by_module = {}
+    for name, (mod, orig) in sorted(globs.items()):
+        by_module.setdefault(mod, []).append(orig if orig == name else "%s as %s"
+                                             % (orig, name))
+    imports = "".join("from %s import %s\n" % (m, ", ".join(n)) for m, n in
+                      sorted(by_module.items()))
+    fn_src = ast.unparse(ast.fix_missing_locations(fn))
+    return ('"""The tick\'s compute() with every step inlined: generated, do not edit.\n\n'
+            "Regenerate with ``python -m v2g.gen_tick > firmware/%s.py`` after changing\n"
+            "``tick.compute`` or any step it calls (see ``v2g.gen_tick`` for how and why).\n"
+            "Context: tick (allocation-free viper, like the steps it is made of).\n"
+            '"""\n\nimport micropython\n\n%s\n\n@micropython.viper\n%s\n'
+            % (OUTPUT_MODULE, imports, fn_src))
+
+
+def main():
+    try:
+        sys.stdout.write(render())
+    except GenError as e:
+        sys.stderr.write("gen_tick: %s\n" % e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

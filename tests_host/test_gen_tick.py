@@ -1,0 +1,92 @@
+"""``v2g.gen_tick``: the fused tick is the generator's output, and the generator inlines
+only what it can inline faithfully (anything else stops it with a named error).
+
+That the fused function computes exactly what the wired one does is proven by
+``test_runtimes`` (long randomized runs, both runtimes) and ``test_word32`` (32-bit
+safety); the bench's checksums compare it with the C reference too.
+"""
+
+import ast
+
+import pytest
+
+from v2g import gen_tick, paths
+
+
+def test_committed_fused_tick_is_the_generators_output():
+    """firmware/tick_fused.py must be regenerated after any change to a step:
+    ``python -m v2g.gen_tick > firmware/tick_fused.py``."""
+    assert (paths.FIRMWARE_DIR / "tick_fused.py").read_text() == gen_tick.render()
+
+
+def test_fused_tick_calls_nothing_but_casts():
+    tree = ast.parse((paths.FIRMWARE_DIR / "tick_fused.py").read_text())
+    fn = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert [f.name for f in fn] == ["compute"]
+    calls = {n.func.id for n in ast.walk(fn[0]) if isinstance(n, ast.Call)}
+    assert calls <= {"ptr16", "ptr32", "int"}, calls
+    # one cast per lookup table, hoisted to the top
+    casts = [n for n in ast.walk(fn[0]) if isinstance(n, ast.Call)
+             and n.func.id in ("ptr16", "ptr32")]
+    assert len(casts) == len({ast.unparse(c) for c in casts})
+
+
+def _write(tmp_path, **modules):
+    for name, src in modules.items():
+        (tmp_path / (name + ".py")).write_text(src)
+    return tmp_path
+
+
+_TICK = '''import micropython
+from micropython import const
+from step import run as _run
+_K = const(3)
+
+
+@micropython.viper
+def compute(a: ptr32, x: int) -> int:
+    """doc"""
+    y = x + _K
+    code = int(_run(a, y))
+    return code + 1
+'''
+
+
+def test_inlines_early_return_as_else_branch(tmp_path):
+    step = '''import micropython
+from micropython import const
+_LIM = const(10)
+
+
+@micropython.viper
+def run(st: ptr32, v: int) -> int:
+    if v > _LIM:
+        v = _LIM
+    if st[0] != 0:
+        return st[0]
+    st[1] = v
+    return 0
+'''
+    src = gen_tick.render(_write(tmp_path, tick=_TICK, step=step))
+    ns = {}
+    exec(src.replace("@micropython.viper", ""), {"micropython": None, "ptr32": list,
+                                                  "ptr16": list, "int": int}, ns)
+    a = [0, 0]
+    assert ns["compute"](a, 20) == 1 and a == [0, 10]  # clamped copy, caller's x untouched
+    a = [7, 0]
+    assert ns["compute"](a, 1) == 8 and a == [7, 0]  # early return taken
+    assert "step_v = y" in src and "if step_v > 10" in src
+
+
+@pytest.mark.parametrize("body,message", [
+    ("    i = 0\n    while i < 3:\n        if st[i]:\n            return i\n        i += 1\n"
+     "    return 0\n", "return inside a loop"),
+    ("    return helper(v) + 1\n", "inside an expression"),
+    ("    return TABLE[v]\n", "neither a const nor an import"),
+])
+def test_refuses_what_it_cannot_inline(tmp_path, body, message):
+    step = ('import micropython\nTABLE = [1, 2]\n\n\n@micropython.viper\n'
+            'def helper(v: int) -> int:\n    return v\n\n\n@micropython.viper\n'
+            'def run(st: ptr32, v: int) -> int:\n' + body)
+    with pytest.raises(gen_tick.GenError, match=message):
+        gen_tick.render(_write(tmp_path, tick=_TICK, step=step))

@@ -102,7 +102,7 @@ def run(ctl, plant, seconds, events=(), log=None):
         for at, fn in events:
             if n == int(at * FS):
                 fn()
-        t_tick()
+        t_tick(None)
         plant.advance(1.0 / FS)
         if log is not None:
             log.append((n / FS,) + plant.pq() + (ctl.cc[current.SAT],))
@@ -187,19 +187,19 @@ def test_trip_turns_pwm_off_and_latches():
     assert plant.on
     plant.i = plant.i + np.array([2.5, -1.25, -1.25])  # a fault current, 2.5 pu
     t_tick = tick.make_tick(plant, ctl)
-    t_tick()
+    t_tick(None)
     assert not plant.on
     assert protect_fast.latched(ctl.prot)[0] == protect_fast.OVER_CURRENT
     assert ctl.stats[tick.STATE] == protect_fast.OVER_CURRENT
     plant.i = np.zeros(3)
     for _ in range(100):  # cause gone, latch holds until the supervisor clears it
-        t_tick()
+        t_tick(None)
         assert not plant.on
     protect_fast.clear(ctl.prot)
-    t_tick()
+    t_tick(None)
     assert not plant.on  # still off: a trip also dropped the enable
     current.set_enable(ctl.cc, 1)
-    t_tick()
+    t_tick(None)
     assert plant.on
 
 

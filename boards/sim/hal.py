@@ -12,9 +12,21 @@ locked to the wall clock), so the tick cost reads 0 here: the bench measures it 
 Context: boot (build) and tick (adc_read, pwm_set, pwm_off, ticks_us, ticks_diff).
 """
 
+from array import array
+
+import micropython
 from micropython import const
 
 import plant as plant_model
+
+# io words (SimHal.io): the PWM state the tick writes and the plant reads, and the clock.
+# The duties sit at svpwm.DUTY_A..C (2, 3, 4), so io is the plant's ``pw`` argument.
+IO_PWM_ON = const(0)
+IO_T_US = const(1)  # simulated time, us, masked like time.ticks_us
+_IO_DUTY_A = const(2)
+_IO_DUTY_B = const(3)
+_IO_DUTY_C = const(4)
+_IO_WORDS = const(5)
 
 _PERIOD = const(0x40000000)  # ticks_* wrap like MicroPython's time.ticks_*
 _MASK = const(0x3FFFFFFF)
@@ -59,26 +71,47 @@ class SimHal:
                                       pwm_freq_hz=board["pwm_freq_hz"],
                                       dead_time_ns=board["dead_time_ns"], **spec)
         self.plant = plant
-        self.t_us = 0
+        self.io = array("i", bytes(4 * _IO_WORDS))
+        self._t_us = 0
         self.tick_fn = None
-        self.pwm_on = 0
-        self.pw = None
         self.wdt_timeout_ms = 0
         self.wdt_last_ms = 0
         self.cause = "power"
         # tick context: bound once, no allocation per call
         self.adc_read = plant.sample
 
-    # ---- tick context ----
-    def pwm_set(self, pw):
-        self.pw = pw
-        self.pwm_on = 1
+    # ---- simulated time (the runner or the board pump sets it) ----
+    @property
+    def t_us(self):
+        return self._t_us
 
+    @t_us.setter
+    def t_us(self, t):
+        self._t_us = t
+        self.io[IO_T_US] = t & _MASK
+
+    @property
+    def pwm_on(self):
+        return self.io[IO_PWM_ON]
+
+    # ---- tick context: viper, like a board's native PWM and timer drivers ----
+    @micropython.viper
+    def pwm_set(self, pw: ptr32):  # noqa: F821 (viper type)
+        io = ptr32(self.io)  # noqa: F821 (viper cast)
+        io[_IO_DUTY_A] = pw[2]  # svpwm.DUTY_A
+        io[_IO_DUTY_B] = pw[3]
+        io[_IO_DUTY_C] = pw[4]
+        io[IO_PWM_ON] = 1
+
+    @micropython.viper
     def pwm_off(self):
-        self.pwm_on = 0
+        io = ptr32(self.io)  # noqa: F821 (viper cast)
+        io[IO_PWM_ON] = 0
 
-    def ticks_us(self):
-        return self.t_us & _MASK
+    @micropython.viper
+    def ticks_us(self) -> int:
+        io = ptr32(self.io)  # noqa: F821 (viper cast)
+        return io[IO_T_US]
 
     def ticks_diff(self, a, b):
         return ((a - b + _HALF) & _MASK) - _HALF
@@ -128,11 +161,11 @@ class SimHal:
         """Advance the tick, the plant and simulated time by ``n`` ticks; the plant's slow
         part runs every ``slow_every`` ticks (1 ms). Returns nothing."""
         fn = self.tick_fn
-        plant = self.plant
-        advance = plant.advance
+        io = self.io
+        advance = self.plant.advance
         dt_us = 1000000 // self.board["tick_hz"]
         for _ in range(n):
             if fn is not None:
-                fn()
-            advance(self.pw, self.pwm_on)
+                fn(None)
+            advance(io, io[IO_PWM_ON])
             self.t_us += dt_us

@@ -394,21 +394,6 @@ def _step(st: ptr32, tab: ptr32, pw: ptr32, mode: int):
     st[_IC] = ic1 + _B
 
 
-@micropython.viper
-def _sample(st: ptr32, raw: ptr32):
-    """ADC words of the present instant into raw[0..6]."""
-    k = 0
-    while k < 6:
-        w = 32768 + ((st[_VA + k] - _B + 1024) >> 11)
-        if w < 0:
-            w = 0
-        elif w > 65535:
-            w = 65535
-        raw[k] = w
-        k += 1
-    raw[6] = st[_VDC_RAW]
-
-
 # ---- deterministic float helpers (slow path; only + - * / and sqrt: same bits on every
 # IEEE runtime) ----
 
@@ -906,10 +891,27 @@ class Plant:
         st[_FLAGS] |= _ISLAND
 
     # ---------------------------------------------------------------- tick context
-    def sample(self, raw):
+    @micropython.viper
+    def sample(self, raw: ptr32):  # noqa: F821 (viper type)
         """Fill raw[0..6] with the ADC words of this instant (VA VB VC IA IB IC VDC).
-        Context: tick (no allocation)."""
-        _sample(self._st, raw)
+        Context: tick (no allocation; viper, the sim board's ADC driver)."""
+        st = ptr32(self._st)  # noqa: F821 (viper cast)
+        k = 0
+        while k < 6:
+            w = 32768 + ((st[_VA + k] - _B + 1024) >> 11)
+            if w < 0:
+                w = 0
+            elif w > 65535:
+                w = 65535
+            raw[k] = w
+            k += 1
+        raw[6] = st[_VDC_RAW]
+
+    def stepper(self):
+        """(step, st, tab) for a runner's per-tick loop: ``step(st, tab, pw, pwm_on)``
+        is ``advance(pw, pwm_on)`` without the method call (pw must be an int array
+        whichever pwm_on is). Context: host (loop set-up)."""
+        return _step, self._st, _TAB
 
     def advance(self, pw, pwm_on):
         """One tick forward: the converter holds the duties pw[svpwm.DUTY_A..C] (counts of

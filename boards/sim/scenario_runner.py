@@ -117,7 +117,7 @@ class Run:
         ev_list = [(int(e["t_s"] * tick_hz + 0.5), e) for e in self.sc["events"]]
         ev_i = 0
         plant = self.plant
-        advance = plant.advance
+        step, plant_st, plant_tab = plant.stepper()
         trace_every = self.trace_every
         ms = 0
         next_progress = tick_hz // 10
@@ -126,6 +126,7 @@ class Run:
         tracing = self.trace is not None
         while self.n < n_total:
             hal = self.app.hal
+            io = hal.io
             hal.t_us = self.n * 1000000 // tick_hz
             fn = hal.tick_fn if self.hung != "tick" else None
             n = self.n
@@ -139,10 +140,10 @@ class Run:
                     next_ev = ev_list[ev_i][0] if ev_i < len(ev_list) else never
                     fn = hal.tick_fn if self.hung != "tick" else None
                 if fn is not None:
-                    fn()
+                    fn(None)
                 if tracing and n % trace_every == 0:
                     self.trace_row(n)  # plant truth at the instant the ADC sampled
-                advance(hal.pw, hal.pwm_on)
+                step(plant_st, plant_tab, io, io[0])  # plant.advance(io, hal.pwm_on)
                 n += 1
             self.n = n
             plant.slow(1)

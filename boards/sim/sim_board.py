@@ -95,10 +95,11 @@ async def pump(app):
                 if target:
                     _hang(app, target)
             fn = h.tick_fn
+            io = h.io
             for _ in range(per_ms):
                 if fn is not None:
-                    fn()
-                advance(h.pw, h.pwm_on)
+                    fn(None)
+                advance(io, io[0])  # hal.IO_PWM_ON
             n += per_ms
             slow(1)
             h.t_us = n * 1000000 // tick_hz

@@ -205,7 +205,7 @@ def _now_ns():
 
 def _run_ticks(tick, n):
     for _ in range(n):
-        tick()
+        tick(None)
 
 
 def _run_compute(compute, n, raw, cal, pll_st, cc, prot, pw, gm):
@@ -221,7 +221,7 @@ def _probe_allocs(isr, ctl, n):
         e0 = ctl.stats[6]
         micropython.heap_lock()
         try:
-            isr()
+            isr(None)
         except MemoryError:
             hits += 1
             e0 = -1

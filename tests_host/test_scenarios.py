@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from v2g import analysis, cli, plot, scenario, sim
+from v2g import analysis, cli, mpycache, paths, plot, scenario, sim
 
 P_RATED = 11000.0
 I_RATED_PEAK = P_RATED / (3 * 230.0) * math.sqrt(2)
@@ -27,9 +27,10 @@ def _scenario(f_nom, events, duration=1.6, **config):
                               "initial": {"f_hz": f_nom}, "config": cfg, "events": events})
 
 
-def _run(tmp_path, sc, trace_every=1, tag="r"):
+def _run(tmp_path, sc, trace_every=1, tag="r", compiled=True):
     out, tr = tmp_path / (tag + ".json"), tmp_path / (tag + ".csv")
-    result = sim.simulate(sc, trace_path=str(tr), trace_every=trace_every, out_path=str(out))
+    result = sim.simulate(sc, trace_path=str(tr), trace_every=trace_every, out_path=str(out),
+                          compiled=compiled)
     return result, plot.load_trace(str(tr)), out, tr
 
 
@@ -75,11 +76,15 @@ def test_setpoint_step_settles_within_two_cycles(rated_run, t_step, p, q):
 
 
 def test_same_scenario_same_bytes(tmp_path, micropython_exe):
+    """Twice the same run, and once more from source instead of the precompiled .mpy
+    modules (``v2g.mpycache``): the same bytes all three times."""
     sc = scenario.load(sim.SIM_DIR / "scenarios" / "v2g_session.json")
+    assert mpycache.compiled_dir([sim.SIM_DIR, paths.FIRMWARE_DIR]) is not None
     _, _, out1, tr1 = _run(tmp_path, sc, trace_every=7, tag="one")
     _, _, out2, tr2 = _run(tmp_path, sc, trace_every=7, tag="two")
-    assert out1.read_bytes() == out2.read_bytes()
-    assert tr1.read_bytes() == tr2.read_bytes()
+    _, _, out3, tr3 = _run(tmp_path, sc, trace_every=7, tag="src", compiled=False)
+    assert out1.read_bytes() == out2.read_bytes() == out3.read_bytes()
+    assert tr1.read_bytes() == tr2.read_bytes() == tr3.read_bytes()
 
 
 def test_v2g_session_rides_through_phase_jump(tmp_path, micropython_exe):

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import paths, runtime, scenario
+from . import mpycache, paths, runtime, scenario
 from .errors import ToolError, UsageError
 
 SIM_DIR = paths.REPO_ROOT / "boards" / "sim"
@@ -97,8 +97,10 @@ def run_scenario(args):
 
 
 def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
-             timeout_s=None):
-    """Run a normalised scenario; returns the result dict (and writes the files)."""
+             timeout_s=None, compiled=True):
+    """Run a normalised scenario; returns the result dict (and writes the files).
+    ``compiled``: import precompiled .mpy modules (``v2g.mpycache``) where the host
+    allows, which only saves start-up time; False runs the sources."""
     work = Path(tempfile.mkdtemp(prefix="v2g-sim-"))
     out_tmp = trace_tmp = None
     try:
@@ -115,10 +117,15 @@ def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
         args = [str(sc_file), str(res_file), trace_tmp or "-", str(trace_every),
                 str(flash) + "/"]
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([".frozen", str(SIM_DIR), str(paths.FIRMWARE_DIR)])
+        exe = paths.micropython_exe()
+        mpy = mpycache.compiled_dir([SIM_DIR, paths.FIRMWARE_DIR], exe) if compiled else None
+        env["MICROPYPATH"] = ":".join([".frozen"] + ([str(mpy)] if mpy else [])
+                                      + [str(SIM_DIR), str(paths.FIRMWARE_DIR)])
         # the runner keeps every result event; a long or busy scenario needs more than the
-        # unix runtime's default 2 MB heap (the firmware's own journal stays bounded)
-        cmd = [paths.micropython_exe(), "-X", "heapsize=64M", str(RUNNER)] + args
+        # unix runtime's default 2 MB heap (the firmware's own journal stays bounded).
+        # Precompiled, the runner starts as a module (its .mpy), else as the script.
+        cmd = [exe, "-X", "heapsize=64M"] + (["-m", RUNNER.stem] if mpy else [str(RUNNER)])
+        cmd += args
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=env, cwd=str(work), text=True)

@@ -35,11 +35,13 @@ import grid_measure
 import pll
 import protect_fast
 import svpwm
+import tables
 from current import step as _current_step
 from grid_measure import step as _gm_step
 from pll import step as _pll_step
 from protect_fast import check as _protect_check
 from svpwm import modulate as _modulate
+import tick_fused
 from tick_fused import compute as _compute_fused
 
 VA = const(0)
@@ -68,7 +70,13 @@ _COUNT_MASK = const(0x3FFFFFFF)
 
 
 class Control:
-    """Every preallocated array the tick touches, built once at boot."""
+    """Every preallocated array the tick touches, built once at boot.
+
+    ``mem`` is one int block holding the arrays of ``compute`` end to end and word
+    copies of the lookup tables it reads (``tick_fused.LAYOUT``); ``raw``, ``cal``,
+    ``pll``, ``cc``, ``prot``, ``pw`` and ``gm`` are memoryviews of their parts, so each
+    module reads and writes its own state as before while the interrupt hands the fused
+    compute a single buffer (one buffer lookup per tick instead of nine)."""
 
     def __init__(self, tick_hz, f_nom_hz, cal_offsets, cal_gains_q14, pwm_period,
                  pwm_d_min, cc_params, prot_params):
@@ -82,20 +90,32 @@ class Control:
                 raise ValueError("ADC channel %d: offset %d, gain_q14 %d map 0..%d outside "
                                  "+/-4 pu" % (ch, off, gain, ADC_MAX))
         self.tick_hz = tick_hz
-        self.raw = array("i", bytes(4 * CHANNELS))
-        self.cal = array("i", list(cal_offsets) + list(cal_gains_q14))
-        self.pll = pll.new_state()
+        self.mem = array("i", bytes(4 * tick_fused.BLOCK_WORDS))
+        view = memoryview(self.mem)
+        part = {}
+        for name, off, words in tick_fused.LAYOUT:
+            part[name] = view[off:off + words]
+        self.raw = part["raw"]
+        self.cal = part["cal"]
+        for ch in range(CHANNELS):
+            self.cal[ch] = cal_offsets[ch]
+            self.cal[CHANNELS + ch] = cal_gains_q14[ch]
+        self.pll = part["pll_st"]
         pll.init(self.pll, tick_hz, f_nom_hz)
-        self.cc = current.new_state()
+        self.cc = part["cc"]
         current.init(self.cc, *cc_params)
-        self.prot = protect_fast.new_state()
+        self.prot = part["prot"]
         protect_fast.init(self.prot, *prot_params)
-        self.pw = svpwm.new_state()
+        self.pw = part["pw"]
         svpwm.init(self.pw, pwm_period, pwm_d_min)
         # per-phase measurement and fast 1547 regions: IEEE 1547 Category II defaults
         # until the supervisor loads the config (set_grid_trips)
-        self.gm = grid_measure.new_state()
+        self.gm = part["gm"]
         grid_measure.init(self.gm, tick_hz, f_nom_hz)
+        for name in tick_fused.TABLES:  # word copies of the lookup tables the tick reads
+            src, dst = getattr(tables, name), part[name]
+            for i in range(len(src)):
+                dst[i] = src[i]
         self.stats = array("i", bytes(4 * STATS_WORDS))
         self.cap = array("i", bytes(16 * CAPTURE_SAMPLES))
         self.stats[PERIOD_US] = 1000000 // tick_hz
@@ -145,36 +165,37 @@ def _run(ctx) -> int:
     """The interrupt body: ``ctx`` is the tuple ``make_tick`` built. Viper, so its frame
     lives on the C stack (a bytecode body this size would take its frame from the heap
     whenever the heap is unlocked). Returns the STATE word. Context: tick."""
-    stats = ptr32(ctx[6])
-    hal_ticks_us = ctx[11]
+    # one unpack instead of a subscript per use (each costs a generic runtime call)
+    mem, raw, pw, stats_a, adc_read, pwm_set, pwm_off, hal_ticks_us, cap_a, pll_st = ctx
+    stats = ptr32(stats_a)
     t0 = int(hal_ticks_us())
     state = 0
     try:
-        ctx[7](ctx[0])  # hal.adc_read(raw)
-        state = int(_compute_fused(ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5], ctx[10]))
+        adc_read(raw)
+        state = int(_compute_fused(mem))
         if state == 0:
-            ctx[8](ctx[5])  # hal.pwm_set(pw)
+            pwm_set(pw)
             stats[STATE] = 1
         else:
-            ctx[9]()  # hal.pwm_off()
+            pwm_off()
             if state > 0:
                 stats[STATE] = state
             else:
                 stats[STATE] = 0
     except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
-        ctx[9]()
+        pwm_off()
         stats[ERRORS] = stats[ERRORS] + 1
     # ticks_us() wraps at 2**30 on every port (time.ticks_* period), so the masked
     # difference is ticks_diff() without the call
     left = stats[CAP_LEFT]
     if left > 0:  # waveform capture armed (sync check, diagnostics): 4 words per tick
-        cap = ptr32(ctx[12])
-        raw = ptr32(ctx[0])
+        cap = ptr32(cap_a)
+        r = ptr32(raw)
         k = (CAPTURE_SAMPLES - left) << 2
-        cap[k] = raw[0]
-        cap[k + 1] = raw[1]
-        cap[k + 2] = raw[2]
-        cap[k + 3] = ptr32(ctx[2])[7]  # pll.THETA after this tick's step
+        cap[k] = r[0]
+        cap[k + 1] = r[1]
+        cap[k + 2] = r[2]
+        cap[k + 3] = ptr32(pll_st)[7]  # pll.THETA after this tick's step
         stats[CAP_LEFT] = left - 1
     cost = (int(hal_ticks_us()) - t0) & _COUNT_MASK
     stats[COST_US] = cost
@@ -206,8 +227,8 @@ def make_tick(hal, ctl):
     over two names only: MicroPython builds a heap array for a closure call with more
     than a handful of closed-over names plus arguments, which would allocate on every
     tick. It is a viper closure, half the call cost of a bytecode one."""
-    ctx = (ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.stats,
-           hal.adc_read, hal.pwm_set, hal.pwm_off, ctl.gm, hal.ticks_us, ctl.cap)
+    ctx = (ctl.mem, ctl.raw, ctl.pw, ctl.stats, hal.adc_read, hal.pwm_set, hal.pwm_off,
+           hal.ticks_us, ctl.cap, ctl.pll)
     body = _run
 
     @micropython.viper

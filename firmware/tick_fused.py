@@ -7,21 +7,24 @@ Context: tick (allocation-free viper, like the steps it is made of).
 
 import micropython
 
-from tables import ATAN_T28, SIN_Q14_B
+
+# the block: (part, offset, words) of tick.compute's arrays, end to end,
+# then word copies of the lookup tables it reads (TABLES)
+LAYOUT = (('raw', 0, 7), ('cal', 7, 14), ('pll_st', 21, 800), ('cc', 821, 32), ('prot', 853, 8), ('pw', 861, 5), ('gm', 866, 1984), ('SIN_Q14_B', 2850, 513), ('ATAN_T28', 3363, 18))
+BLOCK_WORDS = 3381
+TABLES = ('ATAN_T28', 'SIN_Q14_B')
 
 
 @micropython.viper
-def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: ptr32, gm: ptr32) -> int:
-    """tick.compute with every step inlined (generated). Context: tick."""
-    _sin_q14_b_ptr16 = ptr16(SIN_Q14_B)
-    _atan_t28_ptr32 = ptr32(ATAN_T28)
-    va = (raw[0] - cal[0]) * cal[7] >> 14
-    vb = (raw[1] - cal[1]) * cal[8] >> 14
-    vc = (raw[2] - cal[2]) * cal[9] >> 14
-    ia = (raw[3] - cal[3]) * cal[10] >> 14
-    ib = (raw[4] - cal[4]) * cal[11] >> 14
-    ic = (raw[5] - cal[5]) * cal[12] >> 14
-    v_dc = (raw[6] - cal[6]) * cal[13] >> 14
+def compute(m: ptr32) -> int:
+    """tick.compute with every step inlined (generated); ``m`` is the block of LAYOUT. Context: tick."""
+    va = (m[0] - m[7]) * m[14] >> 14
+    vb = (m[1] - m[8]) * m[15] >> 14
+    vc = (m[2] - m[9]) * m[16] >> 14
+    ia = (m[3] - m[10]) * m[17] >> 14
+    ib = (m[4] - m[11]) * m[18] >> 14
+    ic = (m[5] - m[12]) * m[19] >> 14
+    v_dc = (m[6] - m[13]) * m[20] >> 14
     pll_va = va
     pll_vb = vb
     pll_vc = vc
@@ -39,41 +42,41 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         pll_vc = -16383
     pll_al = (pll_va + pll_va - pll_vb - pll_vc) * 10923 + 16384 >> 15
     pll_be = (pll_vb - pll_vc) * 18919 + 16384 >> 15
-    pll_th_r = pll_st[0]
+    pll_th_r = m[21]
     pll_k = pll_th_r >> 19
-    pll_s0 = _sin_q14_b_ptr16[pll_k]
-    pll_sn = pll_s0 + ((_sin_q14_b_ptr16[pll_k + 1] - pll_s0) * (pll_th_r >> 4 & 32767) + 16384 >> 15) - 16384
+    pll_s0 = m[2850 + pll_k]
+    pll_sn = pll_s0 + ((m[2851 + pll_k] - pll_s0) * (pll_th_r >> 4 & 32767) + 16384 >> 15) - 16384
     pll_t = pll_th_r + 67108864 & 268435455
     pll_k = pll_t >> 19
-    pll_s0 = _sin_q14_b_ptr16[pll_k]
-    pll_cs = pll_s0 + ((_sin_q14_b_ptr16[pll_k + 1] - pll_s0) * (pll_t >> 4 & 32767) + 16384 >> 15) - 16384
+    pll_s0 = m[2850 + pll_k]
+    pll_cs = pll_s0 + ((m[2851 + pll_k] - pll_s0) * (pll_t >> 4 & 32767) + 16384 >> 15) - 16384
     pll_d = pll_al * pll_cs + pll_be * pll_sn + 8192 >> 14
     pll_q = pll_be * pll_cs - pll_al * pll_sn + 8192 >> 14
-    pll_pos = pll_st[3] + 1 & 255
-    pll_st[3] = pll_pos
-    pll_st[32 + pll_pos] = pll_d + 1048576
-    pll_st[288 + pll_pos] = pll_q + 1048576
-    pll_w_r_q6 = pll_st[1]
+    pll_pos = m[24] + 1 & 255
+    m[24] = pll_pos
+    m[53 + pll_pos] = pll_d + 1048576
+    m[309 + pll_pos] = pll_q + 1048576
+    pll_w_r_q6 = m[22]
     pll_w_r = pll_w_r_q6 >> 6
     pll_win_q8 = 536870912 // (pll_w_r >> 6)
-    pll_st[14] = pll_win_q8
-    pll_ni = pll_st[4]
+    m[35] = pll_win_q8
+    pll_ni = m[25]
     pll_j = pll_pos - pll_ni & 255
-    pll_sd = pll_st[5] - 536870912 + pll_d - (pll_st[32 + pll_j] - 1048576)
-    pll_sq = pll_st[6] - 536870912 + pll_q - (pll_st[288 + pll_j] - 1048576)
+    pll_sd = m[26] - 536870912 + pll_d - (m[53 + pll_j] - 1048576)
+    pll_sq = m[27] - 536870912 + pll_q - (m[309 + pll_j] - 1048576)
     if pll_win_q8 >> 8 > pll_ni:
         pll_ni += 1
         pll_j = pll_pos - pll_ni + 1 & 255
-        pll_sd += pll_st[32 + pll_j] - 1048576
-        pll_sq += pll_st[288 + pll_j] - 1048576
+        pll_sd += m[53 + pll_j] - 1048576
+        pll_sq += m[309 + pll_j] - 1048576
     elif pll_win_q8 >> 8 < pll_ni:
         pll_j = pll_pos - pll_ni + 1 & 255
-        pll_sd -= pll_st[32 + pll_j] - 1048576
-        pll_sq -= pll_st[288 + pll_j] - 1048576
+        pll_sd -= m[53 + pll_j] - 1048576
+        pll_sq -= m[309 + pll_j] - 1048576
         pll_ni -= 1
-    pll_st[4] = pll_ni
-    pll_st[5] = pll_sd + 536870912
-    pll_st[6] = pll_sq + 536870912
+    m[25] = pll_ni
+    m[26] = pll_sd + 536870912
+    m[27] = pll_sq + 536870912
     pll_fr = pll_win_q8 - (pll_ni << 8) << 6
     if pll_fr < 0:
         pll_fr = 0
@@ -81,11 +84,11 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         pll_fr = 16384
     pll_fr2 = pll_fr * pll_fr >> 15
     pll_j = pll_pos - pll_ni & 255
-    pll_a = pll_st[32 + pll_j] - 1048576
-    pll_b = pll_st[32 + (pll_j - 1 & 255)] - 1048576
+    pll_a = m[53 + pll_j] - 1048576
+    pll_b = m[53 + (pll_j - 1 & 255)] - 1048576
     pll_x = pll_sd + pll_sd - pll_d + pll_a + (pll_fr * pll_a >> 13) + (pll_fr2 * (pll_b - pll_a) >> 13)
-    pll_a = pll_st[288 + pll_j] - 1048576
-    pll_b = pll_st[288 + (pll_j - 1 & 255)] - 1048576
+    pll_a = m[309 + pll_j] - 1048576
+    pll_b = m[309 + (pll_j - 1 & 255)] - 1048576
     pll_y = pll_sq + pll_sq - pll_q + pll_a + (pll_fr * pll_a >> 13) + (pll_fr2 * (pll_b - pll_a) >> 13)
     pll_phi = 0
     if pll_x < 0:
@@ -97,66 +100,66 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         if pll_y > 0:
             pll_t = pll_x + (pll_y >> pll_i)
             pll_y = pll_y - (pll_x >> pll_i)
-            pll_phi += _atan_t28_ptr32[pll_i]
+            pll_phi += m[3363 + pll_i]
         else:
             pll_t = pll_x - (pll_y >> pll_i)
             pll_y = pll_y + (pll_x >> pll_i)
-            pll_phi -= _atan_t28_ptr32[pll_i]
+            pll_phi -= m[3363 + pll_i]
         pll_x = pll_t
         pll_i += 1
     pll_v_pos = (pll_x >> 8) * ((pll_w_r >> 8) * 19898 >> 12) >> 15
-    pll_d_q2 = pll_st[20]
-    pll_l_sh = pll_st[21]
+    pll_d_q2 = m[41]
+    pll_l_sh = m[42]
     pll_t = pll_th_r + pll_phi - (pll_w_r * pll_d_q2 >> 2) & 268435455
-    pll_st[544 + pll_pos] = pll_t
-    pll_dw = pll_t - pll_st[544 + (pll_pos - (1 << pll_l_sh) & 255)] - (pll_w_r << pll_l_sh)
+    m[565 + pll_pos] = pll_t
+    pll_dw = pll_t - m[565 + (pll_pos - (1 << pll_l_sh) & 255)] - (pll_w_r << pll_l_sh)
     pll_dw = (pll_dw + 134217728 & 268435455) - 134217728 >> pll_l_sh
     if pll_dw > 524288:
         pll_dw = 524288
     elif pll_dw < -524288:
         pll_dw = -524288
-    pll_st[13] = pll_dw + 536870912
+    m[34] = pll_dw + 536870912
     pll_theta = pll_th_r + pll_phi + (pll_dw * pll_d_q2 >> 2) & 268435455
-    pll_st[7] = pll_theta
-    pll_w_f_q6 = pll_st[2]
+    m[28] = pll_theta
+    pll_w_f_q6 = m[23]
     pll_e = pll_w_r + pll_dw - (pll_w_f_q6 >> 6)
     if pll_e > 524288:
         pll_e = 524288
     elif pll_e < -524288:
         pll_e = -524288
-    pll_st[2] = pll_w_f_q6 + ((pll_e + 4 >> 3) * pll_st[19] >> 7)
-    pll_w_r_q6 += pll_dw * pll_st[18] >> 10
-    if pll_w_r_q6 < pll_st[16] << 6:
-        pll_w_r_q6 = pll_st[16] << 6
-    elif pll_w_r_q6 > pll_st[17] << 6:
-        pll_w_r_q6 = pll_st[17] << 6
-    pll_st[1] = pll_w_r_q6
-    pll_st[0] = pll_th_r + pll_w_r & 268435455
-    pll_cnt = pll_st[10]
-    pll_lim = pll_st[22]
-    if pll_v_pos >= pll_st[23] and pll_dw <= pll_lim and (pll_dw >= -pll_lim):
-        if pll_cnt < pll_st[24]:
+    m[23] = pll_w_f_q6 + ((pll_e + 4 >> 3) * m[40] >> 7)
+    pll_w_r_q6 += pll_dw * m[39] >> 10
+    if pll_w_r_q6 < m[37] << 6:
+        pll_w_r_q6 = m[37] << 6
+    elif pll_w_r_q6 > m[38] << 6:
+        pll_w_r_q6 = m[38] << 6
+    m[22] = pll_w_r_q6
+    m[21] = pll_th_r + pll_w_r & 268435455
+    pll_cnt = m[31]
+    pll_lim = m[43]
+    if pll_v_pos >= m[44] and pll_dw <= pll_lim and (pll_dw >= -pll_lim):
+        if pll_cnt < m[45]:
             pll_cnt += 1
         else:
-            pll_st[9] = 1
+            m[30] = 1
     else:
         pll_cnt -= 2
         if pll_cnt <= 0:
             pll_cnt = 0
-            pll_st[9] = 0
-    pll_st[10] = pll_cnt
-    pll_st[8] = pll_v_pos
+            m[30] = 0
+    m[31] = pll_cnt
+    m[29] = pll_v_pos
     pll_k = pll_theta >> 19
-    pll_s0 = _sin_q14_b_ptr16[pll_k]
-    pll_st[12] = pll_s0 + ((_sin_q14_b_ptr16[pll_k + 1] - pll_s0) * (pll_theta >> 4 & 32767) >> 15)
+    pll_s0 = m[2850 + pll_k]
+    m[33] = pll_s0 + ((m[2851 + pll_k] - pll_s0) * (pll_theta >> 4 & 32767) >> 15)
     pll_t = pll_theta + 67108864 & 268435455
     pll_k = pll_t >> 19
-    pll_s0 = _sin_q14_b_ptr16[pll_k]
-    pll_st[11] = pll_s0 + ((_sin_q14_b_ptr16[pll_k + 1] - pll_s0) * (pll_t >> 4 & 32767) >> 15)
+    pll_s0 = m[2850 + pll_k]
+    m[32] = pll_s0 + ((m[2851 + pll_k] - pll_s0) * (pll_t >> 4 & 32767) >> 15)
     grid_measure_va = va
     grid_measure_vb = vb
     grid_measure_vc = vc
-    grid_measure_armed = cc[10]
+    grid_measure_armed = m[831]
     if grid_measure_va > 16383:
         grid_measure_va = 16383
     elif grid_measure_va < -16383:
@@ -169,21 +172,21 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         grid_measure_vc = 16383
     elif grid_measure_vc < -16383:
         grid_measure_vc = -16383
-    grid_measure_cs = pll_st[11] - 16384
-    grid_measure_sn = pll_st[12] - 16384
-    grid_measure_win_q8 = pll_st[14]
-    if grid_measure_win_q8 < gm[38]:
-        grid_measure_win_q8 = gm[38]
-    elif grid_measure_win_q8 > gm[39]:
-        grid_measure_win_q8 = gm[39]
-    grid_measure_pos = gm[16] + 1 & 255
-    gm[16] = grid_measure_pos
+    grid_measure_cs = m[32] - 16384
+    grid_measure_sn = m[33] - 16384
+    grid_measure_win_q8 = m[35]
+    if grid_measure_win_q8 < m[904]:
+        grid_measure_win_q8 = m[904]
+    elif grid_measure_win_q8 > m[905]:
+        grid_measure_win_q8 = m[905]
+    grid_measure_pos = m[882] + 1 & 255
+    m[882] = grid_measure_pos
     grid_measure_k = grid_measure_pos & 127
-    gm[64 + grid_measure_k] = grid_measure_va + 1048576
-    gm[64 + 128 + grid_measure_k] = grid_measure_vb + 1048576
-    gm[64 + 2 * 128 + grid_measure_k] = grid_measure_vc + 1048576
+    m[930 + grid_measure_k] = grid_measure_va + 1048576
+    m[866 + (64 + 128 + grid_measure_k)] = grid_measure_vb + 1048576
+    m[866 + (64 + 2 * 128 + grid_measure_k)] = grid_measure_vc + 1048576
     grid_measure_jd = grid_measure_pos - (grid_measure_win_q8 + 256 >> 9) & 127
-    grid_measure_ni = gm[17]
+    grid_measure_ni = m[883]
     grid_measure_grow = 0
     if grid_measure_win_q8 >> 8 > grid_measure_ni and grid_measure_ni < 254:
         grid_measure_grow = 1
@@ -192,7 +195,7 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     grid_measure_j0 = grid_measure_pos - grid_measure_ni & 255
     grid_measure_j1 = grid_measure_j0 + 1 & 255
     grid_measure_ni += grid_measure_grow
-    gm[17] = grid_measure_ni
+    m[883] = grid_measure_ni
     grid_measure_ja = grid_measure_pos - grid_measure_ni & 255
     grid_measure_jb = grid_measure_ja - 1 & 255
     grid_measure_nb = grid_measure_ni << 20
@@ -202,132 +205,132 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     elif grid_measure_fr > 16384:
         grid_measure_fr = 16384
     grid_measure_fr2 = grid_measure_fr * grid_measure_fr >> 15
-    grid_measure_m = gm[36] // grid_measure_win_q8
-    grid_measure_a_sh = gm[37]
+    grid_measure_m = m[902] // grid_measure_win_q8
+    grid_measure_a_sh = m[903]
     grid_measure_rnd = 1 << grid_measure_a_sh >> 1
-    grid_measure_da = gm[64 + 0 + grid_measure_jd] - 1048576
-    grid_measure_db = gm[64 + 128 + grid_measure_jd] - 1048576
-    grid_measure_dc = gm[64 + 256 + grid_measure_jd] - 1048576
+    grid_measure_da = m[866 + (64 + 0 + grid_measure_jd)] - 1048576
+    grid_measure_db = m[866 + (64 + 128 + grid_measure_jd)] - 1048576
+    grid_measure_dc = m[866 + (64 + 256 + grid_measure_jd)] - 1048576
     grid_measure_pb = (grid_measure_va * grid_measure_cs + grid_measure_da * grid_measure_sn + 8192 >> 14) + 1048576
-    gm[448 + grid_measure_pos] = grid_measure_pb
-    grid_measure_sb = gm[18] + grid_measure_pb - gm[448 + grid_measure_j0]
+    m[1314 + grid_measure_pos] = grid_measure_pb
+    grid_measure_sb = m[884] + grid_measure_pb - m[1314 + grid_measure_j0]
     if grid_measure_grow != 0:
         if grid_measure_grow > 0:
-            grid_measure_sb += gm[448 + grid_measure_j0]
+            grid_measure_sb += m[1314 + grid_measure_j0]
         else:
-            grid_measure_sb -= gm[448 + grid_measure_j1]
-    gm[18] = grid_measure_sb
-    grid_measure_ab = gm[448 + grid_measure_ja]
+            grid_measure_sb -= m[1314 + grid_measure_j1]
+    m[884] = grid_measure_sb
+    grid_measure_ab = m[1314 + grid_measure_ja]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (gm[448 + grid_measure_jb] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[1314 + grid_measure_jb] - grid_measure_ab) >> 13
     grid_measure_re_a = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_re_a > 23170:
         grid_measure_re_a = 23170
     elif grid_measure_re_a < -23170:
         grid_measure_re_a = -23170
-    gm[8 + 0] = grid_measure_re_a + 536870912
+    m[874 + 0] = grid_measure_re_a + 536870912
     grid_measure_pb = (grid_measure_da * grid_measure_cs - grid_measure_va * grid_measure_sn + 8192 >> 14) + 1048576
-    gm[448 + 256 + grid_measure_pos] = grid_measure_pb
-    grid_measure_sb = gm[18 + 1] + grid_measure_pb - gm[448 + 256 + grid_measure_j0]
+    m[866 + (448 + 256 + grid_measure_pos)] = grid_measure_pb
+    grid_measure_sb = m[884 + 1] + grid_measure_pb - m[866 + (448 + 256 + grid_measure_j0)]
     if grid_measure_grow != 0:
         if grid_measure_grow > 0:
-            grid_measure_sb += gm[448 + 256 + grid_measure_j0]
+            grid_measure_sb += m[866 + (448 + 256 + grid_measure_j0)]
         else:
-            grid_measure_sb -= gm[448 + 256 + grid_measure_j1]
-    gm[18 + 1] = grid_measure_sb
-    grid_measure_ab = gm[448 + 256 + grid_measure_ja]
+            grid_measure_sb -= m[866 + (448 + 256 + grid_measure_j1)]
+    m[884 + 1] = grid_measure_sb
+    grid_measure_ab = m[866 + (448 + 256 + grid_measure_ja)]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (gm[448 + 256 + grid_measure_jb] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 256 + grid_measure_jb)] - grid_measure_ab) >> 13
     grid_measure_im_a = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_im_a > 23170:
         grid_measure_im_a = 23170
     elif grid_measure_im_a < -23170:
         grid_measure_im_a = -23170
-    gm[8 + 1] = grid_measure_im_a + 536870912
+    m[874 + 1] = grid_measure_im_a + 536870912
     grid_measure_pb = (grid_measure_vb * grid_measure_cs + grid_measure_db * grid_measure_sn + 8192 >> 14) + 1048576
-    gm[448 + 512 + grid_measure_pos] = grid_measure_pb
-    grid_measure_sb = gm[18 + 2] + grid_measure_pb - gm[448 + 512 + grid_measure_j0]
+    m[866 + (448 + 512 + grid_measure_pos)] = grid_measure_pb
+    grid_measure_sb = m[884 + 2] + grid_measure_pb - m[866 + (448 + 512 + grid_measure_j0)]
     if grid_measure_grow != 0:
         if grid_measure_grow > 0:
-            grid_measure_sb += gm[448 + 512 + grid_measure_j0]
+            grid_measure_sb += m[866 + (448 + 512 + grid_measure_j0)]
         else:
-            grid_measure_sb -= gm[448 + 512 + grid_measure_j1]
-    gm[18 + 2] = grid_measure_sb
-    grid_measure_ab = gm[448 + 512 + grid_measure_ja]
+            grid_measure_sb -= m[866 + (448 + 512 + grid_measure_j1)]
+    m[884 + 2] = grid_measure_sb
+    grid_measure_ab = m[866 + (448 + 512 + grid_measure_ja)]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (gm[448 + 512 + grid_measure_jb] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 512 + grid_measure_jb)] - grid_measure_ab) >> 13
     grid_measure_re_b = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_re_b > 23170:
         grid_measure_re_b = 23170
     elif grid_measure_re_b < -23170:
         grid_measure_re_b = -23170
-    gm[8 + 2] = grid_measure_re_b + 536870912
+    m[874 + 2] = grid_measure_re_b + 536870912
     grid_measure_pb = (grid_measure_db * grid_measure_cs - grid_measure_vb * grid_measure_sn + 8192 >> 14) + 1048576
-    gm[448 + 768 + grid_measure_pos] = grid_measure_pb
-    grid_measure_sb = gm[18 + 3] + grid_measure_pb - gm[448 + 768 + grid_measure_j0]
+    m[866 + (448 + 768 + grid_measure_pos)] = grid_measure_pb
+    grid_measure_sb = m[884 + 3] + grid_measure_pb - m[866 + (448 + 768 + grid_measure_j0)]
     if grid_measure_grow != 0:
         if grid_measure_grow > 0:
-            grid_measure_sb += gm[448 + 768 + grid_measure_j0]
+            grid_measure_sb += m[866 + (448 + 768 + grid_measure_j0)]
         else:
-            grid_measure_sb -= gm[448 + 768 + grid_measure_j1]
-    gm[18 + 3] = grid_measure_sb
-    grid_measure_ab = gm[448 + 768 + grid_measure_ja]
+            grid_measure_sb -= m[866 + (448 + 768 + grid_measure_j1)]
+    m[884 + 3] = grid_measure_sb
+    grid_measure_ab = m[866 + (448 + 768 + grid_measure_ja)]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (gm[448 + 768 + grid_measure_jb] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 768 + grid_measure_jb)] - grid_measure_ab) >> 13
     grid_measure_im_b = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_im_b > 23170:
         grid_measure_im_b = 23170
     elif grid_measure_im_b < -23170:
         grid_measure_im_b = -23170
-    gm[8 + 3] = grid_measure_im_b + 536870912
+    m[874 + 3] = grid_measure_im_b + 536870912
     grid_measure_pb = (grid_measure_vc * grid_measure_cs + grid_measure_dc * grid_measure_sn + 8192 >> 14) + 1048576
-    gm[448 + 1024 + grid_measure_pos] = grid_measure_pb
-    grid_measure_sb = gm[18 + 4] + grid_measure_pb - gm[448 + 1024 + grid_measure_j0]
+    m[866 + (448 + 1024 + grid_measure_pos)] = grid_measure_pb
+    grid_measure_sb = m[884 + 4] + grid_measure_pb - m[866 + (448 + 1024 + grid_measure_j0)]
     if grid_measure_grow != 0:
         if grid_measure_grow > 0:
-            grid_measure_sb += gm[448 + 1024 + grid_measure_j0]
+            grid_measure_sb += m[866 + (448 + 1024 + grid_measure_j0)]
         else:
-            grid_measure_sb -= gm[448 + 1024 + grid_measure_j1]
-    gm[18 + 4] = grid_measure_sb
-    grid_measure_ab = gm[448 + 1024 + grid_measure_ja]
+            grid_measure_sb -= m[866 + (448 + 1024 + grid_measure_j1)]
+    m[884 + 4] = grid_measure_sb
+    grid_measure_ab = m[866 + (448 + 1024 + grid_measure_ja)]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (gm[448 + 1024 + grid_measure_jb] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 1024 + grid_measure_jb)] - grid_measure_ab) >> 13
     grid_measure_re_c = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_re_c > 23170:
         grid_measure_re_c = 23170
     elif grid_measure_re_c < -23170:
         grid_measure_re_c = -23170
-    gm[8 + 4] = grid_measure_re_c + 536870912
+    m[874 + 4] = grid_measure_re_c + 536870912
     grid_measure_pb = (grid_measure_dc * grid_measure_cs - grid_measure_vc * grid_measure_sn + 8192 >> 14) + 1048576
-    gm[448 + 1280 + grid_measure_pos] = grid_measure_pb
-    grid_measure_sb = gm[18 + 5] + grid_measure_pb - gm[448 + 1280 + grid_measure_j0]
+    m[866 + (448 + 1280 + grid_measure_pos)] = grid_measure_pb
+    grid_measure_sb = m[884 + 5] + grid_measure_pb - m[866 + (448 + 1280 + grid_measure_j0)]
     if grid_measure_grow != 0:
         if grid_measure_grow > 0:
-            grid_measure_sb += gm[448 + 1280 + grid_measure_j0]
+            grid_measure_sb += m[866 + (448 + 1280 + grid_measure_j0)]
         else:
-            grid_measure_sb -= gm[448 + 1280 + grid_measure_j1]
-    gm[18 + 5] = grid_measure_sb
-    grid_measure_ab = gm[448 + 1280 + grid_measure_ja]
+            grid_measure_sb -= m[866 + (448 + 1280 + grid_measure_j1)]
+    m[884 + 5] = grid_measure_sb
+    grid_measure_ab = m[866 + (448 + 1280 + grid_measure_ja)]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (gm[448 + 1280 + grid_measure_jb] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 1280 + grid_measure_jb)] - grid_measure_ab) >> 13
     grid_measure_im_c = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_im_c > 23170:
         grid_measure_im_c = 23170
     elif grid_measure_im_c < -23170:
         grid_measure_im_c = -23170
-    gm[8 + 5] = grid_measure_im_c + 536870912
+    m[874 + 5] = grid_measure_im_c + 536870912
     grid_measure_m_a = grid_measure_re_a * grid_measure_re_a + grid_measure_im_a * grid_measure_im_a
     grid_measure_m_b = grid_measure_re_b * grid_measure_re_b + grid_measure_im_b * grid_measure_im_b
     grid_measure_m_c = grid_measure_re_c * grid_measure_re_c + grid_measure_im_c * grid_measure_im_c
-    gm[0] = grid_measure_m_a
-    gm[1] = grid_measure_m_b
-    gm[2] = grid_measure_m_c
+    m[866] = grid_measure_m_a
+    m[867] = grid_measure_m_b
+    m[868] = grid_measure_m_c
     grid_measure_hi = grid_measure_m_a
     grid_measure_ph_hi = 0
     if grid_measure_m_b > grid_measure_hi:
@@ -345,48 +348,47 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         grid_measure_lo = grid_measure_m_c
         grid_measure_ph_lo = 2
     grid_measure_due = 0
-    if grid_measure_hi > gm[28]:
-        grid_measure_n = gm[24]
-        if grid_measure_n < gm[32]:
+    if grid_measure_hi > m[894]:
+        grid_measure_n = m[890]
+        if grid_measure_n < m[898]:
             grid_measure_n += 1
-            gm[24] = grid_measure_n
-        if grid_measure_n >= gm[32]:
+            m[890] = grid_measure_n
+        if grid_measure_n >= m[898]:
             grid_measure_due = 1
     else:
-        gm[24] = 0
-    if grid_measure_lo < gm[29]:
-        grid_measure_n = gm[24 + 1]
-        if grid_measure_n < gm[32 + 1]:
+        m[890] = 0
+    if grid_measure_lo < m[895]:
+        grid_measure_n = m[890 + 1]
+        if grid_measure_n < m[898 + 1]:
             grid_measure_n += 1
-            gm[24 + 1] = grid_measure_n
-        if grid_measure_n >= gm[32 + 1]:
+            m[890 + 1] = grid_measure_n
+        if grid_measure_n >= m[898 + 1]:
             grid_measure_due |= 2
     else:
-        gm[24 + 1] = 0
-    grid_measure_w_f = pll_st[2]
-    if grid_measure_w_f > gm[30] and pll_st[8] >= 410:
-        grid_measure_n = gm[24 + 2]
-        if grid_measure_n < gm[32 + 2]:
+        m[890 + 1] = 0
+    grid_measure_w_f = m[23]
+    if grid_measure_w_f > m[896] and m[29] >= 410:
+        grid_measure_n = m[890 + 2]
+        if grid_measure_n < m[898 + 2]:
             grid_measure_n += 1
-            gm[24 + 2] = grid_measure_n
-        if grid_measure_n >= gm[32 + 2]:
+            m[890 + 2] = grid_measure_n
+        if grid_measure_n >= m[898 + 2]:
             grid_measure_due |= 4
     else:
-        gm[24 + 2] = 0
-    if grid_measure_w_f < gm[31] and pll_st[8] >= 410:
-        grid_measure_n = gm[24 + 3]
-        if grid_measure_n < gm[32 + 3]:
+        m[890 + 2] = 0
+    if grid_measure_w_f < m[897] and m[29] >= 410:
+        grid_measure_n = m[890 + 3]
+        if grid_measure_n < m[898 + 3]:
             grid_measure_n += 1
-            gm[24 + 3] = grid_measure_n
-        if grid_measure_n >= gm[32 + 3]:
+            m[890 + 3] = grid_measure_n
+        if grid_measure_n >= m[898 + 3]:
             grid_measure_due |= 8
     else:
-        gm[24 + 3] = 0
+        m[890 + 3] = 0
     if grid_measure_due == 0 or grid_measure_armed == 0:
         grid_measure_ret = 0
     else:
-        grid_measure_pr = ptr32(prot)
-        grid_measure_code = grid_measure_pr[2]
+        grid_measure_code = m[855]
         if grid_measure_code != 0:
             grid_measure_ret = grid_measure_code
         else:
@@ -417,19 +419,19 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
                     grid_measure_code = 67
                 grid_measure_n = grid_measure_w_f
                 grid_measure_ph = 3
-                grid_measure_r = grid_measure_w_f // gm[40]
-            grid_measure_pr[3] = grid_measure_r + 536870912
-            grid_measure_pr[2] = grid_measure_code
-            grid_measure_pr[4] = grid_measure_pr[4] + 1
-            gm[3] = grid_measure_code
-            gm[4] = grid_measure_ph
-            gm[5] = grid_measure_n + 536870912
+                grid_measure_r = grid_measure_w_f // m[906]
+            m[856] = grid_measure_r + 536870912
+            m[855] = grid_measure_code
+            m[857] = m[857] + 1
+            m[869] = grid_measure_code
+            m[870] = grid_measure_ph
+            m[871] = grid_measure_n + 536870912
             grid_measure_ret = grid_measure_code
-    protect_fast_code = prot[2]
+    protect_fast_code = m[855]
     if protect_fast_code != 0:
         code = protect_fast_code
     else:
-        protect_fast_lim = prot[0]
+        protect_fast_lim = m[853]
         protect_fast_value = 0
         if ia > protect_fast_lim or ia < -protect_fast_lim:
             protect_fast_value = ia
@@ -440,19 +442,19 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         elif ic > protect_fast_lim or ic < -protect_fast_lim:
             protect_fast_value = ic
             protect_fast_code = 33
-        elif v_dc > prot[1]:
+        elif v_dc > m[854]:
             protect_fast_value = v_dc
             protect_fast_code = 34
         if protect_fast_code != 0:
-            prot[3] = protect_fast_value + 536870912
-            prot[2] = protect_fast_code
-            prot[4] = prot[4] + 1
+            m[856] = protect_fast_value + 536870912
+            m[855] = protect_fast_code
+            m[857] = m[857] + 1
         code = protect_fast_code
     if code != 0:
-        cc[10] = 0
-    current_cs = pll_st[11] - 16384
-    current_sn = pll_st[12] - 16384
-    current_v_pos = pll_st[8]
+        m[831] = 0
+    current_cs = m[32] - 16384
+    current_sn = m[33] - 16384
+    current_v_pos = m[29]
     current_al = (va + va - vb - vc) * 10923 >> 15
     current_be = (vb - vc) * 18919 >> 15
     current_v_d = current_al * current_cs + current_be * current_sn >> 14
@@ -461,42 +463,42 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     current_be = (ib - ic) * 18919 >> 15
     current_i_d = current_al * current_cs + current_be * current_sn >> 14
     current_i_q = current_be * current_cs - current_al * current_sn >> 14
-    cc[20] = current_i_d
-    cc[21] = current_i_q
-    cc[22] = current_v_d
-    cc[23] = current_v_q
-    cc[26] = (current_v_d * current_i_d >> 12) + (current_v_q * current_i_q >> 12)
-    cc[27] = (current_v_q * current_i_d >> 12) - (current_v_d * current_i_q >> 12)
-    current_p_ref = cc[12] - 536870912
-    current_q_ref = cc[13] - 536870912
-    if cc[10] == 0:
-        cc[12] = 536870912
-        cc[13] = 536870912
-        cc[14] = 536870912
-        cc[15] = 536870912
-        cc[28] = 0
-        cc[29] = 0
-        cc[24] = current_v_d + 536870912
-        cc[25] = current_v_q + 536870912
+    m[841] = current_i_d
+    m[842] = current_i_q
+    m[843] = current_v_d
+    m[844] = current_v_q
+    m[847] = (current_v_d * current_i_d >> 12) + (current_v_q * current_i_q >> 12)
+    m[848] = (current_v_q * current_i_d >> 12) - (current_v_d * current_i_q >> 12)
+    current_p_ref = m[833] - 536870912
+    current_q_ref = m[834] - 536870912
+    if m[831] == 0:
+        m[833] = 536870912
+        m[834] = 536870912
+        m[835] = 536870912
+        m[836] = 536870912
+        m[849] = 0
+        m[850] = 0
+        m[845] = current_v_d + 536870912
+        m[846] = current_v_q + 536870912
     else:
-        current_ramp = cc[4]
-        current_t = (cc[8] - 536870912 << 8) - current_p_ref
+        current_ramp = m[825]
+        current_t = (m[829] - 536870912 << 8) - current_p_ref
         if current_t > current_ramp:
             current_t = current_ramp
         elif current_t < -current_ramp:
             current_t = -current_ramp
         current_p_ref += current_t
-        current_t = (cc[9] - 536870912 << 8) - current_q_ref
+        current_t = (m[830] - 536870912 << 8) - current_q_ref
         if current_t > current_ramp:
             current_t = current_ramp
         elif current_t < -current_ramp:
             current_t = -current_ramp
         current_q_ref += current_t
-        cc[12] = current_p_ref + 536870912
-        cc[13] = current_q_ref + 536870912
+        m[833] = current_p_ref + 536870912
+        m[834] = current_q_ref + 536870912
         if current_v_pos < 410:
             current_v_pos = 410
-        current_i_max = cc[3]
+        current_i_max = m[824]
         current_id_ref = (current_p_ref >> 8 << 12) // current_v_pos
         current_iq_ref = -((current_q_ref >> 8 << 12) // current_v_pos)
         if current_id_ref > current_i_max:
@@ -520,50 +522,50 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
             current_iq_ref = current_t
         elif current_iq_ref < -current_t:
             current_iq_ref = -current_t
-        cc[28] = current_id_ref
-        cc[29] = current_iq_ref
-        current_kp = cc[0]
-        current_ki = cc[1]
-        current_int_max = cc[5]
-        current_sat = cc[16]
-        current_wl = cc[2]
+        m[849] = current_id_ref
+        m[850] = current_iq_ref
+        current_kp = m[821]
+        current_ki = m[822]
+        current_int_max = m[826]
+        current_sat = m[837]
+        current_wl = m[823]
         current_e = current_id_ref - current_i_d
         if current_e > 8192:
             current_e = 8192
         elif current_e < -8192:
             current_e = -8192
-        current_integ = cc[14] - 536870912
+        current_integ = m[835] - 536870912
         if current_sat == 0 or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
             current_integ += current_ki * current_e
             if current_integ > current_int_max:
                 current_integ = current_int_max
             elif current_integ < -current_int_max:
                 current_integ = -current_int_max
-        cc[14] = current_integ + 536870912
-        cc[24] = current_v_d + (current_wl * current_i_q >> 12) - (current_kp * current_e >> 12) - (current_integ >> 12) + 536870912
+        m[835] = current_integ + 536870912
+        m[845] = current_v_d + (current_wl * current_i_q >> 12) - (current_kp * current_e >> 12) - (current_integ >> 12) + 536870912
         current_e = current_iq_ref - current_i_q
         if current_e > 8192:
             current_e = 8192
         elif current_e < -8192:
             current_e = -8192
-        current_integ = cc[15] - 536870912
+        current_integ = m[836] - 536870912
         if current_sat == 0 or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
             current_integ += current_ki * current_e
             if current_integ > current_int_max:
                 current_integ = current_int_max
             elif current_integ < -current_int_max:
                 current_integ = -current_int_max
-        cc[15] = current_integ + 536870912
-        cc[25] = current_v_q - (current_wl * current_i_d >> 12) - (current_kp * current_e >> 12) - (current_integ >> 12) + 536870912
+        m[836] = current_integ + 536870912
+        m[846] = current_v_q - (current_wl * current_i_d >> 12) - (current_kp * current_e >> 12) - (current_integ >> 12) + 536870912
     if code != 0:
         return code
-    if cc[10] == 0:
+    if m[831] == 0:
         return -1
     svpwm_v_dc = v_dc
-    svpwm_cs = pll_st[11] - 16384
-    svpwm_sn = pll_st[12] - 16384
-    svpwm_u_d = cc[24] - 536870912
-    svpwm_u_q = cc[25] - 536870912
+    svpwm_cs = m[32] - 16384
+    svpwm_sn = m[33] - 16384
+    svpwm_u_d = m[845] - 536870912
+    svpwm_u_q = m[846] - 536870912
     if svpwm_u_d > 16383:
         svpwm_u_d = 16383
     elif svpwm_u_d < -16383:
@@ -591,8 +593,8 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
         svpwm_v_dc = 2048
     elif svpwm_v_dc > 16384:
         svpwm_v_dc = 16384
-    svpwm_period = pw[0]
-    svpwm_lo = pw[1]
+    svpwm_period = m[861]
+    svpwm_lo = m[862]
     svpwm_hi = svpwm_period - svpwm_lo
     svpwm_half = svpwm_period >> 1
     svpwm_scale = (svpwm_period << 14) // svpwm_v_dc
@@ -619,7 +621,7 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     elif svpwm_t > svpwm_hi:
         svpwm_t = svpwm_hi
         svpwm_sat = 1
-    pw[2] = svpwm_t
+    m[863] = svpwm_t
     svpwm_t = svpwm_half + (svpwm_ub * svpwm_scale >> 14)
     if svpwm_t < svpwm_lo:
         svpwm_t = svpwm_lo
@@ -627,7 +629,7 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     elif svpwm_t > svpwm_hi:
         svpwm_t = svpwm_hi
         svpwm_sat = 1
-    pw[3] = svpwm_t
+    m[864] = svpwm_t
     svpwm_t = svpwm_half + (svpwm_uc * svpwm_scale >> 14)
     if svpwm_t < svpwm_lo:
         svpwm_t = svpwm_lo
@@ -635,6 +637,6 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     elif svpwm_t > svpwm_hi:
         svpwm_t = svpwm_hi
         svpwm_sat = 1
-    pw[4] = svpwm_t
-    cc[16] = svpwm_sat
+    m[865] = svpwm_t
+    m[837] = svpwm_sat
     return 0

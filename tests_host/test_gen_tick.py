@@ -31,6 +31,20 @@ def test_fused_tick_calls_nothing_but_casts():
     assert len(casts) == len({ast.unparse(c) for c in casts})
 
 
+def test_block_parts_are_indexed_at_their_offsets(tmp_path):
+    """With a block, each array parameter becomes an offset into the one block, aliases
+    (``x = ptr32(part)``) included, and the layout is written beside the function."""
+    step = ('import micropython\n\n\n@micropython.viper\n'
+            'def run(st: ptr32, v: int) -> int:\n    p = ptr32(st)\n    p[1] = v\n'
+            '    return st[0]\n')
+    src = gen_tick.render(_write(tmp_path, tick=_TICK.replace("_K = const(3)", "_K = const(3)\nN = const(2)"),
+                                 step=step), block=(("a", "tick", "N", 2),))
+    assert "LAYOUT = (('a', 0, 4),)" in src and "BLOCK_WORDS = 4" in src
+    assert "def compute(m: ptr32, x: int) -> int:" in src and "m[1] = y" in src
+    with pytest.raises(gen_tick.GenError, match="block holds"):
+        gen_tick.render(tmp_path, block=(("b", "tick", "N", 1),))
+
+
 def _write(tmp_path, **modules):
     for name, src in modules.items():
         (tmp_path / (name + ".py")).write_text(src)
@@ -67,7 +81,7 @@ def run(st: ptr32, v: int) -> int:
     st[1] = v
     return 0
 '''
-    src = gen_tick.render(_write(tmp_path, tick=_TICK, step=step))
+    src = gen_tick.render(_write(tmp_path, tick=_TICK, step=step), block=None)
     ns = {}
     exec(src.replace("@micropython.viper", ""), {"micropython": None, "ptr32": list,
                                                   "ptr16": list, "int": int}, ns)
@@ -89,4 +103,4 @@ def test_refuses_what_it_cannot_inline(tmp_path, body, message):
             'def helper(v: int) -> int:\n    return v\n\n\n@micropython.viper\n'
             'def run(st: ptr32, v: int) -> int:\n' + body)
     with pytest.raises(gen_tick.GenError, match=message):
-        gen_tick.render(_write(tmp_path, tick=_TICK, step=step))
+        gen_tick.render(_write(tmp_path, tick=_TICK, step=step), block=None)

@@ -189,7 +189,6 @@ def test_fused_compute_word_safe(tick_hz, f_hz):
         words = [va, vb, vc, s * 16000, -s * 16000, s * 8000, 4096 + (k % 3) * 6000]
         for ch in range(7):
             ctl.raw[ch] = max(0, min(65535, 32768 + 2 * words[ch]))
-        rep = wm.check("compute", ctl.raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw,
-                       ctl.gm, update=True)
+        rep = wm.check("compute", ctl.mem, update=True)
         _assert_clean(wm, rep)
     assert ctl.pw[svpwm.DUTY_A] != 0 and ctl.prot[protect_fast.LATCH] == 0

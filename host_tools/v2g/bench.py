@@ -17,8 +17,9 @@ Figures (medians of ``--reps`` runs, default 5, env ``V2G_BENCH_REPS``):
   by valgrind's callgrind, ``(Ir(N2 ticks) - Ir(N1 ticks)) / (N2 - N1)`` so start-up
   cancels, for the unix runtime and for the C reference ``bench/c_reference/tick_ref.c``
   (gcc -O2, tables and initial state generated from ``firmware/`` at build time);
-- ratios ``speedup_viper_vs_bytecode`` (per tick; ``speedup_compute_...`` for compute()),
-  ``instr_ratio_viper_vs_c`` (per tick; ``instr_ratio_compute_viper_vs_c``).
+- ratios ``speedup_viper_vs_bytecode`` (per tick; ``speedup_compute_...`` for compute():
+  viper and bytecode runs alternate, and the speed-up is the median of the pairs'
+  ratios), ``instr_ratio_viper_vs_c`` (per tick; ``instr_ratio_compute_viper_vs_c``).
 Extra keys: ``tick_ns_c``/``compute_ns_c``, ``instr_per_tick_bytecode``,
 ``instr_per_compute_viper``/``_c``, ``heap_lock`` (what the locked run did),
 ``checksums`` (tick count -> implementation -> checksum), ``bench_s``.
@@ -57,8 +58,8 @@ C_HEADER = "tick_ref_data.h"
 
 DEFAULTS = {
     "reps": 5,
-    "ticks": 20000,  # viper timing run (~2-4 us a tick)
-    "bytecode_ticks": 4000,  # bytecode twin timing run (~20 us a tick)
+    "ticks": 100000,  # viper timing run (~1 us a tick: 0.1 s, long enough to be steady)
+    "bytecode_ticks": 5000,  # bytecode twin timing run (~25 us a tick)
     "heap_lock_ticks": 100000,  # the acceptance run: >= 100 000 ticks under heap_lock
     "instr_ticks": (500, 2500),  # callgrind N1, N2
 }
@@ -336,23 +337,30 @@ def measure(opts, exe=None, log=None):
         twin = Path(tmp) / "twin"
         bytecode_twin.build(twin)
 
-        say("viper runs")
-        runs = [run_harness(exe, n)[0] for _ in range(reps)]
+        # viper and bytecode runs alternate, so that a slow spell of the machine hits
+        # both sides of a pair; the speed-ups are medians of the pairs' ratios
+        say("viper and bytecode twin runs, side by side")
+        runs, bc_runs = [], []
+        for _ in range(reps):
+            runs.append(run_harness(exe, n)[0])
+            bc_runs.append(run_harness(exe, n_bc, bytecode_dir=twin)[0])
         for r in runs:
             note("viper", r)
+        for r in bc_runs:
+            note("bytecode", r)
         res["runtime"] = runs[0]["runtime"]
         res["tick_ns_viper"] = _median([r["tick_ns"] for r in runs])
         res["compute_ns_viper"] = _median([r["compute_ns"] for r in runs])
         totals = [r["alloc_total_bytes"] for r in runs]
         res["heap_bytes_per_tick"] = (None if min(totals) < 0
                                       else _median([t / n for t in totals]))
-
-        say("bytecode twin runs")
-        runs = [run_harness(exe, n_bc, bytecode_dir=twin)[0] for _ in range(reps)]
-        for r in runs:
-            note("bytecode", r)
-        res["tick_ns_bytecode"] = _median([r["tick_ns"] for r in runs])
-        res["compute_ns_bytecode"] = _median([r["compute_ns"] for r in runs])
+        res["tick_ns_bytecode"] = _median([r["tick_ns"] for r in bc_runs])
+        res["compute_ns_bytecode"] = _median([r["compute_ns"] for r in bc_runs])
+        pair_speedups = {
+            "speedup_viper_vs_bytecode": _median(
+                [b["tick_ns"] / v["tick_ns"] for v, b in zip(runs, bc_runs)]),
+            "speedup_compute_viper_vs_bytecode": _median(
+                [b["compute_ns"] / v["compute_ns"] for v, b in zip(runs, bc_runs)])}
         if n_bc != n:  # the viper checksum at the twin's tick count, for the comparison
             note("viper", run_harness(exe, n_bc, compute_ticks=0)[0])
 
@@ -433,9 +441,7 @@ def measure(opts, exe=None, log=None):
                     note(jobs[k][0], r1)
                     note(jobs[k][0], r2)
 
-    res["speedup_viper_vs_bytecode"] = _ratio(res["tick_ns_bytecode"], res["tick_ns_viper"])
-    res["speedup_compute_viper_vs_bytecode"] = _ratio(res["compute_ns_bytecode"],
-                                                      res["compute_ns_viper"])
+    res.update(pair_speedups)
     res["instr_ratio_viper_vs_c"] = _ratio(res.get("instr_per_tick_viper"),
                                            res.get("instr_per_tick_c"))
     res["instr_ratio_bytecode_vs_viper"] = _ratio(res.get("instr_per_tick_bytecode"),

@@ -38,6 +38,22 @@ from . import paths
 TEMPLATE_MODULE = "tick"
 TEMPLATE_FUNCTION = "compute"
 OUTPUT_MODULE = "tick_fused"
+BLOCK_NAME = "m"
+# The arrays of the template's parameters, laid end to end in one int block: parameter,
+# (module, const) giving its length in words, and a multiplier. The fused function takes
+# the block alone (one buffer lookup per tick instead of one per array); ``tick.Control``
+# allocates it and hands each step a memoryview of its part (``LAYOUT``).
+# Lookup tables (const None: the length of the module's array literal) join the block
+# as word copies, which ``Control`` makes at boot: the tick then casts no table either.
+BLOCK = (("raw", "tick", "CHANNELS", 1), ("cal", "tick", "CHANNELS", 2),
+         ("pll_st", "pll", "STATE_WORDS", 1), ("cc", "current", "WORDS", 1),
+         ("prot", "protect_fast", "WORDS", 1), ("pw", "svpwm", "WORDS", 1),
+         ("gm", "grid_measure", "STATE_WORDS", 1),
+         ("SIN_Q14_B", "tables", None, 1), ("ATAN_T28", "tables", None, 1))
+# a table read through this cast reads the same values from a word copy: unsigned
+# halfwords through ptr16, words through ptr32 (a signed 'h' or 'b' table would not:
+# the cast zero-extends on the board)
+_TABLE_CASTS = {"H": "ptr16", "B": "ptr8", "i": "ptr32", "I": "ptr32"}
 _PTR_TYPES = ("ptr8", "ptr16", "ptr32")
 _BUILTINS = {"int", "uint", "bool"} | set(_PTR_TYPES)
 
@@ -66,7 +82,17 @@ class Module:
         self.functions = {}  # local name -> FunctionDef (viper only)
         self.imports = {}  # local name -> (module, name)
         self.consts = {}  # name -> int
+        self.arrays = {}  # name -> (typecode, length) of `NAME = array("X", (literals))`
         for node in self.tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, ast.Call)
+                    and isinstance(node.value.func, ast.Name)
+                    and node.value.func.id == "array" and len(node.value.args) == 2
+                    and isinstance(node.value.args[0], ast.Constant)
+                    and isinstance(node.value.args[1], (ast.Tuple, ast.List))):
+                self.arrays[node.targets[0].id] = (node.value.args[0].value,
+                                                   len(node.value.args[1].elts))
             if isinstance(node, ast.FunctionDef) and any(
                     _is_viper(d) for d in node.decorator_list):
                 self.functions[node.name] = node
@@ -390,9 +416,104 @@ def _hoist_table_casts(fn, table_names):
     fn.body = pre + fn.body
 
 
-def fused_function(fw_dir=None):
+def block_layout(block=BLOCK):
+    """((part, offset, words), ...), the block's length in words, and {table part:
+    typecode} for the parts that are copies of a module's lookup table."""
+    layout, off, tables = [], 0, {}
+    for name, mod, const_name, mult in block:
+        if const_name is None:
+            if name not in Module.get(mod).arrays:
+                raise GenError("%s.py has no array literal %s (block part)" % (mod, name))
+            tables[name], n = Module.get(mod).arrays[name]
+        else:
+            n = Module.get(mod).const_value(const_name)
+            if n is None:
+                raise GenError("%s.py has no const %s (block part %s)"
+                               % (mod, const_name, name))
+        layout.append((name, off, n * mult))
+        off += n * mult
+    return tuple(layout), off, tables
+
+
+def _fold(node):
+    """Constant + constant, for the block offsets added to constant indices."""
+    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+            and isinstance(node.left, ast.Constant) and isinstance(node.right, ast.Constant)):
+        return ast.Constant(node.left.value + node.right.value)
+    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+            and isinstance(node.left, ast.Constant) and isinstance(node.right, ast.BinOp)
+            and isinstance(node.right.op, ast.Add)
+            and isinstance(node.right.left, ast.Constant)):
+        return ast.BinOp(ast.Constant(node.left.value + node.right.left.value), ast.Add(),
+                         node.right.right)
+    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+            and isinstance(node.left, ast.Constant) and isinstance(node.right, ast.BinOp)
+            and isinstance(node.right.op, ast.Add)
+            and isinstance(node.right.right, ast.Constant)):
+        return ast.BinOp(ast.Constant(node.left.value + node.right.right.value), ast.Add(),
+                         node.right.left)
+    return node
+
+
+def _to_block(fn, layout, tables):
+    """Rewrite ``P[i]`` of every block parameter P (and of ``x = ptr32(P)`` aliases) and
+    of ``x = ptrN(TABLE)`` table casts as ``m[offset + i]``; the parameters become the
+    one block parameter."""
+    offsets = {name: off for name, off, _ in layout}
+    params = [a.arg for a in fn.args.args]
+    if not set(offsets) - set(tables) <= set(params):
+        raise GenError("%s.%s takes %s; the block holds %s"
+                       % (TEMPLATE_MODULE, TEMPLATE_FUNCTION, params, sorted(offsets)))
+    for a in fn.args.args:
+        if a.arg in offsets and _annotation(a) != "ptr32":
+            raise GenError("%s.%s: parameter %s must be ptr32 to live in the block"
+                           % (TEMPLATE_MODULE, TEMPLATE_FUNCTION, a.arg))
+
+    class Alias(ast.NodeTransformer):
+        def visit_Assign(self, node):
+            v = node.value
+            if (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
+                    and v.func.id in _PTR_TYPES and len(v.args) == 1
+                    and isinstance(v.args[0], ast.Name) and v.args[0].id in offsets):
+                src = v.args[0].id
+                want = _TABLE_CASTS.get(tables[src]) if src in tables else "ptr32"
+                if v.func.id != want or len(node.targets) != 1 or not isinstance(
+                        node.targets[0], ast.Name):
+                    raise GenError("line %d: only `x = %s(%s)` may alias this block part"
+                                   % (node.lineno, want, src))
+                offsets[node.targets[0].id] = offsets[v.args[0].id]
+                return None
+            return self.generic_visit(node)
+
+    class Index(ast.NodeTransformer):
+        def visit_Subscript(self, node):
+            if isinstance(node.value, ast.Name) and node.value.id in offsets:
+                idx = _fold(ast.BinOp(ast.Constant(offsets[node.value.id]), ast.Add(),
+                                      self.visit(node.slice)))
+                return ast.copy_location(
+                    ast.Subscript(ast.Name(BLOCK_NAME, ast.Load()), idx, node.ctx), node)
+            return self.generic_visit(node)
+
+        def visit_Name(self, node):
+            if node.id in offsets:
+                raise GenError("line %d: block part %s used other than by index"
+                               % (node.lineno, node.id))
+            return node
+
+    fn.body = [s for s in (Alias().visit(st) for st in fn.body) if s is not None]
+    fn.body = [Index().visit(st) for st in fn.body]
+    fn.args.args = [ast.arg(BLOCK_NAME, ast.Name("ptr32", ast.Load()))] + [
+        a for a in fn.args.args if a.arg not in offsets]
+    for name in tables:  # tables read from the block need no import
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and node.id == name:
+                raise GenError("table %s used other than through a cast" % name)
+
+
+def fused_function(fw_dir=None, block=BLOCK):
     """The fused ``compute`` as an ast.FunctionDef, and the imports it needs, from the
-    modules in ``fw_dir`` (default ``firmware/``)."""
+    modules in ``fw_dir`` (default ``firmware/``); ``block`` None keeps the template's
+    parameters as they are."""
     Module._cache.clear()
     Module.dir = paths.FIRMWARE_DIR if fw_dir is None else fw_dir
     tmpl = Module.get(TEMPLATE_MODULE)
@@ -416,14 +537,27 @@ def fused_function(fw_dir=None):
     fn.body = body
     fn.decorator_list = []
     _hoist_table_casts(fn, set(inl.globals))
+    if block is not None:
+        layout, _, tables = block_layout(block)
+        _to_block(fn, layout, tables)
+        for name in tables:
+            inl.globals.pop(name, None)
     fn.body.insert(0, ast.Expr(ast.Constant(
-        "tick.compute with every step inlined (generated). Context: tick.")))
+        "tick.compute with every step inlined (generated); ``m`` is the block of LAYOUT. "
+        "Context: tick.")))
     return fn, inl.globals
 
 
-def render(fw_dir=None):
+def render(fw_dir=None, block=BLOCK):
     """The text of ``firmware/tick_fused.py``; GenError names what cannot be inlined."""
-    fn, globs = fused_function(fw_dir)
+    fn, globs = fused_function(fw_dir, block)
+    layout = ""
+    if block is not None:
+        parts, words, tables = block_layout(block)
+        layout = ("# the block: (part, offset, words) of tick.compute's arrays, end to end,\n"
+                  "# then word copies of the lookup tables it reads (TABLES)\n"
+                  "LAYOUT = %r\nBLOCK_WORDS = %d\nTABLES = %r\n"
+                  % (parts, words, tuple(sorted(tables))))
     by_module = {}
     for name, (mod, orig) in sorted(globs.items()):
         by_module.setdefault(mod, []).append(orig if orig == name else "%s as %s"
@@ -435,8 +569,8 @@ def render(fw_dir=None):
             "Regenerate with ``python -m v2g.gen_tick > firmware/%s.py`` after changing\n"
             "``tick.compute`` or any step it calls (see ``v2g.gen_tick`` for how and why).\n"
             "Context: tick (allocation-free viper, like the steps it is made of).\n"
-            '"""\n\nimport micropython\n\n%s\n\n@micropython.viper\n%s\n'
-            % (OUTPUT_MODULE, imports, fn_src))
+            '"""\n\nimport micropython\n\n%s\n%s\n\n@micropython.viper\n%s\n'
+            % (OUTPUT_MODULE, imports, layout, fn_src))
 
 
 def main():

@@ -788,6 +788,8 @@ def _copy_arg(a):
         return a
     if isinstance(a, array):
         return array(a.typecode, a)
+    if isinstance(a, memoryview):  # a part of a larger array (tick.Control's block)
+        return array(a.format, a.tolist())
     if isinstance(a, bytearray):
         return bytearray(a)
     return copy.deepcopy(a)
@@ -960,6 +962,8 @@ class WordModule:
             for orig, new in zip(args, runs[0].args, strict=True):
                 if isinstance(orig, (array, bytearray, list)):
                     orig[:] = new
+                elif isinstance(orig, memoryview):
+                    orig[:] = array(orig.format, new)
         return CheckReport(func_name, runs, problems)
 
     def check_calls(self, calls):

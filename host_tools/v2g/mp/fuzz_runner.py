@@ -61,7 +61,8 @@ def digest(arrays):
 
 
 def main(seed, ticks, tick_hz, impl="fused"):
-    compute = {"fused": tick_fused.compute, "wired": tick.compute}[impl]
+    if impl not in ("fused", "wired"):
+        raise SystemExit("IMPL must be fused or wired, not %r" % impl)
     rng = Rng(seed)
     ctl = tick.Control(tick_hz, 50, [32768] * 7, [8192] * 7, 2500, 20,
                        (5242, 263, 327, 4505, 2097, 1 << 25), (8192, 15114))
@@ -117,7 +118,10 @@ def main(seed, ticks, tick_hz, impl="fused"):
         else:
             for ch in range(7):
                 raw[ch] = 65535 if rng.below(2) else 0
-        state = compute(raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
+        if impl == "fused":
+            state = tick_fused.compute(ctl.mem)
+        else:
+            state = tick.compute(raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
         h = (h * 131 + state + ctl.pll[pll.THETA] + ctl.pw[2] + ctl.pw[3] * 3 + ctl.pw[4] * 7
              + ctl.cc[current.I_D_REF] + ctl.cc[current.P_MEAS]) & _MOD
         words += 1

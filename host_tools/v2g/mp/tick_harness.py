@@ -151,45 +151,55 @@ def _cpython_ticks_diff(a, b):
 
 class BenchHal:
     """The tick's HAL: ADC words from a precomputed buffer, PWM calls recorded. Viper,
-    like the native drivers of a board, so the bench measures the firmware. Allocates
+    like the native drivers of a board, so the bench measures the firmware: one buffer
+    (read index, wrap limit, the PWM record, then the samples), one attribute lookup
+    and one cast per call, as a driver with its registers in one block. Allocates
     nothing after construction."""
 
+    _REC = 2  # buf[2:10]: n_set, n_off, duty a, b, c of the last set
+    _SRC = 10  # samples from buf[10]
+
     def __init__(self, samples):
-        self.src = samples
-        self.st = array("i", [0, len(samples) - CHANNELS + 1])  # read index, wrap limit
-        self.rec = array("i", bytes(4 * 8))  # n_set, n_off, duty a, b, c of the last set
+        n = len(samples)
+        self.buf = array("i", bytes(4 * (self._SRC + n)))
+        self.buf[1] = self._SRC + n - CHANNELS + 1  # wrap limit of the read index
+        self.buf[0] = self._SRC
+        view = memoryview(self.buf)
+        self.rec = view[self._REC:self._SRC]
+        self.src = view[self._SRC:]
+        for i in range(n):
+            self.src[i] = samples[i]
         self.ticks_us = getattr(time, "ticks_us", _cpython_ticks_us)
         self.ticks_diff = getattr(time, "ticks_diff", _cpython_ticks_diff)
 
     @micropython.viper
     def adc_read(self, raw: ptr32):  # noqa: F821 (viper type)
-        st = ptr32(self.st)  # noqa: F821 (viper cast)
-        src = ptr32(self.src)  # noqa: F821 (viper cast)
-        i = st[0]
-        raw[0] = src[i]
-        raw[1] = src[i + 1]
-        raw[2] = src[i + 2]
-        raw[3] = src[i + 3]
-        raw[4] = src[i + 4]
-        raw[5] = src[i + 5]
-        raw[6] = src[i + 6]
+        b = ptr32(self.buf)  # noqa: F821 (viper cast)
+        i = b[0]
+        raw[0] = b[i]
+        raw[1] = b[i + 1]
+        raw[2] = b[i + 2]
+        raw[3] = b[i + 3]
+        raw[4] = b[i + 4]
+        raw[5] = b[i + 5]
+        raw[6] = b[i + 6]
         i += 7
-        if i >= st[1]:
-            i = 0
-        st[0] = i
+        if i >= b[1]:
+            i = 10  # _SRC
+        b[0] = i
 
     @micropython.viper
     def pwm_set(self, pw: ptr32):  # noqa: F821 (viper type)
-        rec = ptr32(self.rec)  # noqa: F821 (viper cast)
-        rec[0] += 1
-        rec[2] = pw[2]
-        rec[3] = pw[3]
-        rec[4] = pw[4]
+        b = ptr32(self.buf)  # noqa: F821 (viper cast)
+        b[2] += 1
+        b[4] = pw[2]
+        b[5] = pw[3]
+        b[6] = pw[4]
 
     @micropython.viper
     def pwm_off(self):
-        rec = ptr32(self.rec)  # noqa: F821 (viper cast)
-        rec[1] += 1
+        b = ptr32(self.buf)  # noqa: F821 (viper cast)
+        b[3] += 1
 
 
 def _mem_alloc():
@@ -208,9 +218,9 @@ def _run_ticks(tick, n):
         tick(None)
 
 
-def _run_compute(compute, n, raw, cal, pll_st, cc, prot, pw, gm):
+def _run_compute(compute, n, mem):
     for _ in range(n):
-        compute(raw, cal, pll_st, cc, prot, pw, gm)
+        compute(mem)
 
 
 def _probe_allocs(isr, ctl, n):
@@ -309,8 +319,7 @@ def bench(n, heap_lock=False, compute_ticks=None):
             c2.raw[i] = hal.src[i]
         gc.collect()
         t0 = _now_ns()
-        _run_compute(tick_fused.compute, compute_ticks, c2.raw, c2.cal, c2.pll, c2.cc, c2.prot,
-                     c2.pw, c2.gm)
+        _run_compute(tick_fused.compute, compute_ticks, c2.mem)
         t1 = _now_ns()
         res["compute_ns"] = (t1 - t0) // compute_ticks
     res["runtime"] = runtime_string()

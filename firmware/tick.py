@@ -161,32 +161,28 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
 
 
 @micropython.viper
-def _run(ctx) -> int:
-    """The interrupt body: ``ctx`` is the tuple ``make_tick`` built. Viper, so its frame
-    lives on the C stack (a bytecode body this size would take its frame from the heap
-    whenever the heap is unlocked). Returns the STATE word. Context: tick."""
+def _run(m: ptr32, ctx) -> int:
+    """The interrupt body: ``m`` is ``Control.mem``, ``ctx`` the tuple ``make_tick``
+    built. Viper, so its frame lives on the C stack (a bytecode body this size would
+    take its frame from the heap whenever the heap is unlocked). Returns the STATE word.
+    Boards run this body with the fused compute inlined (``tick_fused.run``, generated
+    from here): keep it free of globals other than consts and ``_compute_fused``, and
+    free of ``try`` (the handler in ``make_tick`` catches). Context: tick."""
     # one unpack instead of a subscript per use (each costs a generic runtime call)
-    mem, raw, pw, stats_a, adc_read, pwm_set, pwm_off, hal_ticks_us, cap_a, pll_st = ctx
+    _mem, raw, pw, stats_a, adc_read, pwm_set, pwm_off, hal_ticks_us, cap_a, pll_st = ctx
     stats = ptr32(stats_a)
     t0 = int(hal_ticks_us())
-    state = 0
-    try:
-        adc_read(raw)
-        state = int(_compute_fused(mem))
-        if state == 0:
-            pwm_set(pw)
-            stats[STATE] = 1
-        else:
-            pwm_off()
-            if state > 0:
-                stats[STATE] = state
-            else:
-                stats[STATE] = 0
-    except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
+    adc_read(raw)
+    state = int(_compute_fused(m))
+    if state == 0:
+        pwm_set(pw)
+        stats[STATE] = 1
+    else:
         pwm_off()
-        stats[ERRORS] = stats[ERRORS] + 1
-    # ticks_us() wraps at 2**30 on every port (time.ticks_* period), so the masked
-    # difference is ticks_diff() without the call
+        if state > 0:
+            stats[STATE] = state
+        else:
+            stats[STATE] = 0
     left = stats[CAP_LEFT]
     if left > 0:  # waveform capture armed (sync check, diagnostics): 4 words per tick
         cap = ptr32(cap_a)
@@ -197,6 +193,8 @@ def _run(ctx) -> int:
         cap[k + 2] = r[2]
         cap[k + 3] = ptr32(pll_st)[7]  # pll.THETA after this tick's step
         stats[CAP_LEFT] = left - 1
+    # ticks_us() wraps at 2**30 on every port (time.ticks_* period), so the masked
+    # difference is ticks_diff() without the call
     cost = (int(hal_ticks_us()) - t0) & _COUNT_MASK
     stats[COST_US] = cost
     if cost > stats[COST_MAX_US]:
@@ -205,6 +203,16 @@ def _run(ctx) -> int:
         stats[OVERRUNS] = stats[OVERRUNS] + 1
     stats[COUNT] = (stats[COUNT] + 1) & _COUNT_MASK
     return state
+
+
+@micropython.viper
+def _failed(ctx):
+    """After an exception escaped the body (a HAL driver raised): PWM off, count it, keep
+    the heartbeat going. Context: tick (the handler's except clause)."""
+    ctx[6]()  # hal.pwm_off()
+    stats = ptr32(ctx[3])
+    stats[ERRORS] = stats[ERRORS] + 1
+    stats[COUNT] = (stats[COUNT] + 1) & _COUNT_MASK
 
 
 def arm_capture(ctl):
@@ -219,20 +227,27 @@ def capture_left(ctl):
     return ctl.stats[CAP_LEFT]
 
 
-def make_tick(hal, ctl):
+def make_tick(hal, ctl, inline=True):
     """Bind the HAL and the arrays into the interrupt handler ``tick(arg)``. Context: boot,
     before the timer starts (ISR rule: create every object the handler needs first).
 
-    The handler takes one argument (the timer, unused: the sim passes None) and closes
-    over two names only: MicroPython builds a heap array for a closure call with more
-    than a handful of closed-over names plus arguments, which would allocate on every
-    tick. It is a viper closure, half the call cost of a bytecode one."""
+    The handler takes one argument (the timer, unused: the sim passes None) and is a
+    viper closure over three names (a closure call with more than a handful of
+    closed-over names plus arguments would build a heap array on every tick). It runs
+    the body inside ``try``: an ISR must not raise, so an exception (a HAL driver's)
+    turns the PWM off and is counted in STATS ERRORS. The body is ``tick_fused.run``,
+    i.e. ``_run`` with the fused compute inlined, so a tick calls nothing but the HAL;
+    ``inline=False`` runs ``_run`` as written (the reference the tests compare with)."""
     ctx = (ctl.mem, ctl.raw, ctl.pw, ctl.stats, hal.adc_read, hal.pwm_set, hal.pwm_off,
            hal.ticks_us, ctl.cap, ctl.pll)
-    body = _run
+    body = tick_fused.run if inline else _run
+    mem = ctl.mem
 
     @micropython.viper
     def tick(_arg):
-        body(ctx)
+        try:
+            body(mem, ctx)
+        except Exception:  # noqa: BLE001 - an ISR must not raise: outputs safe, count it
+            _failed(ctx)
 
     return tick

@@ -11,6 +11,7 @@ No timing assertions: figures vary with the machine; only their presence is chec
 import io
 import json
 import shutil
+import subprocess
 import tokenize
 
 import pytest
@@ -96,6 +97,23 @@ def test_viper_bytecode_cpython_and_c_agree(micropython_exe, twin_dir, c_exe):
     h = bench._load_harness_cpython()  # CPython through the micropython stand-in
     cpy = h.bench(N_AGREE, compute_ticks=0)
     assert cpy["checksum"] == viper["checksum"]
+
+
+def test_generated_interrupt_body_matches_the_written_one(micropython_exe):
+    """tick_fused.run (compute inlined into tick._run by v2g.gen_tick) and tick._run
+    calling the fused compute leave the same state and PWM record after the same ticks,
+    on both runtimes."""
+    r = bench.run_harness(micropython_exe, N_AGREE, compute_ticks=0)[0]
+    cmd = bench.harness_command(micropython_exe, N_AGREE, compute_ticks=0) + ["--wired"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=bench.harness_env(),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    wired = bench._last_kv_line(out.stdout, "tick harness")
+    for k in ("checksum", "state", "n_set", "n_off", "errors"):
+        assert wired[k] == r[k], (k, wired[k], r[k])
+    h = bench._load_harness_cpython()
+    for flag in (False, True):
+        assert h.bench(N_AGREE, compute_ticks=0, wired=flag)["checksum"] == r["checksum"]
 
 
 def test_harness_reports_compute_timing(micropython_exe):

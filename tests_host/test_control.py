@@ -10,6 +10,8 @@ v_dc / sqrt(3).
 """
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import params
 import protect_fast
 import svpwm
 import tick
+from v2g import paths
 
 FS = 10000
 F0 = 50
@@ -263,3 +266,56 @@ def test_parameter_ids_and_names_are_unique_and_defaults_in_range():
 def test_control_gains_are_integers_in_range(tick_hz):
     cc_params, prot_params = params.control_ints(params.defaults(), tick_hz)
     assert all(isinstance(v, int) and 0 < v < 2 ** 30 for v in cc_params + prot_params)
+
+
+_RAISING_HAL = '''
+import sys
+from array import array
+import micropython
+import tick
+
+class Hal:
+    def __init__(self):
+        self.n = 0
+        self.offs = 0
+        self.sets = 0
+    def adc_read(self, raw):
+        self.n += 1
+        if self.n % 3 == 0:
+            raise OSError(5)  # an SPI error, every third tick
+        for ch in range(7):
+            raw[ch] = 32768
+    def pwm_set(self, pw):
+        self.sets += 1
+    def pwm_off(self):
+        self.offs += 1
+    def ticks_us(self):
+        return 0
+
+for inline in (True, False):
+    ctl = tick.Control(10000, 50, [32768] * 7, [8192] * 7, 2500, 20,
+                       (5242, 263, 327, 4505, 2097, 1 << 25), (8192, 15114))
+    hal = Hal()
+    isr = tick.make_tick(hal, ctl, inline)
+    for _ in range(30):
+        isr(None)
+    print(inline, ctl.stats[tick.ERRORS], ctl.stats[tick.COUNT], hal.offs, hal.sets)
+'''
+
+
+def test_an_exception_in_the_tick_turns_the_pwm_off_and_is_counted(run_micropython,
+                                                                    tmp_path):
+    """A HAL driver that raises inside the interrupt: nothing escapes the handler, the
+    PWM goes off on that tick, STATS counts the error and the heartbeat goes on -- for
+    the generated body and the written one, on the unix runtime and in CPython."""
+    script = tmp_path / "raising.py"
+    script.write_text(_RAISING_HAL)
+    mp = run_micropython(script)
+    assert mp.returncode == 0, mp.stdout + mp.stderr
+    # 10 of 30 ticks raise; the other 20 run with the controller disabled (pwm_off too)
+    expect = ["True 10 30 30 0", "False 10 30 30 0"]
+    assert mp.stdout.decode().split("\n")[:2] == expect
+    cp = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                        env={"PYTHONPATH": "%s:%s" % (paths.SHIM_DIR, paths.FIRMWARE_DIR)})
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split("\n")[:2] == expect

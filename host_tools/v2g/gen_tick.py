@@ -37,6 +37,8 @@ from . import paths
 
 TEMPLATE_MODULE = "tick"
 TEMPLATE_FUNCTION = "compute"
+ISR_TEMPLATE = "_run"  # the interrupt body as written, calling the fused compute
+ISR_OUTPUT = "run"
 OUTPUT_MODULE = "tick_fused"
 BLOCK_NAME = "m"
 # The arrays of the template's parameters, laid end to end in one int block: parameter,
@@ -55,7 +57,7 @@ BLOCK = (("raw", "tick", "CHANNELS", 1), ("cal", "tick", "CHANNELS", 2),
 # the cast zero-extends on the board)
 _TABLE_CASTS = {"H": "ptr16", "B": "ptr8", "i": "ptr32", "I": "ptr32"}
 _PTR_TYPES = ("ptr8", "ptr16", "ptr32")
-_BUILTINS = {"int", "uint", "bool"} | set(_PTR_TYPES)
+_BUILTINS = {"int", "uint", "bool", "Exception"} | set(_PTR_TYPES)
 
 
 class GenError(Exception):
@@ -74,6 +76,17 @@ class Module:
         if name not in cls._cache:
             cls._cache[name] = cls(name)
         return cls._cache[name]
+
+    prefix = None  # locals of an inlined function: None -> "<module or helper>_"
+
+    @classmethod
+    def generated(cls, name, functions, prefix=""):
+        """A module made here (the fused compute), for templates that call it."""
+        m = cls.__new__(cls)
+        m.name, m.functions, m.imports, m.consts, m.arrays = name, functions, {}, {}, {}
+        m.prefix = prefix
+        cls._cache[name] = m
+        return m
 
     def __init__(self, name):
         self.name = name
@@ -260,6 +273,8 @@ class Inliner:
     def _prefix(self, module, fn):
         """A module's public step is named after the module, a private helper after
         itself: ``pll_x``, ``isqrt_n``; a second inlined copy gets a number."""
+        if module.prefix is not None:
+            return module.prefix
         base = fn.name.lstrip("_") if fn.name.startswith("_") else module.name
         n = self.prefix_count.get(base, 0)
         self.prefix_count[base] = n + 1
@@ -510,21 +525,22 @@ def _to_block(fn, layout, tables):
                 raise GenError("table %s used other than through a cast" % name)
 
 
-def fused_function(fw_dir=None, block=BLOCK):
-    """The fused ``compute`` as an ast.FunctionDef, and the imports it needs, from the
-    modules in ``fw_dir`` (default ``firmware/``); ``block`` None keeps the template's
-    parameters as they are."""
-    Module._cache.clear()
-    Module.dir = paths.FIRMWARE_DIR if fw_dir is None else fw_dir
-    tmpl = Module.get(TEMPLATE_MODULE)
-    if TEMPLATE_FUNCTION not in tmpl.functions:
-        raise GenError("%s.py has no viper function %s" % (TEMPLATE_MODULE, TEMPLATE_FUNCTION))
-    fn = copy.deepcopy(tmpl.functions[TEMPLATE_FUNCTION])
+def _fuse(tmpl, name):
+    """Template ``name`` of module ``tmpl`` with its calls inlined and consts replaced:
+    (FunctionDef without decorators, Inliner)."""
+    if name not in tmpl.functions:
+        raise GenError("%s.py has no viper function %s" % (tmpl.name, name))
+    fn = copy.deepcopy(tmpl.functions[name])
     inl = Inliner()
     for a in fn.args.args:
         inl.types[a.arg] = _annotation(a) or "object"
         inl.taken.add(a.arg)
     inl.taken.update(_assigned_names(fn.body))
+    for node in ast.walk(fn):  # objects unpacked from a tuple stay objects in viper
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
+            for t in node.targets[0].elts:
+                if isinstance(t, ast.Name):
+                    inl.types[t.id] = "object"
     doc = fn.body[0] if isinstance(fn.body[0], ast.Expr) else None
     body = fn.body[1:] if doc is not None else fn.body
     body = inl.expand(tmpl, body)
@@ -532,10 +548,19 @@ def fused_function(fw_dir=None, block=BLOCK):
     skip = inl.taken | set(inl.globals)
     body = [_Renamer({}, tmpl.const_value, used, tmpl.name, skip).visit(s) for s in body]
     for modname, g in used:
-        inl._use_global(Module.get(modname), g, "%s.py (%s)" % (TEMPLATE_MODULE,
-                                                                TEMPLATE_FUNCTION))
+        inl._use_global(Module.get(modname), g, "%s.py (%s)" % (tmpl.name, name))
     fn.body = body
     fn.decorator_list = []
+    return fn, inl
+
+
+def fused_function(fw_dir=None, block=BLOCK):
+    """The fused ``compute`` as an ast.FunctionDef, and the imports it needs, from the
+    modules in ``fw_dir`` (default ``firmware/``); ``block`` None keeps the template's
+    parameters as they are."""
+    Module._cache.clear()
+    Module.dir = paths.FIRMWARE_DIR if fw_dir is None else fw_dir
+    fn, inl = _fuse(Module.get(TEMPLATE_MODULE), TEMPLATE_FUNCTION)
     _hoist_table_casts(fn, set(inl.globals))
     if block is not None:
         layout, _, tables = block_layout(block)
@@ -548,13 +573,37 @@ def fused_function(fw_dir=None, block=BLOCK):
     return fn, inl.globals
 
 
-def render(fw_dir=None, block=BLOCK):
-    """The text of ``firmware/tick_fused.py``; GenError names what cannot be inlined."""
+def fused_run(compute_fn):
+    """``run(m, ctx)``: the interrupt body ``tick.<ISR_TEMPLATE>`` with the fused compute
+    inlined, so that a tick calls nothing but the HAL (``tick.make_tick`` wraps it in
+    the handler that catches exceptions: a function with a ``try`` keeps no local in a
+    register, so the hot body stays outside it). Call after ``fused_function``."""
+    fused = copy.deepcopy(compute_fn)
+    fused.body = fused.body[1:]  # its docstring
+    Module.generated(OUTPUT_MODULE, {TEMPLATE_FUNCTION: fused})
+    fn, inl = _fuse(Module.get(TEMPLATE_MODULE), ISR_TEMPLATE)
+    if inl.globals:
+        raise GenError("%s.%s uses globals %s: the interrupt would look them up every tick"
+                       % (TEMPLATE_MODULE, ISR_TEMPLATE, sorted(inl.globals)))
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Try):
+            raise GenError("%s.%s line %d: no try here (it would keep every local of the "
+                           "fused body out of registers); make_tick's handler catches"
+                           % (TEMPLATE_MODULE, ISR_TEMPLATE, node.lineno))
+    fn.name = ISR_OUTPUT
+    fn.body.insert(0, ast.Expr(ast.Constant(
+        "tick.%s with the fused compute inlined (generated). Context: tick." % ISR_TEMPLATE)))
+    return fn
+
+
+def render(fw_dir=None, block=BLOCK, isr=True):
+    """The text of ``firmware/tick_fused.py``; GenError names what cannot be inlined.
+    ``isr`` False leaves out the interrupt body (templates without one)."""
     fn, globs = fused_function(fw_dir, block)
     layout = ""
     if block is not None:
         parts, words, tables = block_layout(block)
-        layout = ("# the block: (part, offset, words) of tick.compute's arrays, end to end,\n"
+        layout = ("\n# the block: (part, offset, words) of tick.compute's arrays, end to end,\n"
                   "# then word copies of the lookup tables it reads (TABLES)\n"
                   "LAYOUT = %r\nBLOCK_WORDS = %d\nTABLES = %r\n"
                   % (parts, words, tuple(sorted(tables))))
@@ -562,15 +611,19 @@ def render(fw_dir=None, block=BLOCK):
     for name, (mod, orig) in sorted(globs.items()):
         by_module.setdefault(mod, []).append(orig if orig == name else "%s as %s"
                                              % (orig, name))
-    imports = "".join("from %s import %s\n" % (m, ", ".join(n)) for m, n in
+    imports = "".join("\nfrom %s import %s\n" % (m, ", ".join(n)) for m, n in
                       sorted(by_module.items()))
-    fn_src = ast.unparse(ast.fix_missing_locations(fn))
-    return ('"""The tick\'s compute() with every step inlined: generated, do not edit.\n\n'
+    src = [ast.unparse(ast.fix_missing_locations(fn))]
+    if isr:
+        src.append("@micropython.viper\n" + ast.unparse(ast.fix_missing_locations(
+            fused_run(fn))))
+    return ('"""The tick\'s compute() and interrupt body with every step inlined: '
+            "generated,\ndo not edit.\n\n"
             "Regenerate with ``python -m v2g.gen_tick > firmware/%s.py`` after changing\n"
-            "``tick.compute`` or any step it calls (see ``v2g.gen_tick`` for how and why).\n"
-            "Context: tick (allocation-free viper, like the steps it is made of).\n"
-            '"""\n\nimport micropython\n\n%s\n%s\n\n@micropython.viper\n%s\n'
-            % (OUTPUT_MODULE, imports, layout, fn_src))
+            "``tick.compute``, ``tick.%s`` or any step they call (see ``v2g.gen_tick`` for how\n"
+            "and why). Context: tick (allocation-free viper, like the steps it is made of).\n"
+            '"""\n\nimport micropython\n%s%s\n\n@micropython.viper\n%s\n'
+            % (OUTPUT_MODULE, ISR_TEMPLATE, imports, layout, "\n\n\n".join(src)))
 
 
 def main():

@@ -3,11 +3,14 @@
 # (through the `micropython` stand-in) so host code can build the very same Control and
 # input samples, e.g. for the C reference's generated header.
 #
-# usage: tick_harness.py N [--bytecode] [--heap-lock] [--compute-ticks M] [--twin DIR]
+# usage: tick_harness.py N [--bytecode] [--heap-lock] [--wired] [--compute-ticks M]
+#                         [--twin DIR]
 #   N                 ticks to run through tick.make_tick (the ISR closure)
 #   --bytecode        run the bytecode twin of firmware/ (v2g.bytecode_twin); the twin's
 #                     folder must come first on the path: --twin DIR puts it there
 #   --heap-lock       run the N ticks under micropython.heap_lock()
+#   --wired           run the interrupt body as written (tick._run calling the fused
+#                     compute) instead of the generated tick_fused.run; same results
 #   --compute-ticks M then time tick_fused.compute (what the interrupt runs: tick.compute
 #                     with its steps inlined) alone M times on a fresh Control (default N;
 #                     0 skips it, as the instruction counts do)
@@ -249,7 +252,7 @@ def runtime_string():
     return "%s %s; %s" % (impl.name, v, sys.version)
 
 
-def bench(n, heap_lock=False, compute_ticks=None):
+def bench(n, heap_lock=False, compute_ticks=None, wired=False):
     """Run n ticks (and compute_ticks compute() calls, default n); return a dict."""
     import tick
     import tick_fused
@@ -258,7 +261,7 @@ def bench(n, heap_lock=False, compute_ticks=None):
         compute_ticks = n
     ctl = make_control()
     hal = BenchHal(make_samples())
-    isr = tick.make_tick(hal, ctl)
+    isr = tick.make_tick(hal, ctl, inline=not wired)
     errors0 = ctl.stats[6]  # tick.ERRORS
     if sys.implementation.name != "micropython":
         impl = sys.implementation.name
@@ -340,14 +343,14 @@ def format_result(res):
 
 def _usage(msg):
     sys.stderr.write("tick_harness: %s\n" % msg)
-    sys.stderr.write("usage: tick_harness.py N [--bytecode] [--heap-lock] "
+    sys.stderr.write("usage: tick_harness.py N [--bytecode] [--heap-lock] [--wired] "
                      "[--compute-ticks M] [--twin DIR]\n")
     sys.exit(1)
 
 
 def main(argv):
     n = None
-    bytecode = heap = False
+    bytecode = heap = wired = False
     compute_ticks = None
     twin = None
     i = 0
@@ -357,6 +360,8 @@ def main(argv):
             bytecode = True
         elif a == "--heap-lock":
             heap = True
+        elif a == "--wired":
+            wired = True
         elif a in ("--compute-ticks", "--twin"):
             if i + 1 >= len(argv):
                 _usage("%s needs a value" % a)
@@ -389,7 +394,7 @@ def main(argv):
         _usage("--bytecode: the bytecode twin is not first on the path (give --twin DIR)")
     if not bytecode and is_twin:
         _usage("the bytecode twin is on the path but --bytecode was not given")
-    print(format_result(bench(n, heap, compute_ticks)))
+    print(format_result(bench(n, heap, compute_ticks, wired)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Figures (medians of ``--reps`` runs, default 5, env ``V2G_BENCH_REPS``):
 - ``tick_ns_viper``: one tick through ``tick.make_tick`` (HAL read, ``compute``, PWM
-  write, counters) with the firmware as written (viper hot paths);
+  write, counters) with the firmware as written (viper hot paths); each run's figure is
+  the median of timed segments (harness ``--timing``);
 - ``compute_ns_viper``: ``tick_fused.compute`` (``tick.compute`` with its steps inlined,
   what the interrupt runs) alone (ADC scaling to duties), called in a loop;
 - ``tick_ns_bytecode`` / ``compute_ns_bytecode``: the same on the bytecode twin of the
@@ -168,8 +169,9 @@ def _last_kv_line(stdout, what):
 
 
 # -------------------------------------------------------------------- MicroPython runs
-def harness_command(exe, n, bytecode_dir=None, heap_lock=False, compute_ticks=None):
-    cmd = [exe, str(HARNESS), str(n)]
+def harness_command(exe, n, bytecode_dir=None, heap_lock=False, compute_ticks=None,
+                    timing=False):
+    cmd = [exe, str(HARNESS), str(n)] + (["--timing"] if timing else [])
     if bytecode_dir is not None:
         cmd += ["--bytecode", "--twin", str(bytecode_dir)]
     if heap_lock:
@@ -186,9 +188,10 @@ def harness_env():
 
 
 def run_harness(exe, n, bytecode_dir=None, heap_lock=False, compute_ticks=None,
-                wrapper=()):
+                wrapper=(), timing=False):
     """Run the harness on the unix runtime; returns (parsed result, CompletedProcess)."""
-    cmd = list(wrapper) + harness_command(exe, n, bytecode_dir, heap_lock, compute_ticks)
+    cmd = list(wrapper) + harness_command(exe, n, bytecode_dir, heap_lock, compute_ticks,
+                                          timing)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=harness_env(), timeout=RUN_TIMEOUT_S)
     if proc.returncode != 0:
@@ -342,8 +345,8 @@ def measure(opts, exe=None, log=None):
         say("viper and bytecode twin runs, side by side")
         runs, bc_runs = [], []
         for _ in range(reps):
-            runs.append(run_harness(exe, n)[0])
-            bc_runs.append(run_harness(exe, n_bc, bytecode_dir=twin)[0])
+            runs.append(run_harness(exe, n, timing=True)[0])
+            bc_runs.append(run_harness(exe, n_bc, bytecode_dir=twin, timing=True)[0])
         for r in runs:
             note("viper", r)
         for r in bc_runs:

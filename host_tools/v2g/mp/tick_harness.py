@@ -3,12 +3,13 @@
 # (through the `micropython` stand-in) so host code can build the very same Control and
 # input samples, e.g. for the C reference's generated header.
 #
-# usage: tick_harness.py N [--bytecode] [--heap-lock] [--wired] [--compute-ticks M]
-#                         [--twin DIR]
+# usage: tick_harness.py N [--bytecode] [--heap-lock] [--wired] [--timing]
+#                         [--compute-ticks M] [--twin DIR]
 #   N                 ticks to run through tick.make_tick (the ISR closure)
 #   --bytecode        run the bytecode twin of firmware/ (v2g.bytecode_twin); the twin's
 #                     folder must come first on the path: --twin DIR puts it there
 #   --heap-lock       run the N ticks under micropython.heap_lock()
+#   --timing          tick_ns from timed segments (see Timing below)
 #   --wired           run the interrupt body as written (tick._run calling the fused
 #                     compute) instead of the generated tick_fused.run; same results
 #   --compute-ticks M then time tick_fused.compute (what the interrupt runs: tick.compute
@@ -18,6 +19,9 @@
 #   impl=viper ticks=100000 elapsed_ns=... tick_ns=... compute_ticks=... compute_ns=...
 #   alloc_bytes=0 alloc_total_bytes=0 heap_lock=ok errors=0 state=1 n_set=... n_off=...
 #   checksum=... runtime="..."
+# Timing: elapsed_ns is the whole N-tick loop and tick_ns = elapsed_ns / N; with --timing,
+# tick_ns is instead the median of TIME_SEGMENTS timed runs of N / TIME_SEGMENTS ticks on
+# a fresh control, after the N-tick loop (so instruction counts leave it out).
 # Allocation figures, all over the N-tick loop (gc disabled meanwhile):
 #   alloc_bytes        gc.mem_alloc() difference: what stays allocated afterwards;
 #   alloc_total_bytes  micropython.mem_total() difference: every byte requested from the
@@ -76,6 +80,7 @@ CYCLES = 4  # grid cycles of precomputed samples, cycled through
 NOISE_COUNTS = 8  # +/- uniform, from the LCG below
 SEED = 12345
 CHECK_MOD = 1 << 30
+TIME_SEGMENTS = 5  # tick_ns: median of this many timed parts of the run
 
 _T28 = 1 << 28
 _THIRD28 = (1 << 28) // 3
@@ -152,12 +157,47 @@ def _cpython_ticks_diff(a, b):
     return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
 
 
+def _driver(buf):
+    """The bench's ADC and PWM drivers: viper closures over one buffer ``buf`` (read
+    index, wrap limit, the PWM record, then the samples), so a call costs what a native
+    driver's would: no attribute lookup, one cast. Allocates nothing when called."""
+
+    @micropython.viper
+    def adc_read(raw: ptr32):  # noqa: F821 (viper type)
+        b = ptr32(buf)  # noqa: F821 (viper cast)
+        i = b[0]
+        raw[0] = b[i]
+        raw[1] = b[i + 1]
+        raw[2] = b[i + 2]
+        raw[3] = b[i + 3]
+        raw[4] = b[i + 4]
+        raw[5] = b[i + 5]
+        raw[6] = b[i + 6]
+        i += 7
+        if i >= b[1]:
+            i = 10  # BenchHal._SRC
+        b[0] = i
+
+    @micropython.viper
+    def pwm_set(pw: ptr32):  # noqa: F821 (viper type)
+        b = ptr32(buf)  # noqa: F821 (viper cast)
+        b[2] += 1
+        b[4] = pw[2]
+        b[5] = pw[3]
+        b[6] = pw[4]
+
+    @micropython.viper
+    def pwm_off():
+        b = ptr32(buf)  # noqa: F821 (viper cast)
+        b[3] += 1
+
+    return adc_read, pwm_set, pwm_off
+
+
 class BenchHal:
-    """The tick's HAL: ADC words from a precomputed buffer, PWM calls recorded. Viper,
-    like the native drivers of a board, so the bench measures the firmware: one buffer
-    (read index, wrap limit, the PWM record, then the samples), one attribute lookup
-    and one cast per call, as a driver with its registers in one block. Allocates
-    nothing after construction."""
+    """The tick's HAL: ADC words from a precomputed buffer, PWM calls recorded (see
+    ``_driver``). Viper, like the native drivers of a board, so the bench measures the
+    firmware. Allocates nothing after construction."""
 
     _REC = 2  # buf[2:10]: n_set, n_off, duty a, b, c of the last set
     _SRC = 10  # samples from buf[10]
@@ -172,37 +212,9 @@ class BenchHal:
         self.src = view[self._SRC:]
         for i in range(n):
             self.src[i] = samples[i]
+        self.adc_read, self.pwm_set, self.pwm_off = _driver(self.buf)
         self.ticks_us = getattr(time, "ticks_us", _cpython_ticks_us)
         self.ticks_diff = getattr(time, "ticks_diff", _cpython_ticks_diff)
-
-    @micropython.viper
-    def adc_read(self, raw: ptr32):  # noqa: F821 (viper type)
-        b = ptr32(self.buf)  # noqa: F821 (viper cast)
-        i = b[0]
-        raw[0] = b[i]
-        raw[1] = b[i + 1]
-        raw[2] = b[i + 2]
-        raw[3] = b[i + 3]
-        raw[4] = b[i + 4]
-        raw[5] = b[i + 5]
-        raw[6] = b[i + 6]
-        i += 7
-        if i >= b[1]:
-            i = 10  # _SRC
-        b[0] = i
-
-    @micropython.viper
-    def pwm_set(self, pw: ptr32):  # noqa: F821 (viper type)
-        b = ptr32(self.buf)  # noqa: F821 (viper cast)
-        b[2] += 1
-        b[4] = pw[2]
-        b[5] = pw[3]
-        b[6] = pw[4]
-
-    @micropython.viper
-    def pwm_off(self):
-        b = ptr32(self.buf)  # noqa: F821 (viper cast)
-        b[3] += 1
 
 
 def _mem_alloc():
@@ -219,6 +231,23 @@ def _now_ns():
 def _run_ticks(tick, n):
     for _ in range(n):
         tick(None)
+
+
+def _segment_ns(tick, samples, seg, wired):
+    """ns per tick: the median of TIME_SEGMENTS timed runs of ``seg`` ticks each, on a
+    fresh control (a stall of the machine spoils one segment, not the figure)."""
+    ctl = make_control()
+    isr = tick.make_tick(BenchHal(samples), ctl, inline=not wired)
+    times = []
+    gc.collect()
+    gc.disable()
+    for _ in range(TIME_SEGMENTS):
+        t0 = _now_ns()
+        _run_ticks(isr, seg)
+        times.append((_now_ns() - t0) // seg)
+    gc.enable()
+    times.sort()
+    return times[len(times) // 2]
 
 
 def _run_compute(compute, n, mem):
@@ -252,7 +281,7 @@ def runtime_string():
     return "%s %s; %s" % (impl.name, v, sys.version)
 
 
-def bench(n, heap_lock=False, compute_ticks=None, wired=False):
+def bench(n, heap_lock=False, compute_ticks=None, wired=False, timing=False):
     """Run n ticks (and compute_ticks compute() calls, default n); return a dict."""
     import tick
     import tick_fused
@@ -260,7 +289,8 @@ def bench(n, heap_lock=False, compute_ticks=None, wired=False):
     if compute_ticks is None:
         compute_ticks = n
     ctl = make_control()
-    hal = BenchHal(make_samples())
+    samples = make_samples()
+    hal = BenchHal(samples)
     isr = tick.make_tick(hal, ctl, inline=not wired)
     errors0 = ctl.stats[6]  # tick.ERRORS
     if sys.implementation.name != "micropython":
@@ -301,6 +331,8 @@ def bench(n, heap_lock=False, compute_ticks=None, wired=False):
         lock = "swallowed"  # the tick caught the MemoryError itself and counted it
     res["elapsed_ns"] = t1 - t0
     res["tick_ns"] = (t1 - t0) // n
+    if timing and not heap_lock and n >= TIME_SEGMENTS:
+        res["tick_ns"] = _segment_ns(tick, samples, n // TIME_SEGMENTS, wired)
     res["alloc_bytes"] = a1 - a0  # net: what is still allocated
     res["alloc_total_bytes"] = m1 - m0 if mem_total else -1  # includes freed temporaries
     res["heap_lock"] = lock
@@ -344,13 +376,13 @@ def format_result(res):
 def _usage(msg):
     sys.stderr.write("tick_harness: %s\n" % msg)
     sys.stderr.write("usage: tick_harness.py N [--bytecode] [--heap-lock] [--wired] "
-                     "[--compute-ticks M] [--twin DIR]\n")
+                     "[--timing] [--compute-ticks M] [--twin DIR]\n")
     sys.exit(1)
 
 
 def main(argv):
     n = None
-    bytecode = heap = wired = False
+    bytecode = heap = wired = timing = False
     compute_ticks = None
     twin = None
     i = 0
@@ -362,6 +394,8 @@ def main(argv):
             heap = True
         elif a == "--wired":
             wired = True
+        elif a == "--timing":
+            timing = True
         elif a in ("--compute-ticks", "--twin"):
             if i + 1 >= len(argv):
                 _usage("%s needs a value" % a)
@@ -394,7 +428,7 @@ def main(argv):
         _usage("--bytecode: the bytecode twin is not first on the path (give --twin DIR)")
     if not bytecode and is_twin:
         _usage("the bytecode twin is on the path but --bytecode was not given")
-    print(format_result(bench(n, heap, compute_ticks, wired)))
+    print(format_result(bench(n, heap, compute_ticks, wired, timing)))
 
 
 if __name__ == "__main__":

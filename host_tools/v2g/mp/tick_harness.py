@@ -21,7 +21,8 @@
 #   checksum=... runtime="..."
 # Timing: elapsed_ns is the whole N-tick loop and tick_ns = elapsed_ns / N; with --timing,
 # tick_ns is instead the median of TIME_SEGMENTS timed runs of N / TIME_SEGMENTS ticks on
-# a fresh control, after the N-tick loop (so instruction counts leave it out).
+# a fresh control, after the N-tick loop (so instruction counts leave it out), and
+# tick_ns_min the fastest segment.
 # Allocation figures, all over the N-tick loop (gc disabled meanwhile):
 #   alloc_bytes        gc.mem_alloc() difference: what stays allocated afterwards;
 #   alloc_total_bytes  micropython.mem_total() difference: every byte requested from the
@@ -234,8 +235,8 @@ def _run_ticks(tick, n):
 
 
 def _segment_ns(tick, samples, seg, wired):
-    """ns per tick: the median of TIME_SEGMENTS timed runs of ``seg`` ticks each, on a
-    fresh control (a stall of the machine spoils one segment, not the figure)."""
+    """ns per tick, (median, fastest) of TIME_SEGMENTS timed runs of ``seg`` ticks each,
+    on a fresh control (a stall of the machine spoils one segment, not the median)."""
     ctl = make_control()
     isr = tick.make_tick(BenchHal(samples), ctl, inline=not wired)
     times = []
@@ -247,7 +248,7 @@ def _segment_ns(tick, samples, seg, wired):
         times.append((_now_ns() - t0) // seg)
     gc.enable()
     times.sort()
-    return times[len(times) // 2]
+    return times[len(times) // 2], times[0]
 
 
 def _run_compute(compute, n, mem):
@@ -332,7 +333,8 @@ def bench(n, heap_lock=False, compute_ticks=None, wired=False, timing=False):
     res["elapsed_ns"] = t1 - t0
     res["tick_ns"] = (t1 - t0) // n
     if timing and not heap_lock and n >= TIME_SEGMENTS:
-        res["tick_ns"] = _segment_ns(tick, samples, n // TIME_SEGMENTS, wired)
+        res["tick_ns"], res["tick_ns_min"] = _segment_ns(tick, samples, n // TIME_SEGMENTS,
+                                                         wired)
     res["alloc_bytes"] = a1 - a0  # net: what is still allocated
     res["alloc_total_bytes"] = m1 - m0 if mem_total else -1  # includes freed temporaries
     res["heap_lock"] = lock
@@ -363,7 +365,7 @@ def bench(n, heap_lock=False, compute_ticks=None, wired=False, timing=False):
 
 def format_result(res):
     out = []
-    for k in ("impl", "ticks", "elapsed_ns", "tick_ns", "compute_ticks", "compute_ns",
+    for k in ("impl", "ticks", "elapsed_ns", "tick_ns", "tick_ns_min", "compute_ticks", "compute_ns",
               "alloc_bytes", "alloc_total_bytes", "heap_lock", "locked_ticks", "alloc_ticks",
               "probe_ticks", "errors", "state", "n_set",
               "n_off", "checksum", "runtime"):

@@ -450,23 +450,22 @@ def block_layout(block=BLOCK):
     return tuple(layout), off, tables
 
 
+def _is_add(node):
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+
+
 def _fold(node):
-    """Constant + constant, for the block offsets added to constant indices."""
-    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
-            and isinstance(node.left, ast.Constant) and isinstance(node.right, ast.Constant)):
-        return ast.Constant(node.left.value + node.right.value)
-    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
-            and isinstance(node.left, ast.Constant) and isinstance(node.right, ast.BinOp)
-            and isinstance(node.right.op, ast.Add)
-            and isinstance(node.right.left, ast.Constant)):
-        return ast.BinOp(ast.Constant(node.left.value + node.right.left.value), ast.Add(),
-                         node.right.right)
-    if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
-            and isinstance(node.left, ast.Constant) and isinstance(node.right, ast.BinOp)
-            and isinstance(node.right.op, ast.Add)
-            and isinstance(node.right.right, ast.Constant)):
-        return ast.BinOp(ast.Constant(node.left.value + node.right.right.value), ast.Add(),
-                         node.right.left)
+    """``c1 + c2`` -> ``c``; ``c1 + (c2 + e)`` and ``c1 + (e + c2)`` -> ``c + e``: the
+    block offset added to an index that has a constant part."""
+    if not (_is_add(node) and isinstance(node.left, ast.Constant)):
+        return node
+    c, rest = node.left.value, node.right
+    if isinstance(rest, ast.Constant):
+        return ast.Constant(c + rest.value)
+    if _is_add(rest):
+        for k, other in ((rest.left, rest.right), (rest.right, rest.left)):
+            if isinstance(k, ast.Constant):
+                return ast.BinOp(ast.Constant(c + k.value), ast.Add(), other)
     return node
 
 

@@ -42,7 +42,6 @@ from pll import step as _pll_step
 from protect_fast import check as _protect_check
 from svpwm import modulate as _modulate
 import tick_fused
-from tick_fused import compute as _compute_fused
 
 VA = const(0)
 VB = const(1)
@@ -67,6 +66,10 @@ CAP_LEFT = const(7)  # samples the waveform capture still has to take (0 = idle)
 STATS_WORDS = const(8)
 CAPTURE_SAMPLES = const(640)  # va, vb, vc raw words + PLL angle per sample (10 KB)
 _COUNT_MASK = const(0x3FFFFFFF)
+
+# tick_fused_compute.compute, imported by make_tick(inline=False) only: boards run
+# tick_fused.run, which has it inlined, and keep the second copy out of their RAM
+_compute_fused = None
 
 
 class Control:
@@ -135,7 +138,7 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
             gm: ptr32) -> int:
     """Everything between the ADC and the PWM for one tick. Returns 0 to switch with
     the new duties, -1 to keep the PWM off (not enabled), or the latched fault code.
-    This is the wiring as written; the interrupt runs ``tick_fused.compute``, the same
+    This is the wiring as written; ``tick_fused_compute.compute`` is the same
     function with every step inlined by ``v2g.gen_tick`` (no calls). Context: tick."""
     va = ((raw[0] - cal[0]) * cal[7]) >> 14
     vb = ((raw[1] - cal[1]) * cal[8]) >> 14
@@ -240,7 +243,13 @@ def make_tick(hal, ctl, inline=True):
     ``inline=False`` runs ``_run`` as written (the reference the tests compare with)."""
     ctx = (ctl.mem, ctl.raw, ctl.pw, ctl.stats, hal.adc_read, hal.pwm_set, hal.pwm_off,
            hal.ticks_us, ctl.cap, ctl.pll)
-    body = tick_fused.run if inline else _run
+    body = tick_fused.run
+    if not inline:
+        global _compute_fused
+        import tick_fused_compute
+
+        _compute_fused = tick_fused_compute.compute
+        body = _run
     mem = ctl.mem
 
     @micropython.viper

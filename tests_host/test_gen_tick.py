@@ -14,16 +14,21 @@ from v2g import gen_tick, paths
 
 
 def test_committed_fused_tick_is_the_generators_output():
-    """firmware/tick_fused.py must be regenerated after any change to a step:
-    ``python -m v2g.gen_tick > firmware/tick_fused.py``."""
-    assert (paths.FIRMWARE_DIR / "tick_fused.py").read_text() == gen_tick.render()
+    """firmware/tick_fused.py and tick_fused_compute.py must be regenerated after any
+    change to a step: ``python -m v2g.gen_tick``."""
+    texts = gen_tick.render()
+    assert sorted(texts) == ["tick_fused", "tick_fused_compute"]
+    for name, text in texts.items():
+        assert (paths.FIRMWARE_DIR / (name + ".py")).read_text() == text, name
 
 
 def test_fused_tick_calls_nothing_but_the_hal():
     """compute() makes no call at all (its tables are in the block, so not even a cast);
     run() calls only the HAL functions it unpacks from ctx, and casts two arrays."""
-    tree = ast.parse((paths.FIRMWARE_DIR / "tick_fused.py").read_text())
-    fn = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    fn = {}
+    for name in ("tick_fused", "tick_fused_compute"):
+        tree = ast.parse((paths.FIRMWARE_DIR / (name + ".py")).read_text())
+        fn.update((n.name, n) for n in tree.body if isinstance(n, ast.FunctionDef))
     assert sorted(fn) == ["compute", "run"]
     calls = {n.func.id for n in ast.walk(fn["compute"]) if isinstance(n, ast.Call)}
     assert calls <= {"int"}, calls
@@ -39,8 +44,9 @@ def test_block_parts_are_indexed_at_their_offsets(tmp_path):
     step = ('import micropython\n\n\n@micropython.viper\n'
             'def run(st: ptr32, v: int) -> int:\n    p = ptr32(st)\n    p[1] = v\n'
             '    return st[0]\n')
-    src = gen_tick.render(_write(tmp_path, tick=_TICK.replace("_K = const(3)", "_K = const(3)\nN = const(2)"),
-                                 step=step), block=(("a", "tick", "N", 2),), isr=False)
+    tick_src = _TICK.replace("_K = const(3)", "_K = const(3)\nN = const(2)")
+    src = "\n".join(gen_tick.render(_write(tmp_path, tick=tick_src, step=step),
+                                   block=(("a", "tick", "N", 2),), isr=False).values())
     assert "LAYOUT = (('a', 0, 4),)" in src and "BLOCK_WORDS = 4" in src
     assert "def compute(m: ptr32, x: int) -> int:" in src and "m[1] = y" in src
     with pytest.raises(gen_tick.GenError, match="block holds"):
@@ -83,7 +89,8 @@ def run(st: ptr32, v: int) -> int:
     st[1] = v
     return 0
 '''
-    src = gen_tick.render(_write(tmp_path, tick=_TICK, step=step), block=None, isr=False)
+    src = gen_tick.render(_write(tmp_path, tick=_TICK, step=step), block=None,
+                          isr=False)["tick_fused_compute"]
     ns = {}
     exec(src.replace("@micropython.viper", ""), {"micropython": None, "ptr32": list,
                                                   "ptr16": list, "int": int}, ns)

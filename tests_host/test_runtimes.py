@@ -1,8 +1,8 @@
 """One source, identical results: the hot paths on the MicroPython unix runtime (viper)
 and under CPython give the same bits over long randomized runs.
 
-The run (``v2g/mp/fuzz_runner.py``) drives ``tick_fused.compute`` (what the interrupt
-runs) or ``tick.compute`` (the same steps called one by one) -- ADC scaling, the PLL,
+The run (``v2g/mp/fuzz_runner.py``) drives ``tick_fused_compute.compute`` (the compute the
+interrupt body has inlined) or ``tick.compute`` (the same steps called one by one) -- ADC scaling, the PLL,
 fast protection, current control and modulation -- with grids between 40 and 70 Hz
 (the 2**28 phase accumulator wraps every cycle), phase jumps, garbage and full-scale
 ADC words, DC link from zero to full scale, and power commands far past the limits

@@ -175,10 +175,10 @@ def test_checker_catches_a_planted_overflow(tmp_path):
 
 @pytest.mark.parametrize("tick_hz,f_hz", [(pll.TICK_HZ_MIN, 40.0), (pll.TICK_HZ_MAX, 70.0)])
 def test_fused_compute_word_safe(tick_hz, f_hz):
-    """The generated ``tick_fused.compute`` (every step inlined) over two grid cycles at
+    """The generated ``tick_fused_compute.compute`` (every step inlined) over two grid cycles at
     +/-4 pu square-ish voltages, near-full-scale currents and a huge export command, with
     the trips set out of reach so that every step runs, saturating, on every tick."""
-    wm = wordcheck.load_viper_module(FW / "tick_fused.py")
+    wm = wordcheck.load_viper_module(FW / "tick_fused_compute.py")
     ctl = tick.Control(tick_hz, 50, [32768] * 7, [8192] * 7, 16384, 20,
                        (5242, 263, 327, 8191, 2097, 1 << 25), (16384, 16384))
     current.set_enable(ctl.cc, 1)

@@ -4,8 +4,8 @@ Figures (medians of ``--reps`` runs, default 5, env ``V2G_BENCH_REPS``):
 - ``tick_ns_viper``: one tick through ``tick.make_tick`` (HAL read, ``compute``, PWM
   write, counters) with the firmware as written (viper hot paths); each run's figure is
   the median of timed segments (harness ``--timing``);
-- ``compute_ns_viper``: ``tick_fused.compute`` (``tick.compute`` with its steps inlined,
-  what the interrupt runs) alone (ADC scaling to duties), called in a loop;
+- ``compute_ns_viper``: ``tick_fused_compute.compute`` (``tick.compute`` with its steps
+  inlined, as the interrupt body has it) alone (ADC scaling to duties), called in a loop;
 - ``tick_ns_bytecode`` / ``compute_ns_bytecode``: the same on the bytecode twin of the
   firmware (``v2g.bytecode_twin``: viper decorators and casts removed);
 - ``allocs_per_tick``: 0 when ``--heap-lock-ticks`` (default 100 000) ticks ran under

@@ -1,12 +1,14 @@
-"""Generate ``firmware/tick_fused.py``: the tick's ``compute`` with every step inlined.
+"""Generate the tick's fused code: ``firmware/tick_fused.py`` (the interrupt body ``run``
+and the state block's layout) and ``firmware/tick_fused_compute.py`` (``compute``).
 
 Why: on MicroPython a call from one viper function into another goes through the
 runtime's generic call path (argument boxing, a buffer-protocol lookup per ``ptr``
 argument, the thread state), a few hundred machine instructions each; the tick makes
 half a dozen of them between the ADC and the PWM. The firmware keeps one module per job
-(``pll``, ``grid_measure``, ``protect_fast``, ``current``, ``svpwm``) and ``tick.compute``
-wires them; this generator writes the same wiring as one viper function, the way a C
-compiler inlines static functions, so the interrupt runs it with no calls at all.
+(``pll``, ``grid_measure``, ``protect_fast``, ``current``, ``svpwm``), ``tick.compute``
+wires them and ``tick._run`` is the interrupt body around it; this generator writes the
+same code with every call inlined, the way a C compiler inlines static functions, so
+the interrupt calls nothing but the HAL.
 
 What it does, on the modules' own syntax trees:
 - every call in ``tick.compute`` (and, recursively, in the functions it calls) to a viper
@@ -15,18 +17,26 @@ What it does, on the modules' own syntax trees:
 - the callee's parameters and locals get a prefix (its module's name); a parameter the
   callee never assigns is the caller's argument name itself, any other one is copied
   first (``prefix_p = arg``, with a ``ptrN`` cast where the types differ);
-- ``const()`` names become their integer values; other globals (the lookup tables) are
+- ``const()`` names become their integer values; other globals (lookup tables) are
   imported by the generated module, and ``x = ptrN(TABLE)`` casts move to the top of
   the function, once per table;
 - ``return`` must be in tail position once ``if c: ...; return v`` followed by more
   statements is read as ``if c: ... else: <the rest>``; it becomes an assignment to
   the caller's target. Anything else (a return inside a loop, a call inside an
   expression, a global the generator cannot resolve) stops the generator with an error
-  naming the module and line.
+  naming the module and line;
+- the arrays of ``compute`` and the tables it reads become parts of one block (BLOCK),
+  indexed ``m[offset + i]``;
+- ``run`` is ``tick._run`` with that fused compute inlined where it calls
+  ``_compute_fused`` (COMPUTE_CALL).
 
-Usage (host): ``python -m v2g.gen_tick > firmware/tick_fused.py``; ``tests_host`` checks
-that the committed file equals the generator's output and that the fused function gives
-bit-identical results to ``tick.compute`` on the unix runtime and in CPython.
+Boards import ``tick_fused`` only: ``tick_fused_compute`` (the same compute as a
+function of its own) serves the written ``_run`` (``make_tick(inline=False)``), the
+bench's compute-alone figure and the checks, and stays out of a board's RAM.
+
+Usage (host): ``python -m v2g.gen_tick`` rewrites both files; ``tests_host`` checks that
+the committed files equal the generator's output and that the fused code gives
+bit-identical results to the written one on the unix runtime and in CPython.
 """
 
 import ast
@@ -39,7 +49,9 @@ TEMPLATE_MODULE = "tick"
 TEMPLATE_FUNCTION = "compute"
 ISR_TEMPLATE = "_run"  # the interrupt body as written, calling the fused compute
 ISR_OUTPUT = "run"
-OUTPUT_MODULE = "tick_fused"
+OUTPUT_MODULE = "tick_fused"  # run and the block layout: what boards import
+COMPUTE_MODULE = "tick_fused_compute"  # the fused compute on its own
+COMPUTE_CALL = "_compute_fused"  # the name ISR_TEMPLATE calls it by
 BLOCK_NAME = "m"
 # The arrays of the template's parameters, laid end to end in one int block: parameter,
 # (module, const) giving its length in words, and a multiplier. The fused function takes
@@ -156,7 +168,7 @@ class Module:
             return self, self.functions[name]
         if name in self.imports:
             mod, orig = self.imports[name]
-            if (Module.dir / (mod + ".py")).exists():
+            if mod in Module._cache or (Module.dir / (mod + ".py")).exists():
                 m = Module.get(mod)
                 if orig in m.functions:
                     return m, m.functions[orig]
@@ -579,8 +591,10 @@ def fused_run(compute_fn):
     register, so the hot body stays outside it). Call after ``fused_function``."""
     fused = copy.deepcopy(compute_fn)
     fused.body = fused.body[1:]  # its docstring
-    Module.generated(OUTPUT_MODULE, {TEMPLATE_FUNCTION: fused})
-    fn, inl = _fuse(Module.get(TEMPLATE_MODULE), ISR_TEMPLATE)
+    Module.generated(COMPUTE_MODULE, {TEMPLATE_FUNCTION: fused})
+    tmpl = Module.get(TEMPLATE_MODULE)
+    tmpl.imports[COMPUTE_CALL] = (COMPUTE_MODULE, TEMPLATE_FUNCTION)  # imported lazily
+    fn, inl = _fuse(tmpl, ISR_TEMPLATE)
     if inl.globals:
         raise GenError("%s.%s uses globals %s: the interrupt would look them up every tick"
                        % (TEMPLATE_MODULE, ISR_TEMPLATE, sorted(inl.globals)))
@@ -595,42 +609,50 @@ def fused_run(compute_fn):
     return fn
 
 
+def _header(what):
+    return ('"""%s: generated, do not edit.\n\n'
+            "Regenerate with ``python -m v2g.gen_tick`` after changing ``tick.compute``,\n"
+            "``tick.%s`` or any step they call (see ``v2g.gen_tick`` for how and why).\n"
+            "Context: tick (allocation-free viper, like the steps it is made of).\n"
+            '"""\n\nimport micropython\n' % (what, ISR_TEMPLATE))
+
+
 def render(fw_dir=None, block=BLOCK, isr=True):
-    """The text of ``firmware/tick_fused.py``; GenError names what cannot be inlined.
-    ``isr`` False leaves out the interrupt body (templates without one)."""
+    """{module name: text} of the generated modules; GenError names what cannot be
+    inlined. ``isr`` False leaves out the interrupt body (templates without one)."""
     fn, globs = fused_function(fw_dir, block)
-    layout = ""
-    if block is not None:
-        parts, words, tables = block_layout(block)
-        layout = ("\n# the block: (part, offset, words) of tick.compute's arrays, end to end,\n"
-                  "# then word copies of the lookup tables it reads (TABLES)\n"
-                  "LAYOUT = %r\nBLOCK_WORDS = %d\nTABLES = %r\n"
-                  % (parts, words, tuple(sorted(tables))))
     by_module = {}
     for name, (mod, orig) in sorted(globs.items()):
         by_module.setdefault(mod, []).append(orig if orig == name else "%s as %s"
                                              % (orig, name))
     imports = "".join("\nfrom %s import %s\n" % (m, ", ".join(n)) for m, n in
                       sorted(by_module.items()))
-    src = [ast.unparse(ast.fix_missing_locations(fn))]
+    out = {COMPUTE_MODULE: "%s%s\n\n@micropython.viper\n%s\n" % (
+        _header("The tick's compute() with every step inlined"), imports,
+        ast.unparse(ast.fix_missing_locations(fn)))}
+    text = _header("The tick's state block and interrupt body with every step inlined")
+    if block is not None:
+        parts, words, tables = block_layout(block)
+        text += ("\n# the block: (part, offset, words) of tick.compute's arrays, end to end,\n"
+                 "# then word copies of the lookup tables it reads (TABLES)\n"
+                 "LAYOUT = %r\nBLOCK_WORDS = %d\nTABLES = %r\n"
+                 % (parts, words, tuple(sorted(tables))))
     if isr:
-        src.append("@micropython.viper\n" + ast.unparse(ast.fix_missing_locations(
-            fused_run(fn))))
-    return ('"""The tick\'s compute() and interrupt body with every step inlined: '
-            "generated,\ndo not edit.\n\n"
-            "Regenerate with ``python -m v2g.gen_tick > firmware/%s.py`` after changing\n"
-            "``tick.compute``, ``tick.%s`` or any step they call (see ``v2g.gen_tick`` for how\n"
-            "and why). Context: tick (allocation-free viper, like the steps it is made of).\n"
-            '"""\n\nimport micropython\n%s%s\n\n@micropython.viper\n%s\n'
-            % (OUTPUT_MODULE, ISR_TEMPLATE, imports, layout, "\n\n\n".join(src)))
+        text += "\n\n@micropython.viper\n%s\n" % ast.unparse(
+            ast.fix_missing_locations(fused_run(fn)))
+    out[OUTPUT_MODULE] = text
+    return out
 
 
 def main():
     try:
-        sys.stdout.write(render())
+        texts = render()
     except GenError as e:
         sys.stderr.write("gen_tick: %s\n" % e)
         return 2
+    for name, text in texts.items():
+        (paths.FIRMWARE_DIR / (name + ".py")).write_text(text)
+        sys.stdout.write("wrote firmware/%s.py\n" % name)
     return 0
 
 

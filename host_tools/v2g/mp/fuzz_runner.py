@@ -9,7 +9,7 @@ power commands far beyond the limits (integrators and modulator saturate); trips
 re-enables.
 
 Usage: ``micropython fuzz_runner.py SEED TICKS [TICK_HZ [IMPL]]`` (or ``python``, with
-the shim and firmware on the path). IMPL is ``fused`` (default: ``tick_fused.compute``,
+the shim and firmware on the path). IMPL is ``fused`` (default: ``tick_fused_compute.compute``,
 what the interrupt runs) or ``wired`` (``tick.compute``, the steps called one by one);
 the two must print the same lines. Prints ``k <tick> <checksum>`` every 10 000 ticks, a ``cover`` line counting the
 ticks spent switching, saturated, tripped, idle and locked, and a final
@@ -23,7 +23,7 @@ import current
 import pll
 import protect_fast
 import tick
-import tick_fused
+import tick_fused_compute
 from tables import SIN_Q14_B
 
 _M32 = 0xFFFFFFFF
@@ -119,7 +119,7 @@ def main(seed, ticks, tick_hz, impl="fused"):
             for ch in range(7):
                 raw[ch] = 65535 if rng.below(2) else 0
         if impl == "fused":
-            state = tick_fused.compute(ctl.mem)
+            state = tick_fused_compute.compute(ctl.mem)
         else:
             state = tick.compute(raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
         h = (h * 131 + state + ctl.pll[pll.THETA] + ctl.pw[2] + ctl.pw[3] * 3 + ctl.pw[4] * 7

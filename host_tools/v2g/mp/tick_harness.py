@@ -12,8 +12,8 @@
 #   --timing          tick_ns from timed segments (see Timing below)
 #   --wired           run the interrupt body as written (tick._run calling the fused
 #                     compute) instead of the generated tick_fused.run; same results
-#   --compute-ticks M then time tick_fused.compute (what the interrupt runs: tick.compute
-#                     with its steps inlined) alone M times on a fresh Control (default N;
+#   --compute-ticks M then time tick_fused_compute.compute (tick.compute with its
+#                     steps inlined, as the interrupt body has it) alone M times on a fresh Control (default N;
 #                     0 skips it, as the instruction counts do)
 # stdout: one line of key=value pairs (strings in double quotes), e.g.
 #   impl=viper ticks=100000 elapsed_ns=... tick_ns=... compute_ticks=... compute_ns=...
@@ -285,7 +285,7 @@ def runtime_string():
 def bench(n, heap_lock=False, compute_ticks=None, wired=False, timing=False):
     """Run n ticks (and compute_ticks compute() calls, default n); return a dict."""
     import tick
-    import tick_fused
+    import tick_fused_compute
 
     if compute_ticks is None:
         compute_ticks = n
@@ -356,7 +356,7 @@ def bench(n, heap_lock=False, compute_ticks=None, wired=False, timing=False):
             c2.raw[i] = hal.src[i]
         gc.collect()
         t0 = _now_ns()
-        _run_compute(tick_fused.compute, compute_ticks, c2.mem)
+        _run_compute(tick_fused_compute.compute, compute_ticks, c2.mem)
         t1 = _now_ns()
         res["compute_ns"] = (t1 - t0) // compute_ticks
     res["runtime"] = runtime_string()

@@ -2,7 +2,7 @@
 
 Runs on the MicroPython unix runtime. The same HAL serves both sim modes:
 - scenario mode: the scenario runner owns time; it calls the tick handler, advances the
-  plant and steps the supervisor in simulated time (``SimHal.advance_us``);
+  plant and steps the supervisor in simulated time (setting ``SimHal.t_us``);
 - board mode (``v2g sim board``): ``extra_tasks()`` adds an asyncio pump that runs the
   tick and the plant in real time, in batches every millisecond, plus the REPL task
   that ``mpremote`` talks to.
@@ -156,16 +156,3 @@ class SimHal:
     def reset_cause(self):
         return self.cause
 
-    # ---- simulation ----
-    def run_ticks(self, n, slow_every):
-        """Advance the tick, the plant and simulated time by ``n`` ticks; the plant's slow
-        part runs every ``slow_every`` ticks (1 ms). Returns nothing."""
-        fn = self.tick_fn
-        io = self.io
-        advance = self.plant.advance
-        dt_us = 1000000 // self.board["tick_hz"]
-        for _ in range(n):
-            if fn is not None:
-                fn(None)
-            advance(io, io[IO_PWM_ON])
-            self.t_us += dt_us

@@ -118,6 +118,7 @@ class Run:
         ev_i = 0
         plant = self.plant
         step, plant_st, plant_tab = plant.stepper()
+        on = sim_hal.IO_PWM_ON
         trace_every = self.trace_every
         ms = 0
         next_progress = tick_hz // 10
@@ -143,7 +144,7 @@ class Run:
                     fn(None)
                 if tracing and n % trace_every == 0:
                     self.trace_row(n)  # plant truth at the instant the ADC sampled
-                step(plant_st, plant_tab, io, io[0])  # plant.advance(io, hal.pwm_on)
+                step(plant_st, plant_tab, io, io[on])
                 n += 1
             self.n = n
             plant.slow(1)

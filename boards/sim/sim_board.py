@@ -69,7 +69,8 @@ async def pump(app):
     tick_hz = app.board["tick_hz"]
     per_ms = tick_hz // 1000
     plant = h.plant
-    advance = plant.advance
+    step, plant_st, plant_tab = plant.stepper()
+    on = hal.IO_PWM_ON
     slow = plant.slow
     n = h.t_us * tick_hz // 1000000  # ticks run so far (simulated time)
     sc = _scenario()
@@ -99,7 +100,7 @@ async def pump(app):
             for _ in range(per_ms):
                 if fn is not None:
                     fn(None)
-                advance(io, io[0])  # hal.IO_PWM_ON
+                step(plant_st, plant_tab, io, io[on])
             n += per_ms
             slow(1)
             h.t_us = n * 1000000 // tick_hz

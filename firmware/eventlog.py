@@ -35,7 +35,7 @@ has a length and a CRC, recovery stops reading a segment at the first bad record
 tail, as FAT or a plain file can leave one) and never appends behind it (the next record
 goes to a new segment), and readers keep only records whose ``seq`` grows. FAT gives no
 such guarantee (a cut can corrupt its allocation table or directory); on FAT only torn
-tails are handled. The power-cut sweep in ``tests_host/test_eventlog.py`` cuts the flash
+tails are handled. The power-cut sweep in ``tests_host/firmware/test_eventlog.py`` cuts the flash
 at every single write of a run on ``VfsLfs2`` and checks all this.
 
 Cost. ``append`` (the ``Journal`` listener) only encodes the record into RAM, no

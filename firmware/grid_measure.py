@@ -88,7 +88,7 @@ past OF2/UF2 within 0.75 cycle, of pickup + 0.1 Hz within one cycle. The 0.16 s 
 Units: voltages Q12 per unit of nominal phase peak, accepted in [-4, 4) pu (clamped like
 ``pll.step``); frequencies as ``pll`` keeps them (phase increment per tick, t28, Q6).
 Tick rate 2 000 .. 20 000 Hz, grid 40 .. 70 Hz (``pll``'s ranges). Every intermediate stays
-within +/-2**30 (``tests_host/test_grid_measure.py`` proves it with ``v2g.wordcheck``).
+within +/-2**30 (``tests_host/firmware/test_grid_measure.py`` proves it with ``v2g.build.wordcheck``).
 
 Usage::
 

@@ -24,7 +24,7 @@ Units: angles in turns * 2**28 ("t28", 0 .. 2**28-1 = [0, 2*pi)); frequencies as
 increments per tick ("inc", t28 per tick), stored with 6 extra fraction bits ("q6");
 voltages Q12 (4096 = 1.0 pu = nominal phase-to-neutral peak), accepted in [-4, 4) pu.
 Tick rate 2 000 .. 20 000 Hz, grid 40 .. 70 Hz. Every intermediate stays within
-+/-2**30 (proven by ``v2g.wordcheck``), so results are bit-identical on 32-bit boards,
++/-2**30 (proven by ``v2g.build.wordcheck``), so results are bit-identical on 32-bit boards,
 the 64-bit unix runtime and CPython.
 
 Usage::

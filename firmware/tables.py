@@ -1,6 +1,6 @@
 """Integer lookup tables for the fixed-point hot paths (generated: do not edit).
 
-Regenerate with ``python -m v2g.gen_tables > firmware/tables.py``.
+Regenerate with ``python -m v2g.build.gen_tables > firmware/tables.py``.
 
 SIN_Q14_B: sin over one turn at 512 intervals (+1 closing entry), Q14
 (16384 = 1.0) plus a bias of 16384 so every entry is a non-negative 'H' word: viper

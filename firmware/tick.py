@@ -139,7 +139,7 @@ def compute(raw: ptr32, cal: ptr32, pll_st: ptr32, cc: ptr32, prot: ptr32, pw: p
     """Everything between the ADC and the PWM for one tick. Returns 0 to switch with
     the new duties, -1 to keep the PWM off (not enabled), or the latched fault code.
     This is the wiring as written; ``tick_fused_compute.compute`` is the same
-    function with every step inlined by ``v2g.gen_tick`` (no calls). Context: tick."""
+    function with every step inlined by ``v2g.build.gen_tick`` (no calls). Context: tick."""
     va = ((raw[0] - cal[0]) * cal[7]) >> 14
     vb = ((raw[1] - cal[1]) * cal[8]) >> 14
     vc = ((raw[2] - cal[2]) * cal[9]) >> 14

@@ -1,7 +1,7 @@
 """The tick's compute() with every step inlined: generated, do not edit.
 
-Regenerate with ``python -m v2g.gen_tick`` after changing ``tick.compute``,
-``tick._run`` or any step they call (see ``v2g.gen_tick`` for how and why).
+Regenerate with ``python -m v2g.build.gen_tick`` after changing ``tick.compute``,
+``tick._run`` or any step they call (see ``v2g.build.gen_tick`` for how and why).
 Context: tick (allocation-free viper, like the steps it is made of).
 """
 

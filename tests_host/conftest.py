@@ -1,7 +1,8 @@
 """Shared pytest setup for tests_host.
 
-- ``host_tools`` goes on ``sys.path`` so ``import v2g`` works without ``pip install``;
-- the CPython stand-in ``micropython`` (``host_tools/v2g/shim``) and ``firmware/`` go on
+- ``host_tools`` goes on ``sys.path`` so ``import v2g`` works without ``pip install``, and
+  ``tests_host`` so tests share helpers from ``tests_host/support/``;
+- the CPython stand-in ``micropython`` (``host_tools/v2g/build/shim``) and ``firmware/`` go on
   ``sys.path`` so firmware modules (``import pll`` ...) import under CPython;
 - fixture ``micropython_exe``: the MicroPython unix runtime (``$MICROPYTHON``, else the
   venv's, else PATH); the test fails with a clear message when there is none.
@@ -15,11 +16,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_TOOLS = REPO_ROOT / "host_tools"
-if str(HOST_TOOLS) not in sys.path:
-    sys.path.insert(0, str(HOST_TOOLS))
+TESTS_HOST = REPO_ROOT / "tests_host"
+for _p in (HOST_TOOLS, TESTS_HOST):         # v2g, and the tests' own helpers (support/)
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-from v2g import paths, runtime  # noqa: E402
-from v2g.errors import UsageError  # noqa: E402
+from v2g.common import paths, runtime  # noqa: E402
+from v2g.common.errors import UsageError  # noqa: E402
 
 runtime.import_firmware_cpython()
 

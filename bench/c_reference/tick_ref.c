@@ -13,7 +13,7 @@
  * Semantics kept from the Python source: `>>` of a negative value is an arithmetic shift
  * (gcc's documented behaviour), `//` floors (floordiv below), left shifts of values that
  * may be negative go through uint32_t (SHL) to stay defined C. Every intermediate fits
- * in +/-2**30 (v2g.wordcheck proves it for the Python source), so int32_t never wraps.
+ * in +/-2**30 (v2g.build.wordcheck proves it for the Python source), so int32_t never wraps.
  *
  * usage: tick_ref N [COMPUTE_TICKS]
  *   runs N ticks (ADC copy, compute, PWM record, tick counters), then COMPUTE_TICKS

@@ -3,10 +3,10 @@ supervisor every period, the way ``supervisor.py`` is meant to call it (until th
 wires it in; once the supervisor has its own ``self.island``, the harness only swaps in
 a detector with the job's settings and lets the real wiring run).
 
-Runs on the MicroPython unix runtime (``tests_host/test_islanding.py`` drives it):
+Runs on the MicroPython unix runtime (``tests_host/firmware/test_islanding.py`` drives it):
     micropython island_runner.py JOB.json RESULT.json TRACE.csv|- TRACE_EVERY FLASH_DIR \
         PERIODS.csv|-
-JOB.json is a normalised scenario (``v2g.scenario``) plus:
+JOB.json is a normalised scenario (``v2g.sim.scenario``) plus:
 - ``"islanding"``: Detector settings ({} = defaults) or null (detector off: baseline);
 - events may carry ``"island_load"`` ({p_w, qf, f_res_hz}), handed to the plant (the
   scenario contract does not have that key).

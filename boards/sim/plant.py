@@ -104,7 +104,7 @@ try:
     import micropython
 except ImportError:  # CPython without the stand-in on the path: find it in the repo
     _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    sys.path.append(_here + "/../../host_tools/v2g/shim")
+    sys.path.append(_here + "/../../host_tools/v2g/build/shim")
     import micropython
 from micropython import const
 

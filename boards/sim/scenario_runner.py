@@ -3,7 +3,7 @@ time, deterministic and faster than real time.
 
 Runs on the MicroPython unix runtime:
     micropython scenario_runner.py SCENARIO.json RESULT.json TRACE.csv|- TRACE_EVERY FLASH_DIR
-where SCENARIO.json is the host's normalised scenario (``v2g.scenario``). Writes RESULT.json
+where SCENARIO.json is the host's normalised scenario (``v2g.sim.scenario``). Writes RESULT.json
 (CONTRACTS.md keys) and, when asked, the trace. Prints ``progress <t_s>`` lines.
 
 Loop per tick: apply due events -> firmware tick (ADC from the plant, control, PWM) ->

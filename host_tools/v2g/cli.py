@@ -14,9 +14,13 @@ Context: host only.
 import argparse
 import sys
 
-from . import (__version__, bench, conformance, config_cmd, flash, logs, replay, sim, status,
-               sync_check)
-from .errors import ToolError, UsageError
+from v2g import __version__
+from v2g.bench import tick as bench
+from v2g.board import config as config_cmd
+from v2g.board import flash, logs, status
+from v2g.common.errors import ToolError, UsageError
+from v2g.grid import conformance, replay, sync_check
+from v2g.sim import command as sim
 
 # name -> (handler, one-line help, function adding the subcommand's arguments)
 _COMMANDS = {

@@ -213,9 +213,7 @@ def _cross_checks(held):
     if held["uf1_dhz"] > held["uf2_dhz"]:
         errors.append("key 'uf1_dhz': value %.1f above uf2_dhz %.1f" % (
             held["uf1_dhz"] / 10, held["uf2_dhz"] / 10))
-    import thermal  # here, not at the top: thermal imports this module
-
-    errors.extend(thermal.validate_thermal(held))
+    errors.extend(validate_thermal(held))
     if held["vw_v2_pu"] <= held["vw_v1_pu"]:
         errors.append("key 'vw_v2_pu': value %.2f must exceed vw_v1_pu %.2f" % (
             held["vw_v2_pu"] / 100, held["vw_v1_pu"] / 100))
@@ -263,3 +261,59 @@ def control_ints(held, tick_hz):
     oc_q12 = (held["oc_trip_pu"] * 4096) // 100
     vdc_q12 = (held["vdc_max_v"] * 1000 * 4096) // v_peak_mv(held)
     return ((kp_q12, ki_q12, wl_q12, i_max_q12, ramp_q20, int_max_q24), (oc_q12, vdc_q12))
+
+
+# ---------------------------------------------------------------- thermal cross-checks
+
+SENSOR_MIN_C = -40.0  # the NTC's specified range (thermal.py faults readings outside it)
+SENSOR_MAX_C = 150.0
+
+
+def _pnum(held, key):
+    return to_number(row(key), held[key])
+
+
+def _rng(key, lo, hi):
+    r = row(key)
+    unit = (" " + r[UNIT]) if r[UNIT] else ""
+    fmt = "%d" if r[DECIMALS] == 0 else "%." + str(r[DECIMALS]) + "f"
+    return (fmt + ".." + fmt + "%s") % (lo, hi, unit)
+
+
+def validate_thermal(held):
+    """Cross-checks of the thermal rows of a full set of held ints; returns a list of
+    messages naming key, value and the allowed range (empty when consistent). Part of
+    ``validate``; the thermal supervision itself lives in ``thermal.py``."""
+    errors = []
+    g = {}
+    for key in ("th_derate_start_c", "th_derated_c", "th_trip_c", "fan_t1_c", "fan_t2_c",
+                "fan_t3_c", "fan_t4_c", "fan_duty1_pct", "fan_duty2_pct", "fan_duty3_pct",
+                "fan_duty4_pct"):
+        g[key] = _pnum(held, key)
+    for key in ("th_derate_start_c", "th_derated_c", "th_trip_c", "fan_t1_c", "fan_t2_c",
+                "fan_t3_c", "fan_t4_c"):
+        if not SENSOR_MIN_C <= g[key] <= SENSOR_MAX_C:
+            errors.append("key '%s': value %s outside the sensor range %s" % (
+                key, g[key], _rng(key, SENSOR_MIN_C, SENSOR_MAX_C)))
+    order = (("th_derate_start_c", "th_derated_c"), ("th_derated_c", "th_trip_c"))
+    for lo_key, hi_key in order:
+        if g[lo_key] >= g[hi_key]:
+            r = row(lo_key)
+            errors.append("key '%s': value %s must be below %s %s; allowed %s" % (
+                lo_key, g[lo_key], hi_key, g[hi_key],
+                _rng(lo_key, r[MIN], min(r[MAX], g[hi_key] - 1))))
+    for n in (2, 3, 4):
+        t_key, prev_t = "fan_t%d_c" % n, "fan_t%d_c" % (n - 1)
+        if g[t_key] <= g[prev_t]:
+            r = row(t_key)
+            errors.append("key '%s': value %s must exceed %s %s (fan curve temperatures "
+                          "increase); allowed %s" % (
+                              t_key, g[t_key], prev_t, g[prev_t],
+                              _rng(t_key, max(r[MIN], g[prev_t] + 1), r[MAX])))
+        d_key, prev_d = "fan_duty%d_pct" % n, "fan_duty%d_pct" % (n - 1)
+        if g[d_key] < g[prev_d]:
+            r = row(d_key)
+            errors.append("key '%s': value %s below %s %s (the fan curve must not fall); "
+                          "allowed %s" % (d_key, g[d_key], prev_d, g[prev_d],
+                                          _rng(d_key, g[prev_d], r[MAX])))
+    return errors

@@ -64,6 +64,8 @@ Same results in CPython and the MicroPython unix runtime (+ - * / sqrt log exp o
 
 import math
 
+import params
+
 try:
     from micropython import const
 except ImportError:  # plain CPython without the project's stand-in
@@ -71,8 +73,8 @@ except ImportError:  # plain CPython without the project's stand-in
         return x
 
 PERIOD_MS = const(100)  # thermal update period (time constants are seconds)
-SENSOR_MIN_C = -40.0  # the NTC's specified range: readings outside it are faults
-SENSOR_MAX_C = 150.0
+SENSOR_MIN_C = params.SENSOR_MIN_C  # the NTC's specified range: readings outside it are faults
+SENSOR_MAX_C = params.SENSOR_MAX_C
 OPEN_FRAC = 0.992  # word above this fraction of full scale: open NTC (~-55 C)
 SHORT_FRAC = 0.003  # word below this fraction: shorted NTC (~+240 C)
 SLOPE_MAX_C_S = 20.0  # faster than this is not a temperature (module tau is ~5 s)
@@ -202,64 +204,6 @@ def solve_limit(curve, a, b, p_cond, p_sw):
     return 0.0
 
 
-# ---------------------------------------------------------------- validation
-
-def _pnum(held, key):
-    import params
-
-    return params.to_number(params.row(key), held[key])
-
-
-def _rng(key, lo, hi):
-    import params
-
-    r = params.row(key)
-    unit = (" " + r[params.UNIT]) if r[params.UNIT] else ""
-    fmt = "%d" if r[params.DECIMALS] == 0 else "%." + str(r[params.DECIMALS]) + "f"
-    return (fmt + ".." + fmt + "%s") % (lo, hi, unit)
-
-
-def validate_thermal(held):
-    """Cross-checks of the thermal rows of a full set of held ints; returns a list of
-    messages naming key, value and the allowed range (empty when consistent). For
-    ``params._cross_checks``."""
-    import params
-
-    errors = []
-    g = {}
-    for key in ("th_derate_start_c", "th_derated_c", "th_trip_c", "fan_t1_c", "fan_t2_c",
-                "fan_t3_c", "fan_t4_c", "fan_duty1_pct", "fan_duty2_pct", "fan_duty3_pct",
-                "fan_duty4_pct"):
-        g[key] = _pnum(held, key)
-    for key in ("th_derate_start_c", "th_derated_c", "th_trip_c", "fan_t1_c", "fan_t2_c",
-                "fan_t3_c", "fan_t4_c"):
-        if not SENSOR_MIN_C <= g[key] <= SENSOR_MAX_C:
-            errors.append("key '%s': value %s outside the sensor range %s" % (
-                key, g[key], _rng(key, SENSOR_MIN_C, SENSOR_MAX_C)))
-    order = (("th_derate_start_c", "th_derated_c"), ("th_derated_c", "th_trip_c"))
-    for lo_key, hi_key in order:
-        if g[lo_key] >= g[hi_key]:
-            r = params.row(lo_key)
-            errors.append("key '%s': value %s must be below %s %s; allowed %s" % (
-                lo_key, g[lo_key], hi_key, g[hi_key],
-                _rng(lo_key, r[params.MIN], min(r[params.MAX], g[hi_key] - 1))))
-    for n in (2, 3, 4):
-        t_key, prev_t = "fan_t%d_c" % n, "fan_t%d_c" % (n - 1)
-        if g[t_key] <= g[prev_t]:
-            r = params.row(t_key)
-            errors.append("key '%s': value %s must exceed %s %s (fan curve temperatures "
-                          "increase); allowed %s" % (
-                              t_key, g[t_key], prev_t, g[prev_t],
-                              _rng(t_key, max(r[params.MIN], g[prev_t] + 1), r[params.MAX])))
-        d_key, prev_d = "fan_duty%d_pct" % n, "fan_duty%d_pct" % (n - 1)
-        if g[d_key] < g[prev_d]:
-            r = params.row(d_key)
-            errors.append("key '%s': value %s below %s %s (the fan curve must not fall); "
-                          "allowed %s" % (d_key, g[d_key], prev_d, g[prev_d],
-                                          _rng(d_key, g[prev_d], r[params.MAX])))
-    return errors
-
-
 # ---------------------------------------------------------------- the supervisor object
 
 class _Channel:
@@ -289,8 +233,6 @@ class Thermal:
 
     def __init__(self, held, board_ntc=None, board_thermal=None):
         def num(key):
-            import params
-
             return params.to_number(params.row(key), held[key])
 
         self.ntc = _merged(NTC_DEFAULT, board_ntc)

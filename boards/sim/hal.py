@@ -57,10 +57,12 @@ def build(board, plant=None):
 def extra_tasks():
     import sim_board
 
-    return sim_board.tasks()
+    return sim_board.tasks(_active)
 
 
 class SimHal:
+    io_pwm_on = IO_PWM_ON  # io[] index of the gate-enable flag (the board-mode pump reads it)
+
     def __init__(self, board, plant=None):
         self.board = board
         plant = plant or PLANT

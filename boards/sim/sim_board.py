@@ -1,7 +1,8 @@
 """Board mode of the simulated board: the real-time tick pump and the REPL task.
 
-``hal.extra_tasks()`` returns ``tasks()``: two makers ``make(app) -> coroutine`` that
-``App.run`` starts beside the supervisor.
+``hal.extra_tasks()`` returns ``tasks(sim_hal)``: two makers ``make(app) -> coroutine``
+that ``App.run`` starts beside the supervisor. The HAL object is handed in (this module
+does not import ``hal``, which imports it).
 
 - ``pump``: once per millisecond of wall time (``asyncio.sleep_ms(1)``) it runs every
   tick due since the last pass, in 1 ms batches of ``tick_hz // 1000`` ticks: the tick
@@ -31,7 +32,6 @@ import os
 import time
 
 import async_repl
-import hal
 import scenario_events
 
 CATCHUP_MAX_MS = 50  # longest stretch of simulated time run in one pass after a stall
@@ -39,10 +39,14 @@ CATCHUP_MAX_MS = 50  # longest stretch of simulated time run in one pass after a
 # pump figures for status tools: simulated ms run, ms skipped after stalls, largest pass
 stats = {"sim_ms": 0, "slipped_ms": 0, "batch_max_ms": 0, "passes": 0}
 
+_hal = None  # the running SimHal, handed over by tasks()
+
 
 def reset(code=async_repl.RESET_HARD):
     """Restart the board (outputs safe first); ``v2g sim board`` starts main.py again."""
-    hal.safe_outputs()
+    if _hal is not None:
+        _hal.pwm_off()
+        _hal.contactor(0, 0)
     raise SystemExit(code)
 
 
@@ -70,7 +74,7 @@ async def pump(app):
     per_ms = tick_hz // 1000
     plant = h.plant
     step, plant_st, plant_tab = plant.stepper()
-    on = hal.IO_PWM_ON
+    on = h.io_pwm_on
     slow = plant.slow
     n = h.t_us * tick_hz // 1000000  # ticks run so far (simulated time)
     sc = _scenario()
@@ -117,9 +121,11 @@ async def repl(app):
     await async_repl.Repl(ns, raw=False).run()
 
 
-def tasks():
-    """Task makers for ``App.run``; also hands the reset cause to the HAL."""
+def tasks(sim_hal):
+    """Task makers for ``App.run``; also hands the reset cause to the HAL object."""
+    global _hal
+    _hal = sim_hal
     cause = os.getenv("V2G_RESET_CAUSE")
-    if cause and hal._active is not None:
-        hal._active.cause = cause
+    if cause and sim_hal is not None:
+        sim_hal.cause = cause
     return (pump, repl)

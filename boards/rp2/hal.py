@@ -34,7 +34,7 @@ the 200 us tick (5 kHz) for the control step; the tick publishes its measured co
 
 Verified: compiles with ``mpy-cross -march=armv6m``; smoke-tested with fake
 ``machine`` modules under CPython and under the MicroPython unix runtime with the heap
-locked around the tick-context methods (tests_host/test_boards.py). NOT run on silicon.
+locked around the tick-context methods (tests_host/firmware/test_boards.py). NOT run on silicon.
 
 Usage (boot)::
 
@@ -44,13 +44,12 @@ Usage (boot)::
 """
 
 import sys
-import time
-from array import array
 
 import machine
-import micropython
 from micropython import const
 
+import ad7606
+import power_stage
 import svpwm
 
 # Driven low by safe_outputs() before board.json is read: gates (A, B of three slices),
@@ -72,86 +71,35 @@ _TOP = const(0x10)
 _SLICE = const(0x14)
 _CSR_PH_CORRECT = const(0x02)
 _CSR_B_INV = const(0x08)
-_BUSY_POLLS = const(16)  # bound on the BUSY wait (~25 us); a conversion takes ~4 us
-_FAN_HZ = const(25000)
-
-_hal = None
 
 
 def safe_outputs():
     """Gates off, contactors open: stop the tick, then drive the gate, gate-enable and
     contactor pins low as plain GPIO. Works before board.json is read; after a build()
     the PWM pins stay GPIO until the next build(). Context: boot / supervisor."""
-    global _hal
-    h = _hal
-    _hal = None
-    if h is not None:
-        try:
-            h.stop_tick()
-            h.pwm_off()
-        except Exception:  # noqa: BLE001 - the pin-level step below is what counts
-            pass
-    for p in SAFE_LOW_PINS:
-        machine.Pin(p, machine.Pin.OUT, value=0)
+    power_stage.safe_outputs(machine, SAFE_LOW_PINS)
 
 
 def build(board):
     """The HAL for the parsed board.json. Raises ValueError on data this board cannot
     wire. Context: boot, before the tick starts."""
-    global _hal
-    micropython.alloc_emergency_exception_buf(100)
     if (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C) != (_DUTY_A, _DUTY_B, _DUTY_C):
         raise ValueError("hal.py duty indices differ from svpwm.DUTY_A..C")
-    _hal = Pico(board)
-    return _hal
+    return power_stage.build(Pico, board)
 
 
 def _chip():
     return "RP2350" if "RP2350" in getattr(sys.implementation, "_machine", "") else "RP2040"
 
 
-@micropython.viper
-def _unpack(buf: ptr8, order: ptr8, raw: ptr32):
-    """raw[k] = AD7606 channel order[k], big-endian two's complement -> offset binary
-    0..65535 (0 V = 32768). Context: tick."""
-    k = 0
-    while k < 7:
-        j = order[k] << 1
-        raw[k] = ((buf[j] << 8) | buf[j + 1]) ^ 0x8000
-        k += 1
-
-
-class Pico:
+class Pico(power_stage.PowerStage):
     def __init__(self, b):
-        pins = b["pins"]
-        got = sorted(pins[k] for k in _SAFE_KEYS)
-        if got != sorted(SAFE_LOW_PINS):
-            raise ValueError("board.json gate/contactor pins %s differ from hal.SAFE_LOW_PINS "
-                             "%s: fix one of them" % (got, sorted(SAFE_LOW_PINS)))
-        Pin = machine.Pin
-        en = Pin(pins["gate_enable"], Pin.OUT, value=0)  # first: no gate can switch below
-        self._en_on = en.on
-        self._en_off = en.off
+        power_stage.PowerStage.__init__(self, machine, b, _SAFE_KEYS, SAFE_LOW_PINS)
         self._m = machine.mem32
-        self._init_pwm(b, pins)
-        self._init_adc(b["ext_adc"], b["adc"])
-        self._main = Pin(pins["contactor_main"], Pin.OUT, value=0)
-        self._pre = Pin(pins["contactor_pre"], Pin.OUT, value=0)
-        self._aux = Pin(pins["contactor_aux"], Pin.IN, Pin.PULL_UP)
-        self._ntc_m = machine.ADC(Pin(pins["ntc_module"])).read_u16
-        self._ntc_h = machine.ADC(Pin(pins["ntc_heatsink"])).read_u16
-        self._fan = machine.PWM(Pin(pins["fan_pwm"]), freq=_FAN_HZ, duty_u16=0)
-        self._tach = array("i", [0])
-        self._tach_ms = time.ticks_ms()
-        Pin(pins["fan_tach"], Pin.IN, Pin.PULL_UP).irq(
-            handler=self._tach_isr, trigger=Pin.IRQ_FALLING, hard=True)
-        self._led = Pin(pins["led"], Pin.OUT, value=0)
-        self._tick_hz = b["tick_hz"]
-        self._timer = None
-        self._wdt = None
-        self.ticks_us = time.ticks_us  # tick context
-        self.ticks_diff = time.ticks_diff  # tick context
-        self.ticks_ms = time.ticks_ms
+        self._init_pwm(b, b["pins"])
+        adc = ad7606.AD7606(machine, b["ext_adc"], b["adc"])
+        self.adc_read = adc.adc_read  # tick context: the driver's method, no extra call
+        self.adc_timeouts = adc.timeouts
 
     def _init_pwm(self, b, pins):
         clk = machine.freq()
@@ -193,43 +141,7 @@ class Pico:
         self._cc_a, self._cc_b, self._cc_c = cc
         m[en_reg] = m[en_reg] | mask  # start the three counters on the same clock
 
-    def _init_adc(self, ext, adc):
-        Pin = machine.Pin
-        self._spi = machine.SPI(ext["spi"], baudrate=ext["baud"],
-                                polarity=ext.get("polarity", 1), phase=ext.get("phase", 0),
-                                sck=Pin(ext["sck"]), mosi=Pin(ext["mosi"]),
-                                miso=Pin(ext["miso"]))
-        self._readinto = self._spi.readinto
-        cs = Pin(ext["cs"], Pin.OUT, value=1)
-        self._cs_on, self._cs_off = cs.on, cs.off
-        cv = Pin(ext["convst"], Pin.OUT, value=0)
-        self._cv_on, self._cv_off = cv.on, cv.off
-        self._busy = Pin(ext["busy"], Pin.IN).value
-        if "reset" in ext:  # AD7606 needs a reset pulse after power-up
-            rst = Pin(ext["reset"], Pin.OUT, value=1)
-            time.sleep_us(1)
-            rst.off()
-        self._buf = bytearray(16)  # 8 channels x 16 bit, DOUTA order V1..V8
-        self._order = bytearray(int(ch["pin"][1:]) - 1 for ch in adc)
-        self.adc_timeouts = array("i", [0])  # BUSY never fell within the poll bound
-
     # ---- tick context: no allocation, no floats, nothing raises by design ----
-
-    def adc_read(self, raw):
-        """Sample all channels at once; fill raw[0..6] (VA VB VC IA IB IC VDC), 16-bit."""
-        # tick context: no allocation
-        self._cv_on()  # rising edge: all 8 track-and-holds sample now
-        self._cv_off()
-        busy = self._busy
-        n = _BUSY_POLLS
-        while busy() and n:
-            n -= 1
-        if not n:
-            self.adc_timeouts[0] += 1  # the words below are the previous conversion's
-        self._cs_off()
-        self._readinto(self._buf)
-        self._cs_on()
-        _unpack(self._buf, self._order, raw)
 
     def pwm_set(self, pw):
         """Apply pw[DUTY_A..C] (counts of high-side on-time) and enable the gates."""
@@ -256,10 +168,6 @@ class Pico:
         m[self._cc_b] = off
         m[self._cc_c] = off
 
-    def _tach_isr(self, _pin):
-        # hard IRQ context: no allocation
-        self._tach[0] += 1
-
     # ---- boot / supervisor context ----
 
     def start_tick(self, fn):
@@ -272,51 +180,3 @@ class Pico:
         if self._timer is not None:
             self._timer.deinit()
             self._timer = None
-
-    def contactor(self, main_on, pre_on):
-        self._main.value(1 if main_on else 0)
-        self._pre.value(1 if pre_on else 0)
-
-    def contactor_aux(self):
-        """1 when the main contactor's aux contact reports closed."""
-        return 1 - self._aux.value()
-
-    def ntc_raw(self):
-        """(module, heatsink) NTC divider readings, 16-bit words."""
-        return self._ntc_m(), self._ntc_h()
-
-    def fan(self, duty_pct):
-        duty_pct = max(0, min(100, int(duty_pct)))
-        self._fan.duty_u16(duty_pct * 65535 // 100)
-
-    def fan_tach_hz(self):
-        """Tach pulses per second since the last call (most fans: 2 per revolution)."""
-        state = machine.disable_irq()
-        n = self._tach[0]
-        self._tach[0] = 0
-        machine.enable_irq(state)
-        now = time.ticks_ms()
-        dt_ms = time.ticks_diff(now, self._tach_ms)
-        self._tach_ms = now
-        return n * 1000 // dt_ms if dt_ms > 0 else 0
-
-    def led(self, on):
-        self._led.value(1 if on else 0)
-
-    def wdt_start(self, timeout_ms):
-        """Start the hardware watchdog (cannot be stopped; max 8388 ms on RP2040)."""
-        self._wdt = machine.WDT(timeout=timeout_ms)
-
-    def wdt_feed(self):
-        if self._wdt is not None:
-            self._wdt.feed()
-
-    def reset_cause(self):
-        """One of "power", "wdt", "soft". rp2 reports machine.reset() as a watchdog reset,
-        and a soft reboot (Ctrl-D) keeps the cause of the last hardware reset."""
-        cause = machine.reset_cause()
-        if cause == machine.WDT_RESET:
-            return "wdt"
-        if cause == getattr(machine, "SOFT_RESET", -1):
-            return "soft"
-        return "power"

@@ -28,7 +28,7 @@ first and lower tick_hz to 8000 if it overruns.
 
 Verified: compiles with ``mpy-cross -march=armv7emsp``; smoke-tested with fake
 ``machine``/``pyb``/``stm`` modules under CPython and under the MicroPython unix runtime
-with the heap locked around the tick-context methods (tests_host/test_boards.py).
+with the heap locked around the tick-context methods (tests_host/firmware/test_boards.py).
 NOT run on silicon.
 
 Usage (boot)::
@@ -38,15 +38,12 @@ Usage (boot)::
     h = hal.build(json.load(open("board.json")))
 """
 
-import time
-from array import array
-
 import machine
-import micropython
 import pyb
 import stm
 from micropython import const
 
+import power_stage
 import svpwm
 
 # Driven low by safe_outputs() before board.json is read: TIM1 CH1..3 and CH1N..3N,
@@ -62,77 +59,44 @@ _PWM_TIMER = const(1)  # advanced timer: complementary outputs, dead time, MOE
 _TICK_TIMER = const(6)
 _FAN_TIMER = const(4)  # TIM4_CH1 = PB6 (AF2)
 _FAN_CHANNEL = const(1)
-_FAN_HZ = const(25000)
 _AF1_TIM1 = const(1)
 _BDTR_MOE = const(1 << 15)
 _BDTR_OSSR = const(1 << 11)
 _BDTR_OSSI = const(1 << 10)
 _CR2_OIS_ALL = const(0x3F00)  # OIS1, OIS1N .. OIS3, OIS3N
 
-_hal = None
-
 
 def safe_outputs():
     """Gates off, contactors open: stop the tick, MOE off, then drive the gate, enable and
     contactor pins low as plain GPIO. Works before board.json is read; after a build()
     the PWM pins stay GPIO until the next build(). Context: boot / supervisor."""
-    global _hal
-    h = _hal
-    _hal = None
-    if h is not None:
-        try:
-            h.stop_tick()
-            h.pwm_off()
-        except Exception:  # noqa: BLE001 - the pin-level step below is what counts
-            pass
-    for p in SAFE_LOW_PINS:
-        machine.Pin(p, machine.Pin.OUT, value=0)
+    power_stage.safe_outputs(machine, SAFE_LOW_PINS)
 
 
 def build(board):
     """The HAL for the parsed board.json. Raises ValueError on data this board cannot
     wire. Context: boot, before the tick starts."""
-    global _hal
-    micropython.alloc_emergency_exception_buf(100)
     if (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C) != (_DUTY_A, _DUTY_B, _DUTY_C):
         raise ValueError("hal.py duty indices differ from svpwm.DUTY_A..C")
-    _hal = Nucleo(board)
-    return _hal
+    return power_stage.build(Nucleo, board)
 
 
-class Nucleo:
+class Nucleo(power_stage.PowerStage):
     def __init__(self, b):
-        pins = b["pins"]
-        got = sorted(pins[k] for k in _SAFE_KEYS)
-        if got != sorted(SAFE_LOW_PINS):
-            raise ValueError("board.json gate/contactor pins %s differ from hal.SAFE_LOW_PINS "
-                             "%s: fix one of them" % (got, sorted(SAFE_LOW_PINS)))
+        power_stage.PowerStage.__init__(self, machine, b, _SAFE_KEYS, SAFE_LOW_PINS)
         Pin = machine.Pin
-        en = Pin(pins["gate_enable"], Pin.OUT, value=0)  # first: no gate can switch below
-        self._en_on = en.on
-        self._en_off = en.off
         self._m = stm.mem32
-        self._init_pwm(b, pins)
+        self._init_pwm(b, b["pins"])
         rd = [machine.ADC(Pin(ch["pin"])).read_u16 for ch in b["adc"]]
         self._r0, self._r1, self._r2, self._r3, self._r4, self._r5, self._r6 = rd
-        self._main = Pin(pins["contactor_main"], Pin.OUT, value=0)
-        self._pre = Pin(pins["contactor_pre"], Pin.OUT, value=0)
-        self._aux = Pin(pins["contactor_aux"], Pin.IN, Pin.PULL_UP)
-        self._ntc_m = machine.ADC(Pin(pins["ntc_module"])).read_u16
-        self._ntc_h = machine.ADC(Pin(pins["ntc_heatsink"])).read_u16
-        self._fan = pyb.Timer(_FAN_TIMER, freq=_FAN_HZ).channel(
-            _FAN_CHANNEL, pyb.Timer.PWM, pin=Pin(pins["fan_pwm"]), pulse_width_percent=0)
-        self._tach = array("i", [0])
-        self._tach_ms = time.ticks_ms()
-        Pin(pins["fan_tach"], Pin.IN, Pin.PULL_UP).irq(
-            handler=self._tach_isr, trigger=Pin.IRQ_FALLING, hard=True)
-        self._led = Pin(pins["led"], Pin.OUT, value=0)
-        self._tick_hz = b["tick_hz"]
-        self._timer = None
-        self._wdt = None
-        self.ticks_us = time.ticks_us  # tick context
-        self.ticks_diff = time.ticks_diff  # tick context
-        self.ticks_ms = time.ticks_ms
+
+    def _init_fan(self, pins):
+        self._fan = pyb.Timer(_FAN_TIMER, freq=power_stage.FAN_HZ).channel(
+            _FAN_CHANNEL, pyb.Timer.PWM, pin=machine.Pin(pins["fan_pwm"]),
+            pulse_width_percent=0)
+
+    def fan(self, duty_pct):
+        self._fan.pulse_width_percent(max(0, min(100, int(duty_pct))))
 
     def _init_pwm(self, b, pins):
         tim = pyb.Timer(_PWM_TIMER)
@@ -196,10 +160,6 @@ class Nucleo:
         self._m[self._bdtr] = self._bdtr_off
         self._en_off()
 
-    def _tach_isr(self, _pin):
-        # hard IRQ context: no allocation
-        self._tach[0] += 1
-
     # ---- boot / supervisor context ----
 
     def start_tick(self, fn):
@@ -214,49 +174,3 @@ class Nucleo:
             self._timer.callback(None)
             self._timer.deinit()
             self._timer = None
-
-    def contactor(self, main_on, pre_on):
-        self._main.value(1 if main_on else 0)
-        self._pre.value(1 if pre_on else 0)
-
-    def contactor_aux(self):
-        """1 when the main contactor's aux contact reports closed."""
-        return 1 - self._aux.value()
-
-    def ntc_raw(self):
-        """(module, heatsink) NTC divider readings, 16-bit words."""
-        return self._ntc_m(), self._ntc_h()
-
-    def fan(self, duty_pct):
-        self._fan.pulse_width_percent(max(0, min(100, int(duty_pct))))
-
-    def fan_tach_hz(self):
-        """Tach pulses per second since the last call (most fans: 2 per revolution)."""
-        state = machine.disable_irq()
-        n = self._tach[0]
-        self._tach[0] = 0
-        machine.enable_irq(state)
-        now = time.ticks_ms()
-        dt_ms = time.ticks_diff(now, self._tach_ms)
-        self._tach_ms = now
-        return n * 1000 // dt_ms if dt_ms > 0 else 0
-
-    def led(self, on):
-        self._led.value(1 if on else 0)
-
-    def wdt_start(self, timeout_ms):
-        """Start the independent watchdog (IWDG); it cannot be stopped."""
-        self._wdt = machine.WDT(timeout=timeout_ms)
-
-    def wdt_feed(self):
-        if self._wdt is not None:
-            self._wdt.feed()
-
-    def reset_cause(self):
-        """One of "power", "wdt", "soft"."""
-        cause = machine.reset_cause()
-        if cause == machine.WDT_RESET:
-            return "wdt"
-        if cause == machine.SOFT_RESET:
-            return "soft"
-        return "power"

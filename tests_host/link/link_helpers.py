@@ -1,4 +1,5 @@
-"""Shared pieces of the link tests (imported by the test modules): the board runner's path and a lossy, corrupting relay.
+"""Shared pieces of the link tests (imported by the test modules): the board runner's
+path and a lossy, corrupting relay.
 
 ``Relay(rng, loss)`` mutates whole frames (a frame = bytes up to its 0x00 delimiter): with
 probability ``loss`` each a frame is dropped, has 1-3 bits flipped, or loses its delimiter

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 from link_helpers import BOARD_RUNNER, Relay, board_env
-
 from v2g.link import LinkPeer, codec
 from v2g.link.codec import msgs
 

@@ -28,10 +28,10 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 
+from cobs import cobs as _cobs
+
 from .codec import FrameError, Splitter, config_payload, decode_frame, encode_body, msgs, pack
 from .codec import unpack as unpack_payload
-
-from cobs import cobs as _cobs
 
 
 @dataclass
@@ -227,7 +227,8 @@ class LinkPeer:
 
     async def request(self, msg_id, payload, timeout=5.0):
         """Send one reliable command and wait for its RESULT (``Result``); waits for a
-        window slot first. Commands go out (and are applied) in the order of the calls. ``asyncio.TimeoutError`` when no answer came in time."""
+        window slot first. Commands go out (and are applied) in the order of the calls.
+        ``asyncio.TimeoutError`` when no answer came in time."""
         if not self.version:
             raise ConnectionError("link: no session (call open() first)")
         async with self._order:  # FIFO: commands go out in the order they were called

@@ -194,3 +194,10 @@ def test_table_is_consistent():
 
     assert 1 + 6 * len(TABLE) <= msgs.MAX_PAYLOAD
     assert len(msgs.STATES) == 8
+
+
+def test_docs_message_table_is_current(repo_root):
+    from v2g.link import doc
+
+    text = (repo_root / "docs" / "link.md").read_text()
+    assert doc.render(text) == text, "docs/link.md is stale: python -m v2g.link.doc --write"

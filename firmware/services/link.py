@@ -29,8 +29,8 @@ RAM (fixed, allocated in ``__init__``): rx 495 + tx 492 + tx-encoded 496 + windo
 (1968 at window 4) = 3.5 KB of buffers; 5152 bytes in all measured (gc.mem_alloc) on
 the 64-bit unix runtime at the default window (less on a 32-bit board). Per frame
 received: no allocation for the byte layer; the CRC's memoryview slice; command payloads
-unpack into a tuple (a few dozen bytes, commands are rare). Per frame sent: one memoryview slice (and the
-values tuple of images/heartbeats, ~100 bytes each period).
+unpack into a tuple (a few dozen bytes, commands are rare). Per frame sent: one
+memoryview slice (and the values tuple of images/heartbeats, ~100 bytes each period).
 Context: services (asyncio task beside the supervisor); never the tick.
 """
 

@@ -16,7 +16,7 @@ import zlib
 
 import pytest
 from cobs import cobs
-from link_helpers import HERE
+from support.link_helpers import HERE
 from v2g.link import codec
 from v2g.link.codec import msgs
 

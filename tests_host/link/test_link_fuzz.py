@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from link_helpers import HERE, board_env
+from support.link_helpers import HERE, board_env
 from v2g.link.codec import msgs
 
 RUNNER = HERE / "mp_link_fuzz.py"

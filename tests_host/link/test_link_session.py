@@ -11,7 +11,7 @@ import struct
 import sys
 
 import pytest
-from link_helpers import BOARD_RUNNER, Relay, board_env
+from support.link_helpers import BOARD_RUNNER, Relay, board_env
 from v2g.link import LinkPeer, codec
 from v2g.link.codec import msgs
 

@@ -19,5 +19,5 @@ Usage::
 Context: host only. Imports ``v2g.paths``/``v2g.errors`` and the firmware's table only.
 """
 
-from .codec import FrameError, msgs  # noqa: F401
-from .peer import LinkPeer, Result, open_serial, open_streams  # noqa: F401
+from v2g.link.codec import FrameError, msgs  # noqa: F401
+from v2g.link.peer import LinkPeer, Result, open_serial, open_streams  # noqa: F401

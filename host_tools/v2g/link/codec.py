@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cobs import cobs
 
-from .. import paths
+from v2g.common import paths
 
 _MSGS_PATH = paths.FIRMWARE_DIR / "services" / "link_msgs.py"
 

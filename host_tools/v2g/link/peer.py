@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 from cobs import cobs as _cobs
 
-from .codec import FrameError, Splitter, config_payload, decode_frame, encode_body, msgs, pack
-from .codec import unpack as unpack_payload
+from v2g.link.codec import FrameError, Splitter, config_payload, decode_frame, encode_body, msgs, pack
+from v2g.link.codec import unpack as unpack_payload
 
 
 @dataclass

@@ -10,9 +10,9 @@ mutation sequence deterministic (the interleaving in time is the OS's).
 import os
 from pathlib import Path
 
-from v2g import paths
+from v2g.common import paths
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "link"  # the link tests and their MP scripts
 BOARD_RUNNER = HERE / "mp_link_board.py"
 
 

@@ -64,11 +64,15 @@ conformance: venv
 # (DIR: e.g. `git clone --depth 1 https://github.com/micropython/micropython`; no
 # submodules needed). Installs the Debian packages it needs when missing.
 MICROPYTHON_SRC ?=
-targets:
+targets: venv
 	@if [ -z "$(MICROPYTHON_SRC)" ]; then \
 	  echo "make targets: set MICROPYTHON_SRC=DIR, a MicroPython source tree, e.g. from"; \
 	  echo "  git clone --depth 1 https://github.com/micropython/micropython DIR"; exit 2; fi
-	host_tools/v2g/targets/build.sh "$(MICROPYTHON_SRC)" build/targets
+	PYTHON=$(VENV)/bin/python host_tools/v2g/targets/build.sh "$(MICROPYTHON_SRC)" build/targets
+
+# the tests marked `target` (they skip, naming what is missing, without `make targets`)
+test-targets: venv
+	$(VENV)/bin/python -m pytest tests_host/targets -m target -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info

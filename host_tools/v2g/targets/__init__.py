@@ -244,8 +244,16 @@ class _BF(io.IOBase):
         b[:n] = s.m[s.o:s.o + n]
         s.o += n
         return n
+    def read(s, n=-1):
+        n = len(s.m) - s.o if n < 0 else min(n, len(s.m) - s.o)
+        s.o += n
+        return str(bytes(s.m[s.o - n:s.o]), "utf-8")
     def ioctl(s, r, a):
         return 0
+    def __enter__(s):
+        return s
+    def __exit__(s, *a):
+        pass
 class _BV:
     def __init__(s, a):
         h = uctypes.bytearray_at(a, 8)

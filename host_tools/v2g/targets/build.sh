@@ -2,7 +2,7 @@
 # Build the target instruments from a MicroPython source tree (never from this repo).
 #
 #   build.sh SRC OUT [STEP...]
-#   STEP: deps mpy-cross unix32 qemu-m0 qemu-m4 plugin (default: all of them), or
+#   STEP: deps mpy-cross unix32 qemu-m0 qemu-m4 plugin cref (default: all of them), or
 #         heap-m0=BYTES / heap-m4=BYTES (relink that core's image with another GC heap)
 #
 # SRC: a MicroPython source tree (git checkout or `git archive` export; submodules are
@@ -19,6 +19,9 @@
 #                    single-precision FPU, hard float: the STM32F4's ISA and float ABI), a
 #                    board folder written here (upstream has AN385/M3 and AN500/M7 only)
 #   insn_count.so    the qemu plugin counting instructions between markers
+#   cref-m0.elf, cref-m4.elf  the C reference for each core (v2g.targets.build_cref, which
+#                    also rebuilds them on use: the header follows firmware/); $PYTHON
+#                    (default python3) runs it
 #   micropython_src  the source tree used, for later heap relinks
 #   obj/             object trees, one per build
 # The GC heap is a static array sized at compile time (MICROPY_HEAP_SIZE, used by the
@@ -29,7 +32,7 @@ SRC=${1:?usage: build.sh MICROPYTHON_SRC OUT_DIR [STEP...]}
 OUT=${2:?usage: build.sh MICROPYTHON_SRC OUT_DIR [STEP...]}
 shift 2
 STEPS=("$@")
-[ ${#STEPS[@]} -gt 0 ] || STEPS=(deps mpy-cross unix32 qemu-m0 qemu-m4 plugin)
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(deps mpy-cross unix32 qemu-m0 qemu-m4 plugin cref)
 HERE=$(cd "$(dirname "$0")" && pwd)
 # Default GC heaps (bytes), one image per supported board: rp2 (RP2040) on the M0,
 # stm32 (NUCLEO-F446RE) on the M4F. v2g.targets.HEAP_BYTES explains the figures.
@@ -136,6 +139,11 @@ step_plugin() {
   say "built $OUT/insn_count.so"
 }
 
+step_cref() {
+  V2G_TARGETS_DIR="$OUT" PYTHONPATH="$HERE/../.." "${PYTHON:-python3}" -c \
+    'from v2g import targets; [print("targets: built", targets.build_cref(c)) for c in targets.CORES]'
+}
+
 echo "$SRC" > "$OUT/micropython_src"
 for s in "${STEPS[@]}"; do
   case $s in
@@ -146,6 +154,7 @@ for s in "${STEPS[@]}"; do
     qemu-m4) qemu_make m4 "$HEAP_M4" ;;
     heap-m0=*|heap-m4=*) c=${s%%=*}; qemu_make "${c#heap-}" "${s#*=}" ;;
     plugin) step_plugin ;;
+    cref) step_cref ;;
     *) echo "build.sh: unknown step $s" >&2; exit 2 ;;
   esac
 done

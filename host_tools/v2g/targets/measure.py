@@ -58,7 +58,11 @@ def loop(f, n):
 def loopc(f, mem, n):
     for _ in range(n):
         f(mem)
+ctl = isr = c2 = None
 def fresh():
+    global ctl, isr, c2
+    ctl = isr = c2 = None  # the last Control's 13 KB block: free it first
+    gc.collect()
     hal.buf[0] = hal._SRC
     for i in range(8):
         hal.rec[i] = 0

@@ -14,7 +14,7 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean conformance
+.PHONY: venv test bench sim tools clean conformance targets test-targets
 
 venv: $(STAMP)
 
@@ -56,6 +56,23 @@ conformance: venv
 	@rc=0; for cat in I II III; do \
 	  $(VENV)/bin/v2g conformance --category $$cat --out out/conformance/$$cat || rc=1; \
 	done; exit $$rc
+
+# Target instruments (host_tools/v2g/targets): a 32-bit unix MicroPython, MicroPython's
+# qemu port for a Cortex-M0 and a Cortex-M4F, an instruction-counting qemu plugin and
+# the C reference for both cores, built into build/targets from a MicroPython source tree:
+#   make targets MICROPYTHON_SRC=DIR
+# (DIR: e.g. `git clone --depth 1 https://github.com/micropython/micropython`; no
+# submodules needed). Installs the Debian packages it needs when missing.
+MICROPYTHON_SRC ?=
+targets: venv
+	@if [ -z "$(MICROPYTHON_SRC)" ]; then \
+	  echo "make targets: set MICROPYTHON_SRC=DIR, a MicroPython source tree, e.g. from"; \
+	  echo "  git clone --depth 1 https://github.com/micropython/micropython DIR"; exit 2; fi
+	PYTHON=$(VENV)/bin/python host_tools/v2g/targets/build.sh "$(MICROPYTHON_SRC)" build/targets
+
+# the tests marked `target` (they skip, naming what is missing, without `make targets`)
+test-targets: venv
+	$(VENV)/bin/python -m pytest tests_host/targets -m target -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info

@@ -18,7 +18,7 @@ import pytest
 
 from v2g import cli
 from v2g.bench import tick as bench
-from v2g.build import bytecode_twin
+from v2g.build import bytecode_twin, c_reference
 from v2g.common.errors import ToolError
 
 N_AGREE = 3000  # past the 0.7 pu power ramp (~350 ticks) and the PLL lock (2 cycles)
@@ -39,7 +39,7 @@ def twin_dir(tmp_path_factory):
 def c_exe(tmp_path_factory):
     if not (shutil.which("gcc") or shutil.which("cc")):
         pytest.skip("no C compiler (gcc): the C reference cannot be built")
-    return bench.build_c_reference(tmp_path_factory.mktemp("cref"))
+    return c_reference.build_c_reference(tmp_path_factory.mktemp("cref"))
 
 
 def harness(exe, n, **kw):
@@ -96,7 +96,7 @@ def test_viper_bytecode_cpython_and_c_agree(micropython_exe, twin_dir, c_exe):
         for k in ("checksum", "state", "n_set", "n_off"):
             assert other[k] == viper[k], (other["impl"], k, other[k], viper[k])
 
-    h = bench._load_harness_cpython()  # CPython through the micropython stand-in
+    h = c_reference.load_harness_cpython()  # CPython through the micropython stand-in
     cpy = h.bench(N_AGREE, compute_ticks=0)
     assert cpy["checksum"] == viper["checksum"]
 
@@ -113,7 +113,7 @@ def test_generated_interrupt_body_matches_the_written_one(micropython_exe):
     wired = bench._last_kv_line(out.stdout, "tick harness")
     for k in ("checksum", "state", "n_set", "n_off", "errors"):
         assert wired[k] == r[k], (k, wired[k], r[k])
-    h = bench._load_harness_cpython()
+    h = c_reference.load_harness_cpython()
     for flag in (False, True):
         assert h.bench(N_AGREE, compute_ticks=0, wired=flag)["checksum"] == r["checksum"]
 

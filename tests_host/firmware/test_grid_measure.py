@@ -31,7 +31,7 @@ import pll
 import protect_fast
 import tick
 from v2g.bench import tick as bench
-from v2g.build import wordcheck
+from v2g.build import c_reference, wordcheck
 from v2g.common import paths
 from v2g.grid.pll_eval import DISTORTION, three_phase, to_q12
 
@@ -654,11 +654,11 @@ def _samples(h, events):
 def test_c_reference_trips_identically(tmp_path, monkeypatch, name, events, code):
     """The C port of grid_measure.step on trip scenarios: same state, same checksum
     (every state array, grid measurement included) as the firmware under CPython."""
-    h = bench._load_harness_cpython()
+    h = c_reference.load_harness_cpython()
     samples = _samples(h, events)
     monkeypatch.setattr(h, "make_samples", lambda: samples)
-    monkeypatch.setattr(bench, "_load_harness_cpython", lambda: h)
-    exe = bench.build_c_reference(tmp_path)
+    monkeypatch.setattr(c_reference, "load_harness_cpython", lambda: h)
+    exe = c_reference.build_c_reference(tmp_path)
     n = len(samples) // h.CHANNELS
     c_res, _ = bench.run_c(exe, n, compute_ticks=0)
     py = h.bench(n, compute_ticks=0)

@@ -1,4 +1,4 @@
-"""Scenario files (CONTRACTS.md, ``v2g sim run``): parse, validate, normalise.
+"""Scenario files (docs/formats.md, ``v2g sim run``): parse, validate, normalise.
 
 Every problem is reported at once, each naming the file, the JSON path of the key, the
 bad value and what is allowed, e.g.
@@ -31,8 +31,72 @@ _NUMBERS = {
     "ambient_c": ("number", -40.0, 70.0, "C"),
 }
 _BOOLS = ("island", "fan_fail", "contactor_weld", "ntc_open", "permit_service")
+# what a hang event may stop: the tick, the supervisor task, or another firmware task
 HANG_TARGETS = ("tick", "supervisor")
+# nested objects: key -> {field: (lo, hi, unit)}
+HARMONIC_FIELDS = {"order": (2, 50, ""), "pu": (0.0, 0.3, "pu"),
+                   "phase_deg": (-360.0, 360.0, "deg")}
+SETPOINT_FIELDS = {"p_w": (-1e6, 1e6, "W"), "q_var": (-1e6, 1e6, "var")}
+EV_LIMIT_FIELDS = {"max_charge_w": (0.0, 1e6, "W"), "max_discharge_w": (0.0, 1e6, "W"),
+                   "soc_min": (0.0, 1.0, "")}
 EVENT_KEYS = tuple(_NUMBERS) + _BOOLS + ("harmonics", "hang", "setpoint", "ev_limits", "t_s")
+
+# what each event key does, for docs/formats.md (v2g.docs.generate); ranges come from the
+# tables above
+EVENT_DOCS = {
+    "t_s": "when the event applies, s from the start (0..duration_s)",
+    "v_pu": "grid voltage magnitude, per unit of nominal; a number or [a, b, c]",
+    "f_hz": "grid frequency, a step",
+    "rocof_hz_s": "frequency ramp; goes with until_hz, where the ramp stops",
+    "until_hz": "end frequency of a rocof_hz_s ramp",
+    "phase_jump_deg": "phase jump of the grid voltage; a number or [a, b, c]",
+    "harmonics": "list of {order, pu, phase_deg}: voltage harmonics on top of the "
+                 "fundamental (replace any before)",
+    "neg_seq_pu": "negative-sequence voltage, per unit",
+    "noise_pu_rms": "white noise on the measured voltages, per unit RMS",
+    "island": "true opens the grid breaker and leaves a parallel RLC load matched to the "
+              "unit's output (quality factor 1, resonant at nominal frequency)",
+    "ambient_c": "ambient temperature of the power stage",
+    "fan_fail": "true stops the fan (its tach reads 0)",
+    "contactor_weld": "true welds the main DC contactor (it stays closed when opened)",
+    "ntc_open": "true opens the module NTC (its reading goes to full scale)",
+    "hang": "stop a part of the firmware: one of " + ", ".join(HANG_TARGETS)
+            + " (the watchdog is expected to act)",
+    "setpoint": "{id, p_w, q_var}: an idempotent power setpoint (p_w > 0 charges the "
+                "vehicle, < 0 exports; q_var > 0 absorbs)",
+    "permit_service": "true/false: the operator's permission to enter service",
+    "ev_limits": "{max_charge_w, max_discharge_w, soc_min}: the vehicle's limits, "
+                 "enforced every supervisor cycle",
+}
+
+
+def event_table():
+    """[(key, allowed values, meaning)] for every event key, as the validator enforces
+    them (the docs are generated from this)."""
+    def rng(lo, hi, unit):
+        return ("%g..%g %s" % (lo, hi, unit)).strip()
+
+    rows = []
+    for key in EVENT_KEYS:
+        if key == "t_s":
+            allowed = "0..duration_s s"
+        elif key in _NUMBERS:
+            kind, lo, hi, unit = _NUMBERS[key]
+            allowed = rng(lo, hi, unit) + (" (or [a, b, c])" if kind == "phases" else "")
+        elif key in _BOOLS:
+            allowed = "true / false"
+        elif key == "hang":
+            allowed = " / ".join('"%s"' % t for t in HANG_TARGETS)
+        else:
+            fields = {"harmonics": HARMONIC_FIELDS, "setpoint": SETPOINT_FIELDS,
+                      "ev_limits": EV_LIMIT_FIELDS}[key]
+            allowed = ", ".join("%s %s" % (f, rng(*r)) for f, r in fields.items())
+            if key == "setpoint":
+                allowed = "id (string or integer), " + allowed
+            if key == "harmonics":
+                allowed = "list of {" + allowed + "}; order a whole number"
+        rows.append((key, allowed, EVENT_DOCS[key]))
+    return rows
 
 
 def _is_num(v):
@@ -100,39 +164,38 @@ def _check_event(c, i, ev, duration):
         else:
             for j, h in enumerate(hs):
                 hw = "%s.harmonics[%d]" % (where, j)
-                if not c.keys(hw, h, ("order", "pu", "phase_deg")):
+                if not c.keys(hw, h, tuple(HARMONIC_FIELDS)):
                     continue
                 order = h.get("order")
+                lo, hi, _ = HARMONIC_FIELDS["order"]
                 if not (isinstance(order, int) and not isinstance(order, bool)
-                        and 2 <= order <= 50):
-                    c.err(hw + ".order", "value %r: allowed whole numbers 2..50" % (order,))
-                c.number(hw + ".pu", h.get("pu"), 0.0, 0.3, "pu")
+                        and lo <= order <= hi):
+                    c.err(hw + ".order", "value %r: allowed whole numbers %d..%d"
+                          % (order, lo, hi))
+                c.number(hw + ".pu", h.get("pu"), *HARMONIC_FIELDS["pu"])
                 if "phase_deg" in h:
-                    c.number(hw + ".phase_deg", h["phase_deg"], -360.0, 360.0, "deg")
-    if "hang" in ev:
-        v = ev["hang"]
-        if not isinstance(v, str) or not v:
-            c.err(where + ".hang", "value %r: allowed \"tick\", \"supervisor\" or a task name"
-                  % (v,))
+                    c.number(hw + ".phase_deg", h["phase_deg"],
+                             *HARMONIC_FIELDS["phase_deg"])
+    if "hang" in ev and ev["hang"] not in HANG_TARGETS:
+        c.err(where + ".hang", "value %r names no part of the firmware; allowed: %s"
+              % (ev["hang"], ", ".join('"%s"' % t for t in HANG_TARGETS)))
     if "setpoint" in ev:
         sp = ev["setpoint"]
         sw = where + ".setpoint"
-        if c.keys(sw, sp, ("id", "p_w", "q_var")):
+        if c.keys(sw, sp, ("id",) + tuple(SETPOINT_FIELDS)):
             if "id" not in sp or not isinstance(sp["id"], (str, int)) or isinstance(
                     sp["id"], bool):
                 c.err(sw + ".id", "missing or not a string/integer: %r" % (sp.get("id"),))
-            for k in ("p_w", "q_var"):
+            for k, r in SETPOINT_FIELDS.items():
                 if k in sp:
-                    c.number("%s.%s" % (sw, k), sp[k], -1e6, 1e6, "W" if k == "p_w" else "var")
+                    c.number("%s.%s" % (sw, k), sp[k], *r)
     if "ev_limits" in ev:
         lim = ev["ev_limits"]
         lw = where + ".ev_limits"
-        if c.keys(lw, lim, ("max_charge_w", "max_discharge_w", "soc_min")):
-            for k in ("max_charge_w", "max_discharge_w"):
+        if c.keys(lw, lim, tuple(EV_LIMIT_FIELDS)):
+            for k, r in EV_LIMIT_FIELDS.items():
                 if k in lim:
-                    c.number("%s.%s" % (lw, k), lim[k], 0.0, 1e6, "W")
-            if "soc_min" in lim:
-                c.number(lw + ".soc_min", lim["soc_min"], 0.0, 1.0)
+                    c.number("%s.%s" % (lw, k), lim[k], *r)
 
 
 def load(path, params_module=None):

@@ -14,7 +14,7 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean conformance targets test-targets
+.PHONY: venv test bench sim tools clean conformance targets test-targets docs
 
 venv: $(STAMP)
 
@@ -73,6 +73,10 @@ targets: venv
 # the tests marked `target` (they skip, naming what is missing, without `make targets`)
 test-targets: venv
 	$(VENV)/bin/python -m pytest tests_host/targets -m target -q $(PYTEST_ARGS)
+
+# regenerate the generated tables of docs/ (make test fails when they are stale)
+docs: venv
+	cd host_tools && ../$(VENV)/bin/python -m v2g.docs.generate
 
 clean:
 	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info

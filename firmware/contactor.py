@@ -1,7 +1,7 @@
 """DC contactor and pre-charge relay supervision: commands, aux feedback, stuck and welded
 detection, and the DC-link zero-energy check.
 
-Status codes (CONTRACTS.md, Modbus holding register 40001):
+Status codes (docs/formats.md section 8, Modbus holding register 40001):
     0 STUCK        welded (aux still closed OPEN_TIMEOUT_MS after an open command) or not
                    following a close command within CLOSE_TIMEOUT_MS
     1 OPEN         main and pre-charge open

@@ -15,7 +15,7 @@ From the power commands and the PLL's angle to converter voltage references:
    error would drive them further, and are clamped to +/-INT_MAX.
 4. Measured p and q from the dq voltages and currents for the supervisor.
 
-Sign convention (DESIGN.md 6): ``p > 0`` charges the vehicle (import from the grid),
+Sign convention (docs/design.md section 7): ``p > 0`` charges the vehicle (import from the grid),
 ``p < 0`` discharges (V2G export); ``q > 0`` absorbs reactive power (inductive,
 current lagging). In per unit (bases: nominal phase peak voltage, rated peak current,
 1.5 * V * I for power): ``p = v_d i_d + v_q i_q``, ``q = v_q i_d - v_d i_q``.

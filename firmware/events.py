@@ -1,7 +1,7 @@
 """Fault table and the in-memory event journal.
 
 The fault table is the one list of fault codes: code, name, severity, action, operator
-text. Event kinds are the ones scenario results and logs use (CONTRACTS.md): lock,
+text. Event kinds are the ones scenario results and logs use (docs/formats.md section 2): lock,
 unlock, trip, fault, clear, state, derate, wdt_reset, setpoint_accepted,
 setpoint_rejected, setpoint_duplicate.
 

@@ -72,7 +72,7 @@ commands current: ENERGIZED/DERATED, PLL locked, not in momentary cessation)::
     current.set_power(cc, p_q12 + p_x, q_q12 + q_x)
 
 Units: powers Q12 of rated apparent power (as ``current.set_power``), ``q > 0``
-absorbing (DESIGN.md 6); the frequency is converted once to integer mHz and the voltage
+absorbing (docs/design.md section 7); the frequency is converted once to integer mHz and the voltage
 to Q12; everything after that is integer arithmetic within +/-2**30, so CPython, the
 unix runtime and 32-bit boards agree bit for bit on the same inputs (on a float32 board
 ``f_hz`` is itself rounded to a few uHz first, which can move the mHz value by one).

@@ -23,7 +23,7 @@ p_rated (= 1.5 * V_base * I_base); impedance 1 pu = V_base / I_base.
 Fixed point inside the tick: voltages and currents Q24 pu; angles in turns * 2**40
 (accumulator) and turns * 2**31 (table offsets).
 
-Sign conventions (DESIGN.md 6): phase currents positive INTO the converter (load
+Sign conventions (docs/design.md section 7): phase currents positive INTO the converter (load
 convention, like the firmware); ``p_w > 0`` import (charging the EV), ``q_var > 0``
 absorbing (inductive, current lagging the voltage); ``grid_theta_rad`` in [0, 2*pi) is the
 angle of the positive-sequence phase-a voltage, ``v_a = V cos(theta)``.
@@ -82,7 +82,7 @@ gain_q14 8192), ``raw = round(v_dc_pu * 16384)`` for the DC link (offset 0, gain
 4096); all clamped to 0..65535.
 
 Truth: ``truth()`` (dict, SI units plus ``_pu`` copies; ~10 us on the unix runtime: not
-per tick), ``trace_values()`` (the CONTRACTS.md trace columns as a tuple, cheaper),
+per tick), ``trace_values()`` (the trace columns of docs/formats.md as a tuple, cheaper),
 ``energy_wh()`` (import/export through the PCC, metered every tick), ``energized()``.
 
 Determinism: integer tick; the slow path uses + - * / and sqrt, plus libm (cos, sin,
@@ -1162,7 +1162,7 @@ class Plant:
 
     @micropython.native
     def trace_values(self):
-        """The CONTRACTS.md trace quantities of this instant as a tuple, in TRACE_KEYS order
+        """The trace quantities (docs/formats.md section 3) of this instant as a tuple, in TRACE_KEYS order
         (V, A, W, var, C): the same numbers as truth(), at a fraction of its cost."""
         st = self._st
         va = (st[_VA] - _B) * self._k_v

@@ -1,4 +1,4 @@
-"""Apply one scenario event (CONTRACTS.md keys) to the simulated board: grid, environment
+"""Apply one scenario event (docs/formats.md section 1) to the simulated board: grid, environment
 and fault keys go to the plant, commands to the supervisor, ``hang`` is returned for the
 caller (the scenario runner or the real-time pump) to act on.
 

@@ -4,7 +4,7 @@ time, deterministic and faster than real time.
 Runs on the MicroPython unix runtime:
     micropython scenario_runner.py SCENARIO.json RESULT.json TRACE.csv|- TRACE_EVERY FLASH_DIR
 where SCENARIO.json is the host's normalised scenario (``v2g.sim.scenario``). Writes RESULT.json
-(CONTRACTS.md keys) and, when asked, the trace. Prints ``progress <t_s>`` lines.
+(docs/formats.md section 2) and, when asked, the trace. Prints ``progress <t_s>`` lines.
 
 Loop per tick: apply due events -> firmware tick (ADC from the plant, control, PWM) ->
 plant advances one tick with the duties; every 1 ms the plant's slow part and the

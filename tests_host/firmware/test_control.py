@@ -1,7 +1,7 @@
 """Current control and modulation in closed loop with an averaged L-filter converter on a
 stiff grid (numpy plant, firmware tick in CPython), plus the parameter table.
 
-Checks: P and Q follow their commands with the sign convention of DESIGN.md (p > 0
+Checks: P and Q follow their commands with the sign convention of docs/design.md section 7 (p > 0
 imports, q > 0 absorbs); the command ramp; the current-magnitude limit with active-power
 priority; anti-windup (after the DC link sags and recovers the current comes back
 without a long overshoot); duties inside [D_MIN, PERIOD - D_MIN]; a trip turns the PWM

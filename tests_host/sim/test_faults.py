@@ -1,7 +1,7 @@
 """Power-stage faults on the simulated board (scenario mode, the real firmware):
 welded DC contactor, hung tick, hung supervisor (watchdog resets and the lockout after
 k of them), fan failure, open NTC. Results carry the events, codes, final states and
-contactor status of CONTRACTS.md."""
+contactor status of docs/formats.md section 8."""
 
 import pytest
 

@@ -22,7 +22,7 @@ def add_arguments(p):
                                    "in simulated time (deterministic).")
     r.add_argument("scenario", metavar="SCENARIO.json")
     r.add_argument("--out", required=True, metavar="RESULT.json")
-    r.add_argument("--trace", metavar="TRACE.csv", help="write a trace (CONTRACTS.md columns)")
+    r.add_argument("--trace", metavar="TRACE.csv", help="write a trace (columns: docs/formats.md section 3)")
     r.add_argument("--trace-every", type=int, default=10, metavar="N",
                    help="one trace row every N ticks (default 10)")
     r.add_argument("--plot", metavar="OUT.png",

@@ -134,7 +134,7 @@ def _ordered(d, order):
 
 
 def _stable(result):
-    """The result in CONTRACTS.md key order, without run-to-run noise (wall time), so the
+    """The result in the key order of docs/formats.md section 2, without run-to-run noise (wall time), so the
     file is byte-stable."""
     r = _ordered({k: v for k, v in result.items() if k != "wall_s"}, RESULT_ORDER)
     r["events"] = [_ordered(e, EVENT_ORDER) for e in r["events"]]

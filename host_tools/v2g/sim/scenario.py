@@ -64,7 +64,7 @@ EVENT_DOCS = {
             + " (the watchdog is expected to act)",
     "setpoint": "{id, p_w, q_var}: an idempotent power setpoint (p_w > 0 charges the "
                 "vehicle, < 0 exports; q_var > 0 absorbs)",
-    "permit_service": "true/false: the operator's permission to enter service",
+    "permit_service": "the operator's permission to enter service",
     "ev_limits": "{max_charge_w, max_discharge_w, soc_min}: the vehicle's limits, "
                  "enforced every supervisor cycle",
 }
@@ -73,8 +73,11 @@ EVENT_DOCS = {
 def event_table():
     """[(key, allowed values, meaning)] for every event key, as the validator enforces
     them (the docs are generated from this)."""
+    def num(x):
+        return "%d" % x if float(x).is_integer() else "%g" % x
+
     def rng(lo, hi, unit):
-        return ("%g..%g %s" % (lo, hi, unit)).strip()
+        return ("%s..%s %s" % (num(lo), num(hi), unit)).strip()
 
     rows = []
     for key in EVENT_KEYS:

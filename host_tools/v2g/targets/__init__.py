@@ -1,6 +1,6 @@
 """Emulated target cores: the firmware as real Thumb code, with exact instruction counts.
 
-What lives here (DESIGN.md section 4, runtime 4):
+What lives here (docs/design.md section 5):
 - ``build.sh``: builds the instruments from a MicroPython source tree into
   ``build/targets/`` (``make targets MICROPYTHON_SRC=DIR``): a 32-bit unix MicroPython
   (``micropython-32``), MicroPython's qemu port for a Cortex-M0 (ARMv6-M, the RP2040's

@@ -1,0 +1,75 @@
+"""Heap left by a booted board tree, measured on a MicroPython unix runtime with a fixed heap.
+
+    from v2g import heap
+    fig = heap.probe("rp2")                 # heapsize = the board's heap_bytes
+    fig["boot_free"], fig["full_free"], fig["full_largest"]   # bytes
+    heap.free_fraction(fig, "full")         # of heap_bytes, 0..1
+
+Runs ``v2g/mp/heap_probe.py`` (see its docstring for what is booted and measured) as
+``micropython -X heapsize=N``. On the 64-bit unix runtime objects are larger than on a
+32-bit board, so the free figures are pessimistic for the boards; a 32-bit unix build
+(``exe=...``) gives nearly exact ones. Module bytecode sits in RAM here; frozen modules
+(``boards/<name>/manifest.py``) would leave it in flash. Context: host only.
+"""
+
+import json
+import tempfile
+
+from . import flash, mpysize, paths, runtime
+from .errors import ToolError
+
+
+def board_data(name):
+    return json.loads((paths.BOARDS_DIR / name / "board.json").read_text())
+
+
+def probe(name, heapsize=None, exe=None, events=300, timeout=120):
+    """Boot board ``name`` on the unix runtime with ``heapsize`` (default: the board's
+    ``heap_bytes``); returns ``{key: int}`` from the probe's output (``ok`` is 1 when it
+    ran to the end). Raises ToolError with the runtime's output when it fails (a
+    MemoryError while booting is such a failure)."""
+    board = board_data(name)
+    heapsize = heapsize or board["heap_bytes"]
+    board_dir = paths.BOARDS_DIR / name
+    with tempfile.TemporaryDirectory(prefix="v2g-heap-") as root:
+        r = runtime.run_micropython(paths.MP_DIR / "heap_probe.py",
+                                    [board_dir, root, events], extra_path=[board_dir],
+                                    heapsize=heapsize, exe=exe, timeout=timeout)
+    out = r.stdout.decode(errors="replace")
+    fig = {}
+    modules = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            fig[parts[0]] = int(parts[1])
+        elif len(parts) == 2 and parts[0] == "modules":
+            modules = parts[1].split(",")
+    if r.returncode != 0 or fig.get("ok") != 1:
+        raise ToolError("heap probe of board '%s' at heapsize %d failed:\n%s%s"
+                        % (name, heapsize, out, r.stderr.decode(errors="replace")))
+    fig["heap_bytes"] = heapsize
+    fig["native_bytes"] = native_bytes(board, modules) if board["port"] != "unix" else 0
+    for tag in ("boot", "full"):
+        fig[tag + "_free_board"] = fig[tag + "_free"] - fig["native_bytes"]
+    return fig
+
+
+def native_bytes(board, modules):
+    """Machine code of ``modules`` (names in firmware/ or the board folder) compiled for
+    the board's arch: on the board it sits in the GC heap, on the unix runtime outside."""
+    arch = board["mpy_arch"]
+    total = 0
+    with tempfile.TemporaryDirectory(prefix="v2g-mpy-") as out:
+        for name in modules:
+            for d in (paths.BOARDS_DIR / board["name"], paths.FIRMWARE_DIR):
+                src = d / (name + ".py")
+                if src.is_file():
+                    total += mpysize.native_bytes(flash.compile_mpy(src, src.name, arch, out))
+                    break
+    return total
+
+
+def free_fraction(fig, tag="full"):
+    """Free share of the heap after boot (``tag`` "boot") or with the journal full, with
+    the board's machine code counted in (``<tag>_free_board``)."""
+    return fig[tag + "_free_board"] / fig["heap_bytes"]

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -42,6 +43,12 @@ def fake_hw(monkeypatch):
     spec.loader.exec_module(mod)
     for name in ("machine", "pyb", "stm"):
         monkeypatch.setitem(sys.modules, name, getattr(mod, name))
+    # MicroPython's time functions the HALs call (CPython's time has none of them)
+    monkeypatch.setattr(time, "ticks_us", lambda: 0, raising=False)
+    monkeypatch.setattr(time, "ticks_ms", lambda: 0, raising=False)
+    monkeypatch.setattr(time, "ticks_diff", lambda a, b: a - b, raising=False)
+    monkeypatch.setattr(time, "sleep_us", lambda us: None, raising=False)
+    monkeypatch.setattr(time, "sleep_ms", lambda ms: None, raising=False)
     return mod
 
 

@@ -48,25 +48,35 @@ def probe(name, heapsize=None, exe=None, events=300, timeout=120):
         raise ToolError("heap probe of board '%s' at heapsize %d failed:\n%s%s"
                         % (name, heapsize, out, r.stderr.decode(errors="replace")))
     fig["heap_bytes"] = heapsize
-    fig["native_bytes"] = native_bytes(board, modules) if board["port"] != "unix" else 0
+    code = code_bytes(board, modules) if board["port"] != "unix" else (0, 0)
+    fig["bytecode_bytes"], fig["native_bytes"] = code
+    # heap_bytes is what the board has free at main.py: the runtime's own start-up
+    # allocation (start_free < heapsize) is not the firmware's
     for tag in ("boot", "full"):
-        fig[tag + "_free_board"] = fig[tag + "_free"] - fig["native_bytes"]
+        fig[tag + "_free_board"] = (heapsize - (fig["start_free"] - fig[tag + "_free"])
+                                    - fig["native_bytes"])
+        # estimate for frozen modules (manifest.py): bytecode and machine code stay in
+        # flash; to be confirmed by the target instruments
+        fig[tag + "_free_frozen"] = fig[tag + "_free_board"] + sum(code)
     return fig
 
 
-def native_bytes(board, modules):
-    """Machine code of ``modules`` (names in firmware/ or the board folder) compiled for
-    the board's arch: on the board it sits in the GC heap, on the unix runtime outside."""
+def code_bytes(board, modules):
+    """``(bytecode, machine code)`` bytes of ``modules`` (names in firmware/ or the board
+    folder) compiled for the board's arch. Machine code sits in the board's GC heap (on
+    the unix runtime outside it); both stay in flash when the modules are frozen."""
     arch = board["mpy_arch"]
-    total = 0
+    total = [0, 0]
     with tempfile.TemporaryDirectory(prefix="v2g-mpy-") as out:
         for name in modules:
             for d in (paths.BOARDS_DIR / board["name"], paths.FIRMWARE_DIR):
                 src = d / (name + ".py")
                 if src.is_file():
-                    total += mpysize.native_bytes(flash.compile_mpy(src, src.name, arch, out))
+                    sizes = mpysize.code_sizes(flash.compile_mpy(src, src.name, arch, out))
+                    total[0] += sizes[0]
+                    total[1] += sizes[1]
                     break
-    return total
+    return tuple(total)
 
 
 def free_fraction(fig, tag="full"):

@@ -99,4 +99,4 @@ def test_heap_free_at_the_boards_heap_size(name, micropython_exe):
             frac = heap.free_fraction(fig, tag)
             assert frac >= MIN_FREE, "%s %s: %s %.1f %% free of %d" % (
                 name, label, tag, 100 * frac, fig["heap_bytes"])
-        assert fig["full_largest"] >= fig["full_free"] // 4, fig
+        assert fig["full_largest"] >= 16384, fig  # room for a flush, a config read

@@ -13,10 +13,14 @@ Runs ``v2g/mp/heap_probe.py`` (see its docstring for what is booted and measured
 """
 
 import json
+import os
+import shutil
+import subprocess
 import tempfile
+from pathlib import Path
 
-from . import flash, mpysize, paths, runtime
-from .errors import ToolError
+from . import flash, mpysize, paths
+from .errors import ToolError, UsageError
 
 
 def board_data(name):
@@ -31,10 +35,27 @@ def probe(name, heapsize=None, exe=None, events=300, timeout=120):
     board = board_data(name)
     heapsize = heapsize or board["heap_bytes"]
     board_dir = paths.BOARDS_DIR / name
+    exe = exe or paths.micropython_exe()
     with tempfile.TemporaryDirectory(prefix="v2g-heap-") as root:
-        r = runtime.run_micropython(paths.MP_DIR / "heap_probe.py",
-                                    [board_dir, root, events], extra_path=[board_dir],
-                                    heapsize=heapsize, exe=exe, timeout=timeout)
+        # the board tree as .mpy for the runtime's own arch, as a board loads it (source
+        # would be compiled in the heap and leave it fragmented)
+        lib = Path(root) / "lib"
+        lib.mkdir()
+        arch = runtime_arch(exe)
+        for d in (paths.FIRMWARE_DIR, board_dir):
+            for src in sorted(d.glob("*.py")):
+                if src.name in ("main.py", "boot.py"):
+                    continue
+                if arch is None:
+                    shutil.copy(src, lib / src.name)
+                else:
+                    flash.compile_mpy(src, src.name, arch, lib)
+        shutil.copy(board_dir / "board.json", lib / "board.json")
+        env = dict(os.environ, MICROPYPATH="%s:%s" % (lib, paths.MP_DIR))
+        cmd = [exe, "-X", "heapsize=%d" % heapsize, str(paths.MP_DIR / "heap_probe.py"),
+               str(lib), str(Path(root) / "flash"), str(events)]
+        os.mkdir(Path(root) / "flash")
+        r = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout)
     out = r.stdout.decode(errors="replace")
     fig = {}
     modules = []
@@ -77,6 +98,21 @@ def code_bytes(board, modules):
                     total[1] += sizes[1]
                     break
     return tuple(total)
+
+
+def runtime_arch(exe):
+    """mpy-cross -march of the runtime's native code (from ``sys.implementation._mpy``),
+    or None when it has none or mpy-cross does not match its .mpy version."""
+    r = subprocess.run([exe, "-c", "import sys; print(sys.implementation._mpy)"],
+                       capture_output=True, text=True, timeout=30)
+    try:
+        word = int(r.stdout.strip())
+        version = flash.mpy_cross_version()
+    except (ValueError, OSError, ToolError, UsageError):
+        return None
+    if (word & 0xFF, (word >> 8) & 3) != version:
+        return None
+    return flash.NATIVE_ARCHES.get(word >> 10)
 
 
 def free_fraction(fig, tag="full"):

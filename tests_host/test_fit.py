@@ -9,6 +9,7 @@ so they are pessimistic for the boards (a 32-bit unix build gives nearly exact o
 ``MICROPYTHON32=/path/to/micropython``, see ``v2g/heap.py``).
 """
 
+import ast
 import importlib.util
 import json
 import os
@@ -100,3 +101,16 @@ def test_heap_free_at_the_boards_heap_size(name, micropython_exe):
             assert frac >= MIN_FREE, "%s %s: %s %.1f %% free of %d" % (
                 name, label, tag, 100 * frac, fig["heap_bytes"])
         assert fig["full_largest"] >= 16384, fig  # room for a flush, a config read
+
+
+@pytest.mark.parametrize("name", REAL_BOARDS)
+def test_manifest_freezes_every_firmware_module(name):
+    """boards/<name>/manifest.py (frozen build) lists every module of firmware/ but the
+    two that stay files (boot.py, main.py) and the one boards never import."""
+    text = (paths.BOARDS_DIR / name / "manifest.py").read_text()
+    start = text.index("FIRMWARE = ") + len("FIRMWARE = ")
+    listed = set(ast.literal_eval(text[start:text.index(")\n", start) + 1]))
+    expect = {p.name for p in paths.FIRMWARE_DIR.glob("*.py")} - {
+        "boot.py", "main.py", "tick_fused_compute.py"}
+    assert listed == expect
+    assert 'module("hal.py"' in text

@@ -81,7 +81,7 @@ def board_errors(board, held):
 class App:
     def __init__(self, hal_module, board, root="", overrides=None, journal=None):
         hal_module.safe_outputs()
-        self.journal = journal or events.Journal()
+        self.journal = journal if journal is not None else events.Journal()
         self.eventlog = None
         if not board.get("no_log"):
             try:

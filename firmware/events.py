@@ -5,11 +5,13 @@ text. Event kinds are the ones scenario results and logs use (docs/formats.md se
 unlock, trip, fault, clear, state, derate, wdt_reset, setpoint_accepted,
 setpoint_rejected, setpoint_duplicate.
 
-``Journal`` keeps the newest events in a bounded list for the supervisor, the status
+``Journal`` keeps the newest events in a ring preallocated at boot for the supervisor, the status
 command and the scenario runner; the persistent log on flash builds on it.
 
 Context: supervisor (allocates; never the tick).
 """
+
+from array import array
 
 # severity
 INFO = "INFO"
@@ -66,26 +68,78 @@ def fault_name(code):
 
 
 class Journal:
-    """Newest-last list of events ``(t_ms, kind, code, name, detail)``, bounded."""
+    """The newest ``capacity`` events ``(t_ms, kind, code, name, detail)``, oldest first,
+    in a ring preallocated at boot: a full journal holds no more RAM than an empty one
+    and leaves no trail of small blocks behind (the persistent log on flash keeps the
+    history). Each slot packs code, name and detail as UTF-8 into ``SLOT`` bytes (longer
+    text is cut there; listeners get the event whole). ``items`` (a new list) and
+    iteration rebuild the tuples: supervisor and host only."""
 
-    def __init__(self, capacity=256):
+    SLOT = 96  # bytes of code + name + detail per event, 3 length bytes included
+
+    def __init__(self, capacity=64):
         self.capacity = capacity
-        self.items = []
+        # big blocks first and without temporaries (a fragmented heap may not have
+        # room for a copy beside them): bytearray(n) is allocated zeroed in place
+        self._text = bytearray(capacity * self.SLOT)
+        self._t = array("i", range(capacity))  # sized from len(range): no temporary
+        self._kind = bytearray(capacity)
+        self._next = 0
+        self._n = 0
         self.dropped = 0
         self.listeners = []
 
     def add(self, t_ms, kind, code="", name="", detail=""):
         ev = (t_ms, kind, code, name, detail)
-        if len(self.items) >= self.capacity:
-            self.items.pop(0)
+        i = self._next
+        if self._n >= self.capacity:
             self.dropped += 1
-        self.items.append(ev)
+        else:
+            self._n += 1
+        self._next = (i + 1) % self.capacity
+        self._t[i] = int(t_ms) & 0x3FFFFFFF
+        self._kind[i] = KINDS.index(kind) if kind in KINDS else 255
+        buf = self._text
+        o = i * self.SLOT
+        end = o + self.SLOT
+        for field in (code, name, detail if kind in KINDS else kind + " " + detail):
+            b = str(field).encode()[:max(0, min(255, end - o - 1))]
+            buf[o] = len(b)
+            buf[o + 1:o + 1 + len(b)] = b
+            o += 1 + len(b)
         for fn in self.listeners:
             fn(ev)
         return ev
 
     def fault(self, t_ms, code, detail=""):
         return self.add(t_ms, "fault", code, fault_name(code), detail)
+
+    def __len__(self):
+        return self._n
+
+    def _get(self, k):
+        """The k-th stored event, 0 = the oldest."""
+        i = (self._next - self._n + k) % self.capacity
+        buf = self._text
+        o = i * self.SLOT
+        out = []
+        for _ in range(3):
+            n = buf[o]
+            out.append(bytes(buf[o + 1:o + 1 + n]).decode())
+            o += 1 + n
+        k = self._kind[i]
+        kind = KINDS[k] if k < len(KINDS) else ""
+        if not kind:  # a kind outside KINDS rides in front of the detail
+            kind, _, out[2] = out[2].partition(" ")
+        return (self._t[i], kind, out[0], out[1], out[2])
+
+    def __iter__(self):
+        for k in range(self._n):
+            yield self._get(k)
+
+    @property
+    def items(self):
+        return [self._get(k) for k in range(self._n)]
 
 
 def log_line(ev, iso_time):

@@ -72,6 +72,17 @@ _COUNT_MASK = const(0x3FFFFFFF)
 _compute_fused = None
 
 
+def zeroed_words(n):
+    """A zeroed ``array("i")`` of ``n`` words, allocated once at its final size: the
+    array is sized from ``len(range(n))`` (``array("i", bytes(4 * n))`` would hold a bytes
+    temporary of the same size beside it, which a fragmented heap may not have).
+    Context: boot."""
+    a = array("i", range(n))
+    for i in range(n):
+        a[i] = 0
+    return a
+
+
 class Control:
     """Every preallocated array the tick touches, built once at boot.
 
@@ -93,7 +104,10 @@ class Control:
                 raise ValueError("ADC channel %d: offset %d, gain_q14 %d map 0..%d outside "
                                  "+/-4 pu" % (ch, off, gain, ADC_MAX))
         self.tick_hz = tick_hz
-        self.mem = array("i", bytes(4 * tick_fused.BLOCK_WORDS))
+        # the big blocks first, each in one piece and without a temporary beside it
+        self.mem = zeroed_words(tick_fused.BLOCK_WORDS)
+        self.cap = zeroed_words(4 * CAPTURE_SAMPLES)
+        self.stats = zeroed_words(STATS_WORDS)
         view = memoryview(self.mem)
         part = {}
         for name, off, words in tick_fused.LAYOUT:
@@ -119,8 +133,6 @@ class Control:
             src, dst = getattr(tables, name), part[name]
             for i in range(len(src)):
                 dst[i] = src[i]
-        self.stats = array("i", bytes(4 * STATS_WORDS))
-        self.cap = array("i", bytes(16 * CAPTURE_SAMPLES))
         self.stats[PERIOD_US] = 1000000 // tick_hz
 
     def set_grid_trips(self, ov2_q12, ov2_ms, uv2_q12, uv2_ms, of2_mhz, of2_ms, uf2_mhz,

@@ -1162,8 +1162,9 @@ class Plant:
 
     @micropython.native
     def trace_values(self):
-        """The trace quantities (docs/formats.md section 3) of this instant as a tuple, in TRACE_KEYS order
-        (V, A, W, var, C): the same numbers as truth(), at a fraction of its cost."""
+        """The trace quantities (docs/formats.md section 3) of this instant as a tuple, in
+        TRACE_KEYS order (V, A, W, var, C): the same numbers as truth(), at a fraction of
+        its cost."""
         st = self._st
         va = (st[_VA] - _B) * self._k_v
         vb = (st[_VB] - _B) * self._k_v

@@ -1,12 +1,14 @@
-"""HAL of the NUCLEO-F446RE board: TIM1 complementary gate PWM with hardware dead time,
-on-chip ADC, contactors, fan, NTCs, watchdog. ``build(board)`` turns the parsed
+"""HAL of the NUCLEO-H743ZI board (STM32H743; before: NUCLEO-F446RE, whose ~96 KB heap
+the firmware does not fit with 30 % free): TIM1 complementary gate PWM with hardware dead
+time, on-chip ADC, contactors, fan, NTCs, watchdog. ``build(board)`` turns the parsed
 ``board.json`` into the objects.
 
 Wiring (pin names in board.json):
 - Gates: TIM1 (the advanced timer) in centre-aligned mode, ARR = ``pwm_period_counts``
-  at ``pwm_clock_hz`` (MicroPython clocks the F446 at 168 MHz, so TIM1 counts at
-  168 MHz). CH1..CH3 drive the high sides (PA8, PA9, PA10), CH1N..CH3N the low sides
-  (PB13, PB14, PB15, AF1); ``pyb.Timer(deadtime=...)`` inserts the dead time. Gates are
+  at ``pwm_clock_hz`` (MicroPython clocks the H743 at 400 MHz; TIM1 on APB2 counts at
+  200 MHz). CH1..CH3 drive the high sides (PE9, PE11, PE13), CH1N..CH3N the low sides
+  (PE8, PE10, PE12, AF1; the Nucleo-144's PA9/PA10 serve USB and PB13/PB14 Ethernet and
+  LED3); ``pyb.Timer(deadtime=...)`` inserts the dead time. Gates are
   switched off with MOE = 0: with OSSI = 1 and the idle levels (CR2 OISx/OISxN, which
   pyb sets high) cleared here, all six outputs go low within one dead time.
 - ``gate_enable``: the gate driver's enable input (high = enabled), a second off path.
@@ -16,17 +18,17 @@ Wiring (pin names in board.json):
   sampled at the PWM centre either -- a product triggers the ADC from TIM1 TRGO).
   AC channels are biased at 1.65 V (offset 32768), VDC is unipolar 0..3.3 V.
 - Contactor coils active high; aux contact pulls ``contactor_aux`` low when closed.
-  Fan on TIM4_CH1 (PB6) at 25 kHz, open-collector tach on PB7.
+  Fan on TIM4_CH1 (PD12) at 25 kHz, open-collector tach on PD13.
 - The tick: ``pyb.Timer(6)`` (basic timer); pyb timer callbacks always run in hard IRQ
   context. (``machine.Timer`` on stm32 is a 1 ms soft timer: too slow for the tick.)
 - All gate and contactor lines need pull-downs: they float during reset and boot.
 
-Tick-context cost, ESTIMATED for 168 MHz (not measured): interrupt entry ~5 us,
-adc_read ~25 us (7 conversions), pwm_set ~6 us (4 register stores + 1 pin), pwm_off
+Tick-context cost, ESTIMATED for a 168 MHz F446 (not measured; the 400 MHz M7 is
+faster): interrupt entry ~5 us, adc_read ~25 us (7 conversions), pwm_set ~6 us (4 register stores + 1 pin), pwm_off
 ~3 us. At 10 kHz the control step has ~60 us; read tick.STATS COST_MAX_US on the bench
 first and lower tick_hz to 8000 if it overruns.
 
-Verified: compiles with ``mpy-cross -march=armv7emsp``; smoke-tested with fake
+Verified: compiles with ``mpy-cross -march=armv7emdp``; smoke-tested with fake
 ``machine``/``pyb``/``stm`` modules under CPython and under the MicroPython unix runtime
 with the heap locked around the tick-context methods (tests_host/firmware/test_boards.py).
 NOT run on silicon.
@@ -48,7 +50,7 @@ import svpwm
 
 # Driven low by safe_outputs() before board.json is read: TIM1 CH1..3 and CH1N..3N,
 # gate enable, main and pre-charge contactor. build() refuses a board.json that differs.
-SAFE_LOW_PINS = ("A8", "A9", "A10", "B13", "B14", "B15", "C8", "C10", "C11")
+SAFE_LOW_PINS = ("E9", "E11", "E13", "E8", "E10", "E12", "E15", "F12", "F13")
 _SAFE_KEYS = ("pwm_a", "pwm_b", "pwm_c", "pwm_a_n", "pwm_b_n", "pwm_c_n", "gate_enable",
               "contactor_main", "contactor_pre")
 
@@ -57,7 +59,7 @@ _DUTY_B = const(3)
 _DUTY_C = const(4)
 _PWM_TIMER = const(1)  # advanced timer: complementary outputs, dead time, MOE
 _TICK_TIMER = const(6)
-_FAN_TIMER = const(4)  # TIM4_CH1 = PB6 (AF2)
+_FAN_TIMER = const(4)  # TIM4_CH1 = PD12 (AF2)
 _FAN_CHANNEL = const(1)
 _AF1_TIM1 = const(1)
 _BDTR_MOE = const(1 << 15)

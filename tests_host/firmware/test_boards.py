@@ -67,9 +67,9 @@ def test_board_data_validates(name):
 
 
 def test_d_min_counts_rounds_dead_plus_min_on_up():
-    # 20 kHz, 3125 counts: 1 count = 16 ns of pulse; 1300 ns -> 81.25 -> 82 counts
-    assert boards.d_min_counts(rp2_data()) == 82
-    assert boards.d_min_counts(boards.load("stm32")) == 89  # 1050 ns of 50 us, 4200 counts
+    # 20 kHz, 3750 counts: 1 count = 13.3 ns of pulse; 1300 ns -> 97.5 -> 98 counts
+    assert boards.d_min_counts(rp2_data()) == 98
+    assert boards.d_min_counts(boards.load("stm32")) == 105  # 1050 ns of 50 us, 5000 counts
     assert boards.d_min_counts(boards.load("esp32")) == 52  # 800 ns of 62.5 us, 4000 counts
 
 
@@ -139,7 +139,7 @@ def test_pwm_clock_must_give_the_pwm_frequency():
     data["pwm_period_counts"] = 3000
     msg = problems(data)
     assert "'pwm_period_counts': value 3000 does not give pwm_freq_hz 20000" in msg
-    assert "allowed: pwm_clock_hz / (2 * pwm_freq_hz) = 3125" in msg
+    assert "allowed: pwm_clock_hz / (2 * pwm_freq_hz) = 3750" in msg
 
 
 def test_dead_time_too_long_for_the_period():
@@ -305,7 +305,7 @@ class _State:
 
 R = _State()
 
-PORT_CLOCKS = {"rp2": 125000000, "stm32": 168000000, "esp32": 240000000}
+PORT_CLOCKS = {"rp2": 150000000, "stm32": 200000000, "esp32": 240000000}
 
 
 def reset(port):
@@ -319,7 +319,7 @@ def reset(port):
     R.wdts = []
     R.regs = {}
     R.freq = PORT_CLOCKS.get(port, 100000000)
-    R.tim_clk = 168000000
+    R.tim_clk = 200000000
     R.cause = 1
     R.irq_off = 0
     if port == "stm32":  # what pyb leaves after Timer(1, deadtime=126) and channel()
@@ -762,7 +762,7 @@ def test_hal_pwm_set_and_off(name, fakes):
         assert R.regs[0x40010004] & 0x3F00 == 0  # idle levels low
         tim = R.pyb_timers[1]
         assert tim.kw["mode"] == 32 and tim.kw["period"] == period
-        assert tim.kw["deadtime"] == 126  # 750 ns at 168 MHz
+        assert tim.kw["deadtime"] == 150  # 750 ns at 200 MHz
         for k in ("pwm_a_n", "pwm_b_n", "pwm_c_n"):
             st = R.pins[board["pins"][k]]
             assert st.mode == fakes.machine.Pin.ALT and st.alt == 1
@@ -827,13 +827,14 @@ def test_rp2_pulses_and_dead_band_at_the_duty_limits(fakes):
         assert 2 * cc_a * clock_ns >= board["min_on_ns"]  # high side on while CTR < CC_A
         assert 2 * (period - cc_b) * clock_ns >= board["min_on_ns"]  # low: CTR >= CC_B
         assert (cc_b - cc_a) * clock_ns >= board["dead_time_ns"]
-        assert cc_a + cc_b == 2 * d + 1  # centred on the duty (125 clocks: odd)
+        dead = -(-board["dead_time_ns"] * board["pwm_clock_hz"] // 1000000000)
+        assert cc_a + cc_b == 2 * d + dead % 2  # centred on the duty
 
 
 def test_rp2_refuses_a_wrong_system_clock(fakes):
     board = boards.load("rp2")
     fakes.reset("rp2")
-    fakes.R.freq = 150000000  # Pico 2 default
+    fakes.R.freq = 125000000  # the RP2040 Pico's clock
     with pytest.raises(ValueError, match="pwm_clock_hz"):
         load_hal("rp2").build(board)
 

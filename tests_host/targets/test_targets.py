@@ -2,7 +2,7 @@
 ISA) and Cortex-M4F (armv7emsp, the stm32's), the shipped ``.mpy`` running as Thumb code.
 
 - fused and wired tick bit-identical to CPython over randomized ticks
-  (``v2g/mp/fuzz_runner.py``, as ``tests_host/test_runtimes.py`` does on the unix
+  (``v2g/build/mp/fuzz_runner.py``, as ``tests_host/firmware/test_runtimes.py`` does on the unix
   runtime), on both cores;
 - no allocation per tick: ticks of the interrupt handler under ``micropython.heap_lock()``;
 - instruction counts repeat exactly: two runs of the same script give the same counts

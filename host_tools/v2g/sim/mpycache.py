@@ -12,14 +12,15 @@ The compiled code is what the runtime's own compiler emits from the same source 
 native emitter, 63-bit small ints like the x64 port), so results are bit-identical to a
 source run; ``tests_host/sim/test_scenarios.py`` checks that.
 
-Returns None (callers then run the sources) when the host is not x86-64, mpy-cross is
-missing, or the runtime's .mpy version differs from mpy-cross's. Folders live in
+The arch is the runtime's own (``sys.implementation._mpy``: x64, or x86 for a 32-bit
+unix build) and is part of the folder's key. Returns None (callers then run the sources)
+when the runtime has no native arch, mpy-cross is missing, or the runtime's .mpy version
+differs from mpy-cross's. Folders live in
 ``build/mpy-cache`` of the checkout; the newest few are kept. Context: host only.
 """
 
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -31,7 +32,6 @@ from v2g.common.errors import ToolError, UsageError
 
 CACHE_ROOT = paths.REPO_ROOT / "build" / "mpy-cache"
 KEEP = 4  # compiled folders kept (other checkouts' states, a branch switch)
-_HOST_ARCHES = {"x86_64": "x64", "amd64": "x64"}
 _runtime_mpy = {}  # runtime exe -> sys.implementation._mpy (asked once per process)
 
 
@@ -60,17 +60,17 @@ def _digest(exe, arch, version, sources):
 def compiled_dir(dirs, exe=None):
     """Folder with ``<module>.mpy`` for every ``*.py`` in ``dirs`` (a name found in two
     folders: the first one's, as MICROPYPATH would pick it), or None (see above)."""
-    arch = _HOST_ARCHES.get(platform.machine().lower())
-    if arch is None:
-        return None
     exe = exe or paths.micropython_exe()
     try:
         version = flash.mpy_cross_version()
     except (UsageError, ToolError, OSError):
         return None
     word = _runtime_mpy_word(exe)
-    if word is None or (word & 0xFF, (word >> 8) & 3) != version \
-            or flash.NATIVE_ARCHES.get(word >> 10) != arch:
+    if word is None or (word & 0xFF, (word >> 8) & 3) != version:
+        return None
+    # the runtime's own native arch (x64, or x86 for a 32-bit unix build), not the host's
+    arch = flash.NATIVE_ARCHES.get(word >> 10)
+    if arch is None:
         return None
     sources = {}
     for d in dirs:

@@ -32,7 +32,9 @@ _NUMBERS = {
 }
 _BOOLS = ("island", "fan_fail", "contactor_weld", "ntc_open", "permit_service")
 HANG_TARGETS = ("tick", "supervisor")
-EVENT_KEYS = tuple(_NUMBERS) + _BOOLS + ("harmonics", "hang", "setpoint", "ev_limits", "t_s")
+SESSION_ACTIONS = ("start", "stop")
+EVENT_KEYS = tuple(_NUMBERS) + _BOOLS + ("harmonics", "hang", "setpoint", "ev_limits",
+                                         "session", "t_s")
 
 
 def _is_num(v):
@@ -124,6 +126,8 @@ def _check_event(c, i, ev, duration):
             for k in ("p_w", "q_var"):
                 if k in sp:
                     c.number("%s.%s" % (sw, k), sp[k], -1e6, 1e6, "W" if k == "p_w" else "var")
+    if "session" in ev and ev["session"] not in SESSION_ACTIONS:
+        c.err(where + ".session", "value %r: allowed \"start\" or \"stop\"" % (ev["session"],))
     if "ev_limits" in ev:
         lim = ev["ev_limits"]
         lw = where + ".ev_limits"

@@ -187,12 +187,28 @@ class App:
         if self.eventlog is not None:
             self.eventlog.close()
 
+    # ---- board-side services (firmware/services/) ----
+
+    link = None  # the link session (services.link.Link) while the board has one
+    hung = ()  # names of service tasks a simulation hangs (scenario event `hang`)
+
+    def config_errors(self, held):
+        """Problems of a full set of held ints on this board (a config over the link)."""
+        return board_errors(self.board, held)
+
+    def services(self):
+        """Task makers of the board-side services: the link, where the board data names
+        a link UART (``services.link_service``); none otherwise."""
+        from services import link_service
+
+        return tuple(link_service.tasks(self))
+
     def run(self, extra_tasks=()):
         import asyncio
 
         async def main():
             tasks = [asyncio.create_task(self.supervise())]
-            for make in extra_tasks:
+            for make in self.services() + tuple(extra_tasks):
                 tasks.append(asyncio.create_task(make(self)))
             await tasks[0]
 

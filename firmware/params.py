@@ -110,6 +110,26 @@ TABLE = (
     # fast protection
     (40, "oc_trip_pu", "pu", 1.20, 3.00, 2.00, 2, "instantaneous over-current trip"),
     (41, "vdc_max_v", "V", 300, 1100, 950, 0, "DC-link over-voltage trip"),
+    # the link to the communication controller (firmware/services/link_service.py,
+    # docs/link.md). A healthy UART loses next to nothing (bit errors ~1e-9: frame loss
+    # ~1e-5), so these flag a broken link, not chance. Used only where the board data
+    # names a link UART; a board without one runs as before.
+    (110, "link_hb_timeout_ms", "ms", 300, 10000, 1000, 0,
+     "no valid frame from the daemon this long: export ceased, then the DC contactors "
+     "open (5 heartbeat periods: 4 heartbeats lost in a row are ridden through; bounds "
+     "uncontrolled export after a daemon crash to 1 s)"),
+    (111, "link_hb_period_ms", "ms", 50, 2000, 200, 0,
+     "the board's heartbeat period (the daemon sends its own at the same rate)"),
+    (112, "link_loss_permille", "permille", 1, 1000, 50, 0,
+     "frames from the daemon lost above this share over a window: fault V2G-502, export "
+     "ceased until a window is below it again (5 %: an order above a healthy UART)"),
+    (113, "link_loss_window_ms", "ms", 1000, 60000, 5000, 0,
+     "loss estimation window (25 daemon heartbeats at 200 ms)"),
+    (114, "link_loss_min_frames", "", 5, 1000, 20, 0,
+     "a window with fewer frames from the daemon is not judged (LOST covers silence)"),
+    (115, "link_image_ms", "ms", 10, 1000, 10, 0,
+     "register image period (10 = the supervisor period: the daemon's mirror is at most "
+     "two periods old when one image is lost)"),
 )
 
 PID, NAME, UNIT, MIN, MAX, DEFAULT, DECIMALS, DOC = range(8)
@@ -224,7 +244,18 @@ def _cross_checks(held):
     if held["oc_trip_pu"] < held["i_max_pu"] + 20:
         errors.append("key 'oc_trip_pu': value %.2f must exceed i_max_pu %.2f by 0.20 pu"
                       % (held["oc_trip_pu"] / 100, held["i_max_pu"] / 100))
+    errors.extend(validate_link(held))
     return errors
+
+
+def validate_link(held):
+    """Cross-checks of the link rows: the timeout must span at least three heartbeat
+    periods (a gap is counted after two)."""
+    if held["link_hb_timeout_ms"] < 3 * held["link_hb_period_ms"]:
+        return ["key 'link_hb_timeout_ms': value %d below 3 x link_hb_period_ms %d; allowed "
+                "%d..10000 ms" % (held["link_hb_timeout_ms"], held["link_hb_period_ms"],
+                                  max(300, 3 * held["link_hb_period_ms"]))]
+    return []
 
 
 def isqrt(n):

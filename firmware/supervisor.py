@@ -104,6 +104,13 @@ class Supervisor:
         self.v_max = 1.0
         self.v_base_mv = params.v_peak_mv(held)
         self.vdc_ready_q12 = VDC_READY_MV * 4096 // self.v_base_mv
+        # session and link gate (see "session and link gate" below): with no link on the
+        # board (link_state None) and no session event, nothing there ever acts
+        self.session_on = True
+        self.link_state = None
+        self.link_degraded = False
+        self.link_alive_ms = 0
+        self.hold_ceased = False
 
     # ---- commands (from the link, Modbus, MQTT or a scenario) ----
 
@@ -128,7 +135,7 @@ class Supervisor:
         self.setpoint_q_var = q_var
         self.journal.add(now_ms, "setpoint_accepted",
                          detail="id=%s p_w=%s q_var=%s" % (sp_id, p_w, q_var))
-        if self.state in (ENERGIZED, DERATED):
+        if self.state in (ENERGIZED, DERATED) and not self.hold_ceased:
             self._apply_power(now_ms)  # at once, not at the next period
         return True
 
@@ -142,6 +149,90 @@ class Supervisor:
             self.ev_max_discharge_w = max(0, max_discharge_w)
         if soc_min is not None:
             self.ev_soc_min = soc_min
+
+    # ---- session and link gate (services/link_service.py, scenario event `session`) ----
+    #
+    # Power may flow only while a session is on and, on a board with a link, the link is
+    # UP. Session stop, link DOWN (configured but no daemon yet: a board that never hears
+    # the daemon never closes its contactors) or LOST (no frame for link_hb_timeout_ms):
+    # power ceases at once (PWM off at the next tick), the DC contactors open one period
+    # later through the contactor supervision (a weld shows STUCK OPEN_TIMEOUT_MS after
+    # that) and the unit waits in WAIT_GRID until the gate opens again. DEGRADED (frame
+    # loss above link_loss_permille: fault V2G-502): power ceases, the contactors stay
+    # closed and the grid protection keeps running; power resumes when the loss is back
+    # under the threshold. The link task reports every pass (``link_alive``); a task that
+    # stops doing so for link_hb_timeout_ms counts as LOST here too (a hung or dead task
+    # cannot leave the unit exporting). Calls happen in the supervisor's context (the
+    # link's task).
+
+    def session(self, now_ms, start):
+        """Session start (True) or stop (False), from the link or the scenario event."""
+        start = bool(start)
+        if start != self.session_on:
+            self.session_on = start
+            self.journal.add(now_ms, "state", name="SESSION_START" if start
+                             else "SESSION_STOP")
+        if not start:
+            self._hold(now_ms)  # cease now, not at the next period
+
+    def set_link_state(self, now_ms, name, degraded=False):
+        """The link's state by name ("DOWN", "UP", "DEGRADED", "LOST") and whether its
+        loss estimate is above the threshold (V2G-502 raised / cleared here)."""
+        degraded = bool(degraded)
+        if degraded != self.link_degraded:
+            self.link_degraded = degraded
+            if degraded:
+                self.journal.fault(now_ms, "V2G-502", "link frame loss above %d permille "
+                                   "over %d ms" % (self.held["link_loss_permille"],
+                                                   self.held["link_loss_window_ms"]))
+            else:
+                self.journal.add(now_ms, "clear", "V2G-502", "PACKET_LOSS")
+        self.link_alive_ms = now_ms
+        if name != self.link_state:
+            self.link_state = name
+            self.journal.add(now_ms, "state", name="LINK_" + name)
+            if name in ("DOWN", "LOST"):
+                self._hold(now_ms)
+
+    def link_alive(self, now_ms):
+        """The link task's pass mark (every supervisor period)."""
+        self.link_alive_ms = now_ms
+
+    def power_allowed(self):
+        """(contactors may close, power may flow) under the session and link gate."""
+        ls = self.link_state
+        close = self.session_on and ls not in ("DOWN", "LOST")
+        if close and ls is not None and \
+                self.now_ms - self.link_alive_ms > self.held["link_hb_timeout_ms"]:
+            close = False  # the link task itself stopped: as LOST
+        return close, close and not self.link_degraded
+
+    def _hold(self, now_ms):
+        """Apply the gate; True when it decided this period's state (the state machine
+        then does nothing more this period)."""
+        may_close, may_power = self.power_allowed()
+        if may_power:
+            self.hold_ceased = False
+            return False
+        s = self.state
+        if s in (ENERGIZED, DERATED):
+            if not self.hold_ceased:
+                self.hold_ceased = True
+                self._deenergize()  # act first: PWM off at the next tick
+                return not may_close
+            if may_close:
+                return False  # DEGRADED: protection runs on, _energized keeps power off
+            self._contactors(0, 0)  # then open, with no current flowing
+            self._goto(now_ms, WAIT_GRID)
+            return True
+        if s in (SYNCING, ENTER_SERVICE_DELAY) and not may_close:
+            self._contactors(0, 0)
+            self._goto(now_ms, WAIT_GRID)
+            return True
+        if s == ENTER_SERVICE_DELAY:
+            self.since_ms = now_ms  # DEGRADED: the enter-service delay waits
+            return True
+        return s == WAIT_GRID and not may_close
 
     # ---- measurements ----
 
@@ -299,10 +390,12 @@ class Supervisor:
             self._goto(now_ms, TRIPPED)
         # islanding: fed every period; "active" = current flowed during the last period
         active = (self.state in (ENERGIZED, DERATED) and self.permit and not self.ceased
-                  and locked)
+                  and locked and not self.hold_ceased)
         hit = self.island.step(now_ms, f_hz, v_pu, active) if self.island else None
         if hit is not None and active:
             self.trip(now_ms, hit[0], hit[1])  # "ISLAND": PWM off, contactor open, TRIPPED
+        if self._hold(now_ms):
+            return
         s = self.state
         if s == BOOT:
             self._contactors(0, 0)
@@ -372,7 +465,7 @@ class Supervisor:
             self.journal.add(now_ms, "state", name="MOMENTARY_CESSATION" if cease
                              else self.state, detail="region=%s v_min=%.3fpu v_max=%.3fpu"
                              % (region, v_min, v_max))
-        if cease:
+        if cease or self.hold_ceased:
             current.set_enable(self.ctl.cc, 0)
             return
         current.set_enable(self.ctl.cc, 1)

@@ -158,3 +158,14 @@ class SimHal:
     def reset_cause(self):
         return self.cause
 
+    def link_stream(self):
+        """The link UART: in board mode the master side of the pty ``v2g sim board``
+        prints as ``link:``, inherited as descriptor ``V2G_LINK_FD`` (non-blocking; the
+        link service polls it through asyncio). None elsewhere (scenario mode: no link)."""
+        import os
+
+        fd = os.getenv("V2G_LINK_FD")
+        if not fd:
+            return None
+        return open(int(fd), "r+b")
+

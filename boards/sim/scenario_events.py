@@ -29,4 +29,7 @@ def apply(ev, app, plant):
         lim = ev["ev_limits"]
         sup.set_ev_limits(lim.get("max_charge_w"), lim.get("max_discharge_w"),
                           lim.get("soc_min"))
+    if "session" in ev:
+        # "stop" ceases power and opens the DC contactors, as a session end does
+        sup.session(now_ms, ev["session"] == "start")
     return ev.get("hang")

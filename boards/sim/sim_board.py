@@ -66,6 +66,8 @@ def _hang(app, target):
         app.hal.tick_fn = None
     elif target == "supervisor":
         app.supervise_once = lambda now_ms: None
+    else:  # a service task by name (e.g. "link": it stops reading and sending)
+        app.hung = tuple(app.hung) + (target,)
 
 
 async def pump(app):

@@ -43,7 +43,15 @@ def test_flash_twice_then_a_changed_file(board, tmp_path):
     assert "restarted" in r.stdout
     assert (flash / "pll.mpy").exists() and not (flash / "pll.py").exists()
     assert (flash / "main.py").exists() and (flash / "board.json").exists()
+    # the services package: compiled, in its folder; the populated sources replaced
+    svc = flash / "services"
+    assert (svc / "__init__.py").exists() and (svc / "link_service.mpy").exists()
+    assert (svc / "link.mpy").exists() and not (svc / "link.py").exists()
+    assert not any(p.name.endswith(".py") for p in svc.iterdir() if p.name != "__init__.py")
     wait_restart(port)  # the compiled tree runs
+    assert board_eval(port, "_app.link is not None and "
+                            "__import__('services.link_service').link_service.__file__"
+                      ).endswith("link_service.mpy")
     mark_boot(port)
 
     t0 = time.monotonic()
@@ -100,3 +108,17 @@ def test_killed_mid_copy_leaves_live_tree(board, tmp_path):
     assert live_tree(flash) == before
     assert (flash / ".stage").is_dir()  # the partial copy went to the staging folder only
     assert not (flash / "zz_big.mpy").exists()
+
+
+def test_tree_carries_the_services_package():
+    from v2g.board import flash as flash_mod
+    from v2g.common import boards
+
+    board = boards.load("sim")
+    tree = flash_mod.build_tree("sim", board)
+    names = {p.name for p in (paths.FIRMWARE_DIR / "services").glob("*.py")}
+    for n in names:
+        want = "services/" + (n if n == "__init__.py" else n[:-3] + ".mpy")
+        assert want in tree, want
+    src = flash_mod.build_tree("sim", board, source=True)
+    assert {"services/" + n for n in names} <= set(src)

@@ -21,7 +21,7 @@ def test_generated_blocks_carry_the_tables():
     assert "`V2G-502`" in text
     assert "| 0 | STUCK |" in text and "| 4 | OPENING |" in text
     assert "`t_s,grid_theta_rad,theta_rad,f_hz,v_pos_pu,locked,v_a,v_b,v_c,i_a,i_b,i_c," in text
-    assert '| `hang` | "tick" / "supervisor" |' in text
+    assert '| `hang` | "tick" / "supervisor" / "link" |' in text
     params = generate.PARAMS.read_text()
     assert "| 23 | `i_max_pu` | pu | 0.10 | 1.10 | 1.00 |" in params
 

@@ -118,7 +118,7 @@ def test_v2g_session_rides_through_phase_jump(tmp_path, micropython_exe):
     ('{"name": "x", "duration_s": 1, "grid": {"f_nom_hz": 55}}', "grid.f_nom_hz"),
     ('{"name": "x", "duration_s": 1, "events": [{"t_s": 0.5, "hang": "banana"}]}',
      "events[0].hang: value 'banana' names no part of the firmware; allowed: \"tick\", "
-     "\"supervisor\""),
+     "\"supervisor\", \"link\""),
     ('{"name": "x", "duration_s": 1, "events": [{"t_s": 0.5, "harmonics": [{"order": 51, '
      '"pu": 0.1}]}]}', "events[0].harmonics[0].order: value 51: allowed whole numbers 2..50"),
     ('{"name": "x", "duration_s": 1, "events": [{"t_s": 0.5, "ev_limits": {"soc_min": 2}}]}',

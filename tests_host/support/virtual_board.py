@@ -52,7 +52,8 @@ def mpremote(port, *args, timeout=30):
 
 
 def start_board(flash_dir=None, extra=()):
-    """Start ``v2g sim board``; returns (process, port, flash dir)."""
+    """Start ``v2g sim board``; returns (process, port, flash dir); the link's pty (the
+    ``link:`` line) is ``process.link_port``."""
     cmd = v2g_cmd() + ["sim", "board"] + (["--flash-dir", str(flash_dir)] if flash_dir
                                           else []) + list(extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -63,6 +64,11 @@ def start_board(flash_dir=None, extra=()):
         pytest.fail("v2g sim board did not print its port first: %r, stderr %r"
                     % (line, proc.stderr.read()))
     port = line.split(None, 1)[1].strip()
+    line = proc.stdout.readline()
+    if not line.startswith("link: "):
+        stop_board(proc)
+        pytest.fail("v2g sim board did not print its link second: %r" % line)
+    proc.link_port = line.split(None, 1)[1].strip()  # the link UART's pty
     flash = proc.stdout.readline().split(None, 1)[1].strip()
     return proc, port, Path(flash)
 

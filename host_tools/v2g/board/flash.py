@@ -3,9 +3,10 @@
     v2g flash --board B --port P [--source] [--firmware DIR]
 
 1. The board's data is validated (``v2g.common.boards``); it names the ``mpy-cross`` arch.
-2. The tree is built: ``firmware/*.py`` compiled to ``.mpy`` with
+2. The tree is built: ``firmware/*.py`` and the packages under it (``PACKAGES``:
+   ``firmware/services/``, kept as ``services/`` on the board) compiled to ``.mpy`` with
    ``mpy-cross -march=<arch>`` (``boot.py`` and ``main.py`` stay source: the board runs
-   them by name at reset),
+   them by name at reset; a package's ``__init__.py`` stays source too),
    plus the board's ``hal.py`` and extra files (``BOARD_FILES``), compiled too, and its
    ``board.json``. ``--source`` copies ``.py`` files instead. When the board's bytecode
    version (``sys.implementation._mpy``) differs from what mpy-cross emits, the tree
@@ -13,8 +14,10 @@
 3. SHA-256 of every file is compared with the board's, computed on the board.
 4. Changed files go to the staging folder ``.stage/`` on the board (``/.stage`` on a USB
    board; paths are relative to the board's working directory), are hashed there again,
-   and only then switched in: renamed over the live ones in one command, and live code
-   files (``.py``/``.mpy``) that the new tree no longer has are removed. Nothing else is
+   and only then switched in: renamed over the live ones in one command (package folders
+   created first), and live code files (``.py``/``.mpy``) that the new tree no longer has
+   are removed, in the top folder and in the package folders. Staged names are flat
+   (``services/link.mpy`` is staged as ``.stage/services%link.mpy``). Nothing else is
    touched (``config*.json``, logs, data). A failure before the switch leaves the live tree
    as it was; a stale ``.stage/`` is cleared by the next flash.
 5. The board restarts (soft reset from the friendly REPL: ``main.py`` runs again).
@@ -46,6 +49,8 @@ BOARD_EXTRA_FILES = {
 }
 OPTIONAL_FILES = ("machine.py",)  # copied when the board folder has it
 SOURCE_ONLY = ("boot.py", "main.py")  # what the board runs at reset stays source
+PACKAGES = ("services",)  # firmware/<package>/*.py -> <package>/ on the board
+PACKAGE_SOURCE_ONLY = ("__init__.py",)
 CODE_SUFFIXES = (".py", ".mpy")  # live files a flash may remove when the tree drops them
 
 # small-int width of the ports running each 64-bit arch (mpy-cross assumes 31 bits; a
@@ -81,6 +86,9 @@ def source_files(board_name_or_path, firmware_dir=None):
     if not fw.is_dir():
         raise UsageError("firmware folder %s does not exist" % fw)
     files = {p.name: p for p in sorted(fw.glob("*.py"))}
+    for pkg in PACKAGES:
+        for p in sorted((fw / pkg).glob("*.py")):
+            files[pkg + "/" + p.name] = p
     if "main.py" not in files:
         raise UsageError("%s: no main.py; the firmware folder must hold the board's entry "
                          "point" % fw)
@@ -137,8 +145,9 @@ def mpy_cross_version():
 
 
 def compile_mpy(src, name, arch, out_dir):
-    """Compile one source file; returns the .mpy bytes."""
-    out = Path(out_dir) / (Path(name).stem + ".mpy")
+    """Compile one source file (``name`` as on the board, e.g. ``services/link.py``);
+    returns the .mpy bytes."""
+    out = Path(out_dir) / (name[:-3].replace("/", "%") + ".mpy")
     cmd = [mpy_cross_exe(), "-march=" + arch, "-s", name, "-o", str(out)]
     if arch in SMALL_INT_BITS:
         cmd.append("-msmall-int-bits=%d" % SMALL_INT_BITS[arch])
@@ -155,7 +164,8 @@ def build_tree(board_name_or_path, board, source=False, firmware_dir=None):
     tree = {}
     with tempfile.TemporaryDirectory(prefix="v2g-flash-") as build:
         for name, src in files.items():
-            if source or not name.endswith(".py") or name in SOURCE_ONLY:
+            if (source or not name.endswith(".py") or name in SOURCE_ONLY
+                    or name.rsplit("/", 1)[-1] in PACKAGE_SOURCE_ONLY and "/" in name):
                 tree[name] = src.read_bytes()
             else:
                 tree[name[:-3] + ".mpy"] = compile_mpy(src, name, boards.mpy_arch(board),
@@ -212,15 +222,35 @@ class Progress:
         self.stream.flush()
 
 
+def _staged(name):
+    """Where ``name`` waits in the staging folder (flat: ``a/b.mpy`` -> ``.stage/a%b.mpy``)."""
+    return STAGE + "/" + name.replace("/", "%")
+
+
+def _live_code(link, folders):
+    """Code files on the board: the top folder and each of ``folders`` (missing: none)."""
+    out = []
+    for folder in ("",) + tuple(folders):
+        try:
+            listing = link.ls(folder)
+        except ToolError:
+            if not folder:
+                raise
+            continue  # the package folder does not exist yet
+        prefix = folder + "/" if folder else ""
+        out += [prefix + n for n, is_dir, _ in listing
+                if not is_dir and n.endswith(CODE_SUFFIXES)]
+    return out
+
+
 def flash_tree(link, tree, log=print, progress_stream=None):
     """Bring the board's files to ``tree``; returns a report dict. Does not restart."""
     names = sorted(tree)
     local = {n: sha256_hex(tree[n]) for n in names}
     live = link.sha256(names)
     changed = [n for n in names if live.get(n) != local[n]]
-    listing = link.ls()
-    stale = sorted(n for n, is_dir, _ in listing
-                   if not is_dir and n.endswith(CODE_SUFFIXES) and n not in tree)
+    folders = sorted({n.rsplit("/", 1)[0] for n in names if "/" in n})
+    stale = sorted(n for n in _live_code(link, folders) if n not in tree)
     report = {"files": len(names), "changed": changed, "removed": stale,
               "bytes_copied": sum(len(tree[n]) for n in changed)}
     if not changed and not stale:
@@ -236,22 +266,25 @@ def flash_tree(link, tree, log=print, progress_stream=None):
         bar = Progress(len(changed), report["bytes_copied"], progress_stream)
         bar.show(force=True)
         for n in changed:
-            link.write(STAGE + "/" + n, tree[n], progress=bar.show)
+            link.write(_staged(n), tree[n], progress=bar.show)
             bar.file_done(len(tree[n]))
         bar.end()
-        staged = link.sha256([STAGE + "/" + n for n in changed])
-        bad = [n for n in changed if staged[STAGE + "/" + n] != local[n]]
+        staged = link.sha256([_staged(n) for n in changed])
+        bad = [n for n in changed if staged[_staged(n)] != local[n]]
         if bad:
             raise ToolError("files staged on the board do not match (SHA-256): %s; the live "
                             "files are unchanged; flash again" % ", ".join(bad))
-    # switch: one command, renames first, then the stale code files
+    # switch: one command, package folders, renames, then the stale code files
+    moves = [(_staged(n), n) for n in changed]
     link.exec(
         "import os\n"
-        "for _n in %r:\n"
-        " try:\n  os.rename(%r + '/' + _n, _n)\n"
-        " except OSError:\n  os.remove(_n)\n  os.rename(%r + '/' + _n, _n)\n"
+        "for _d in %r:\n"
+        " try:\n  os.mkdir(_d)\n except OSError:\n  pass\n"
+        "for _s, _n in %r:\n"
+        " try:\n  os.rename(_s, _n)\n"
+        " except OSError:\n  os.remove(_n)\n  os.rename(_s, _n)\n"
         "for _n in %r:\n os.remove(_n)\n"
-        "os.rmdir(%r)\n" % (changed, STAGE, STAGE, stale, STAGE),
+        "os.rmdir(%r)\n" % (folders, moves, stale, STAGE),
         what="switching the staged files in")
     return report
 

@@ -19,6 +19,11 @@ as JSON. Keys:
   ``aux``;
 - ``tick``: ``count``, ``cost_us``, ``cost_max_us``, ``overruns``, ``errors``,
   ``period_us``, ``state``;
+- ``link`` (null on a board without a link UART): ``state`` (DOWN, UP, DEGRADED, LOST),
+  ``counters`` (the board's: ``rx_frames``, ``tx_frames``, ``crc_errors``, ``malformed``,
+  ``unknown``, ``retransmissions``, ``duplicates``, ``out_of_order``, ``lost``,
+  ``hb_gaps``), ``tx_dropped`` (frames the UART would not take), ``session`` (a session
+  is on: the supervisor's gate);
 - ``sim`` (simulated board only): the real-time pump's figures (``sim_board.stats``).
 A board with no running controller (main.py stopped) answers ``{"running": false}``.
 
@@ -88,6 +93,14 @@ def _status():
                  'errors': st[tick.ERRORS], 'period_us': st[tick.PERIOD_US],
                  'state': st[tick.STATE]},
     }
+    lk = getattr(a, 'link', None)
+    out['link'] = None
+    if lk is not None:
+        from services import link as _l
+        w = getattr(a, 'link_writer', None)
+        out['link'] = {'state': _l.STATE_NAMES[lk.state], 'counters': lk.counters_dict(),
+                       'tx_dropped': w.dropped if w else 0,
+                       'session': bool(getattr(s, 'session_on', True))}
     sb = sys.modules.get('sim_board')
     if sb is not None:
         out['sim'] = dict(sb.stats)
@@ -137,6 +150,14 @@ def format_text(st):
             t["count"], t["cost_us"], t["cost_max_us"], t["period_us"], t["overruns"],
             t["errors"]),
     ]
+    lk = st.get("link")
+    if lk:
+        c = lk["counters"]
+        lines.append("link        %s  frames rx %d tx %d  crc errors %d  malformed %d  "
+                     "retransmissions %d  lost %d  heartbeat gaps %d%s" % (
+                         lk["state"], c["rx_frames"], c["tx_frames"], c["crc_errors"],
+                         c["malformed"], c["retransmissions"], c["lost"], c["hb_gaps"],
+                         "" if lk.get("session", True) else "  (session stopped)"))
     for ev in f["recent"]:
         lines.append("event       t=%.3f s %s %s %s %s" % (ev[0] / 1000, *ev[1:]))
     if "sim" in st:

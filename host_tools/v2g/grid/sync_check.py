@@ -223,7 +223,7 @@ def _run_sim(args):
             sc_file.write_text(json.dumps(sc))
             (flash_dir / "config.json").write_text(json.dumps(sc["config"]))
         simboard.populate(flash_dir)
-        board = simboard.SimBoard(flash_dir, sc_file, log=lambda m: None)
+        board = simboard.SimBoard(flash_dir, sc_file, log=lambda m: None, link=False)
         port = board.start()
         threading.Thread(target=board.serve, daemon=True).start()
         time.sleep(max(0.5, args.settle))

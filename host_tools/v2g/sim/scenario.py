@@ -31,15 +31,18 @@ _NUMBERS = {
     "ambient_c": ("number", -40.0, 70.0, "C"),
 }
 _BOOLS = ("island", "fan_fail", "contactor_weld", "ntc_open", "permit_service")
-# what a hang event may stop: the tick, the supervisor task, or another firmware task
-HANG_TARGETS = ("tick", "supervisor")
+# what a hang event may stop: the tick, or a firmware task by name (``link``: the link
+# service, board mode with a link; scenario mode has no link, so nothing stops)
+HANG_TARGETS = ("tick", "supervisor", "link")
+SESSION_ACTIONS = ("start", "stop")
 # nested objects: key -> {field: (lo, hi, unit)}
 HARMONIC_FIELDS = {"order": (2, 50, ""), "pu": (0.0, 0.3, "pu"),
                    "phase_deg": (-360.0, 360.0, "deg")}
 SETPOINT_FIELDS = {"p_w": (-1e6, 1e6, "W"), "q_var": (-1e6, 1e6, "var")}
 EV_LIMIT_FIELDS = {"max_charge_w": (0.0, 1e6, "W"), "max_discharge_w": (0.0, 1e6, "W"),
                    "soc_min": (0.0, 1.0, "")}
-EVENT_KEYS = tuple(_NUMBERS) + _BOOLS + ("harmonics", "hang", "setpoint", "ev_limits", "t_s")
+EVENT_KEYS = tuple(_NUMBERS) + _BOOLS + ("harmonics", "hang", "setpoint", "ev_limits",
+                                         "session", "t_s")
 
 # what each event key does, for docs/formats.md (v2g.docs.generate); ranges come from the
 # tables above
@@ -67,6 +70,8 @@ EVENT_DOCS = {
     "permit_service": "the operator's permission to enter service",
     "ev_limits": "{max_charge_w, max_discharge_w, soc_min}: the vehicle's limits, "
                  "enforced every supervisor cycle",
+    "session": "start or stop a charging session; stop ceases power and opens the DC "
+               "contactors, as a session end does",
 }
 
 
@@ -90,6 +95,8 @@ def event_table():
             allowed = "true / false"
         elif key == "hang":
             allowed = " / ".join('"%s"' % t for t in HANG_TARGETS)
+        elif key == "session":
+            allowed = " / ".join('"%s"' % t for t in SESSION_ACTIONS)
         else:
             fields = {"harmonics": HARMONIC_FIELDS, "setpoint": SETPOINT_FIELDS,
                       "ev_limits": EV_LIMIT_FIELDS}[key]
@@ -192,6 +199,9 @@ def _check_event(c, i, ev, duration):
             for k, r in SETPOINT_FIELDS.items():
                 if k in sp:
                     c.number("%s.%s" % (sw, k), sp[k], *r)
+    if "session" in ev and ev["session"] not in SESSION_ACTIONS:
+        c.err(where + ".session", "value %r: allowed %s" % (
+            ev["session"], " or ".join('"%s"' % a for a in SESSION_ACTIONS)))
     if "ev_limits" in ev:
         lim = ev["ev_limits"]
         lw = where + ".ev_limits"

@@ -3,8 +3,18 @@
     v2g sim board [--scenario S.json] [--flash-dir DIR]
 
 Prints ``port: /dev/pts/N`` as its first line; then ``mpremote connect /dev/pts/N resume
-...``, pyserial and ``v2g ... --port /dev/pts/N`` talk to it as to a USB board. Stops
-cleanly on SIGTERM or Ctrl-C (the board process is killed, the pty closed, exit 0).
+...``, pyserial and ``v2g ... --port /dev/pts/N`` talk to it as to a USB board. The second
+line is ``link: /dev/pts/M``: the board's link UART to the communication controller
+(docs/link.md; ``v2g.link.open_serial`` or ``v2g daemon`` connect there). Stops cleanly on
+SIGTERM or Ctrl-C (the board process is killed, the ptys closed, exit 0).
+
+The link pty: this process opens it and keeps both sides open for the board's lifetime
+(so restarts of the board process and of the daemon find it in place); the board process
+inherits the master side as descriptor ``V2G_LINK_FD`` (non-blocking) and its link
+service reads and writes it directly (``boards/sim/hal.py`` ``link_stream``). With a link,
+the firmware does not close its contactors until a daemon has opened a session
+(``firmware/services/link_service.py``); ``v2g sim demo`` and ``sync-check --sim`` run
+their board without one (``SimBoard(link=False)``), as a board without a link UART.
 
 The board is the MicroPython unix runtime running ``boot.py`` (when there is one) and then
 ``main.py`` (imported: the controller is ``sys.modules['main']._app``) in a flash directory
@@ -95,10 +105,10 @@ def populate(flash_dir, board="sim"):
         return []
     copied = []
     for name, src in flash.source_files(board).items():
-        dst = flash_dir / name
-        stem = Path(name).stem
-        if dst.exists() or (name.endswith(".py") and (flash_dir / (stem + ".mpy")).exists()):
+        dst = flash_dir / name  # a package's files go to its folder (services/...)
+        if dst.exists() or (name.endswith(".py") and dst.with_suffix(".mpy").exists()):
             continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         copied.append(name)
     return copied
@@ -138,8 +148,11 @@ class SimBoard:
     until ``stop()``), or use ``start()``/``stop()`` around other work (``serve`` then runs
     in a thread)."""
 
-    def __init__(self, flash_dir, scenario_path=None, log=None):
+    def __init__(self, flash_dir, scenario_path=None, log=None, link=True):
         self.flash_dir = Path(flash_dir).resolve()
+        self.with_link = link
+        self.link_port = None
+        self.link_master = self.link_slave = None
         self.scenario_path = scenario_path
         self.log = log or (lambda msg: print("sim board: " + msg, file=sys.stderr, flush=True))
         self.port = None
@@ -166,6 +179,12 @@ class SimBoard:
         fl = fcntl.fcntl(self.master, fcntl.F_GETFL)
         fcntl.fcntl(self.master, fcntl.F_SETFL, fl | os.O_NONBLOCK)
         self.port = os.ttyname(self.slave)
+        if self.with_link:
+            self.link_master, self.link_slave = os.openpty()
+            tty.setraw(self.link_slave)  # no echo: the board must not read its own frames
+            fl = fcntl.fcntl(self.link_master, fcntl.F_GETFL)
+            fcntl.fcntl(self.link_master, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+            self.link_port = os.ttyname(self.link_slave)
         self.in_r, self.in_w = os.pipe()
         self.out_r, self.out_w = os.pipe()
         self.err_r, self.err_w = os.pipe()
@@ -182,6 +201,9 @@ class SimBoard:
         env["V2G_SIM_MARKERS"] = "1"
         if self.scenario_path:
             env["V2G_SCENARIO"] = str(self.scenario_path)
+        env.pop("V2G_LINK_FD", None)
+        if self.link_master is not None:
+            env["V2G_LINK_FD"] = str(self.link_master)
         return env
 
     def _spawn(self, mode, cause):
@@ -194,7 +216,9 @@ class SimBoard:
         self.busy = False
         return subprocess.Popen(cmd, stdin=self.in_r, stdout=self.out_w, stderr=self.err_w,
                                 cwd=str(self.flash_dir), env=self._env(cause),
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True,
+                                pass_fds=(self.link_master,) if self.link_master is not None
+                                else ())
 
     # ---- the restart loop ----
 
@@ -245,7 +269,8 @@ class SimBoard:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        for fd in ("in_w", "in_r", "out_w", "err_w", "master", "slave"):
+        for fd in ("in_w", "in_r", "out_w", "err_w", "master", "slave", "link_master",
+                   "link_slave"):
             v = getattr(self, fd, None)
             if v is not None:
                 try:
@@ -406,6 +431,7 @@ def run(args):
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, on_signal)
         print("port: %s" % port, flush=True)
+        print("link: %s" % board.link_port, flush=True)
         print("flash: %s" % flash_dir.resolve(), flush=True)
         try:
             board.serve()
@@ -438,7 +464,7 @@ def demo(scenario_path, seconds=0.0, dashboard=None):
         (flash_dir / "config.json").write_text(json.dumps(sc["config"], sort_keys=True))
         sc_file = work / "scenario.json"
         sc_file.write_text(json.dumps(sc))
-        board = SimBoard(flash_dir, sc_file, log=lambda msg: None)
+        board = SimBoard(flash_dir, sc_file, log=lambda msg: None, link=False)
         port = board.start()
         threading.Thread(target=board.serve, daemon=True).start()
         print()

@@ -1,0 +1,321 @@
+"""The link wired to the controller: ``services.link`` speaking for the running ``App``.
+
+``tasks(app)`` is what ``App.run`` starts: when the board has a link UART (board data key
+``"link"`` and a stream from ``hal.link_stream()``, or ``machine.UART`` from the data), it
+builds the session with the parameter table's ``link_*`` values, arms the supervisor's
+link gate (state DOWN: a board that never hears the daemon never closes its contactors
+and never exports) and returns one task maker; a board without a link gets ``()`` and
+runs exactly as before.
+
+What each message does (``Wiring``, the link's handlers):
+- SETPOINT -> ``Supervisor.command_setpoint`` under the id ``"L<id>"`` (the supervisor's
+  id space, apart from scenario ids): a re-sent or restarted daemon's id already seen is
+  DUPLICATE and changes nothing; outside +/- rated is REJECTED;
+- CONFIG -> ``params.validate`` on top of the config in force, then the board's own
+  check (``app.board_errors``), then ``config_store.save`` (config.json and the last good
+  copy, each written atomically); any error: REJECTED naming every problem, nothing
+  written. A stored config applies at the next restart (as ``v2g config push``);
+- EV_LIMITS -> ``Supervisor.set_ev_limits`` (what the scenario event ``ev_limits`` sets);
+- SESSION -> ``Supervisor.session``: stop ceases power and opens the DC contactors
+  through the contactor supervision (a weld shows STUCK within 1 s);
+- link state changes -> ``Supervisor.set_link_state`` (LOST: cease, then open; DEGRADED:
+  fault V2G-502, power ceased until the loss is under the threshold again);
+- REGISTER_IMAGE <- supervisor state every ``link_image_ms`` (default: every supervisor
+  period): state, contactor code, flags (PLL lock, permit, ceased, link degraded / lost),
+  f, phase voltage extremes, DC link, commands in force, setpoint id, module temperature,
+  energy in and out (integrated here from the tick's measured power), EV limits, fault
+  count and newest fault code, tick count and overruns.
+Link counters (frames, CRC errors, retransmissions, losses, heartbeat gaps) are
+``app.link.counters_dict()``; ``v2g status`` shows them.
+
+Clock: the session gets an unwrapped millisecond count built from ``hal.ticks_ms`` (which
+wraps at 2**30), so its timeouts never see a wrap.
+
+Cost (measured with ``gc.mem_alloc`` on the 64-bit unix runtime by tests_host/link/
+test_link_service.py, which prints the figures): RAM held 5600 bytes (the session and its
+buffers 5152, this wiring and its clock the rest; less on a 32-bit board), plus the
+task's 128-byte read buffer; CPU ~12 us per register image built and sent on the x64
+host. Each image allocates ~860 bytes that the GC collects (the values tuple, the float
+maths of the voltages, frequency and temperature, two memoryview slices): ~86 KB/s at
+the default 10 ms period; ``link_image_ms`` trades it against freshness.
+Nothing here runs in the tick or touches the tick's hardware; a command reaches the
+controller only through the supervisor's methods.
+Context: services (asyncio task beside the supervisor); never the tick.
+"""
+
+import config_store
+import current
+import params
+import pll
+import tick
+from services import link
+from services import link_msgs as lm
+
+_MASK = 0x3FFFFFFF  # ticks_ms wraps at 2**30 on MicroPython ports and the sim HAL
+_IO_ERRORS = (OSError,)
+
+
+class Clock:
+    """Unwrapped ms from a ``ticks_ms`` that wraps at 2**30."""
+
+    def __init__(self, ticks_ms):
+        self.ticks_ms = ticks_ms
+        self.last = ticks_ms()
+        self.ms = 0
+
+    def __call__(self):
+        now = self.ticks_ms()
+        self.ms += (now - self.last) & _MASK
+        self.last = now
+        return self.ms
+
+
+class Writer:
+    """``write(mv)`` for the link over a non-blocking stream: a frame the stream takes
+    only in part (or not at all) is dropped, counted, and the next write starts with a
+    0x00 so the peer resynchronises at once."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.resync = False
+        self.dropped = 0
+
+    def __call__(self, mv):
+        s = self.stream
+        try:
+            if self.resync:
+                if not s.write(b"\x00"):
+                    self.dropped += 1
+                    return
+                self.resync = False
+            n = s.write(mv)
+        except _IO_ERRORS:
+            n = 0
+        if n is None or n < len(mv):
+            self.dropped += 1
+            self.resync = True
+
+
+def _clamp(v, lo, hi):
+    return lo if v < lo else hi if v > hi else v
+
+
+class Wiring(link.Handlers):
+    """The link's handlers over one ``App``; all called in the link's task."""
+
+    def __init__(self, app):
+        self.app = app
+        self.sup = app.supervisor
+        self.link = None
+        self.last_id = None  # link id of the newest accepted setpoint, and its key
+        self.last_key = None
+        self.fault_count = 0
+        self.last_fault = b""
+        self.e_import_mj = 0.0  # energy from the measured power, W * ms (mJ)
+        self.e_export_mj = 0.0
+        self.e_ms = None
+        app.journal.listeners.append(self._on_event)
+
+    def _on_event(self, ev):
+        if ev[1] in ("fault", "trip"):
+            self.fault_count = (self.fault_count + 1) & 0xFFFF
+            self.last_fault = str(ev[2]).encode()[:8]
+
+    # ---- commands ----
+
+    def on_setpoint(self, now_ms, setpoint_id, p_w, q_var):
+        sup = self.sup
+        key = "L%d" % setpoint_id
+        dup = key == sup.setpoint_id or key in sup.seen_ids
+        ok = sup.command_setpoint(self.app.hal.ticks_ms(), key, p_w, q_var)
+        if ok:
+            self.last_id, self.last_key = setpoint_id, key
+            return lm.OK
+        if dup:
+            return lm.DUPLICATE, "setpoint id %d already applied" % setpoint_id
+        rated = self.app.held["p_rated_w"]
+        return lm.REJECTED, "p_w %d / q_var %d outside +/-%d" % (p_w, q_var, rated)
+
+    def on_config(self, now_ms, cfg):
+        app = self.app
+        merged = dict(app.config)
+        merged.update(cfg)
+        held, errors = params.validate(merged)
+        if not errors:
+            errors = app.config_errors(held)  # does it fit this board (app.board_errors)
+        if not errors:
+            try:
+                stored = config_store.merged(app.root)
+            except (OSError, ValueError):
+                stored = {}
+            stored.update(cfg)
+            try:
+                errors = config_store.save(stored, app.root)
+            except OSError as e:
+                errors = ["flash write failed: %s" % e]
+        if errors:
+            return False, "; ".join(errors)
+        app.config = merged
+        return True, ""
+
+    def on_ev_limits(self, now_ms, max_charge_w, max_discharge_w, soc_min_permille):
+        if max_charge_w < 0 or max_discharge_w < 0 or soc_min_permille > 1000:
+            return lm.REJECTED, "limits must be >= 0 W and soc_min <= 1000 permille"
+        self.sup.set_ev_limits(max_charge_w, max_discharge_w, soc_min_permille / 1000)
+        return lm.OK
+
+    def on_session(self, now_ms, action, session_id):
+        self.sup.session(self.app.hal.ticks_ms(), action == lm.SESSION_START)
+        return lm.OK
+
+    def on_link_state(self, now_ms, state):
+        lk = self.link
+        self.sup.set_link_state(self.app.hal.ticks_ms(), link.STATE_NAMES[state],
+                                lk.degraded if lk is not None else False)
+
+    def on_log(self, now_ms, kind, detail):
+        pass  # counted in the link's counters; faults and states go to the journal
+
+    # ---- the register image ----
+
+    def _energy(self, now_ms, p_w):
+        if self.e_ms is not None:
+            e = p_w * (now_ms - self.e_ms)
+            if e > 0:
+                self.e_import_mj += e
+            else:
+                self.e_export_mj -= e
+        self.e_ms = now_ms
+
+    def register_image(self, now_ms):
+        app = self.app
+        sup = self.sup
+        ctl = app.ctl
+        st = ctl.pll
+        cc = ctl.cc
+        rated = app.held["p_rated_w"]
+        p_meas_w = (cc[current.P_MEAS] * rated) >> 12
+        self._energy(now_ms, p_meas_w if sup.state in ("ENERGIZED", "DERATED") else 0)
+        v_min, v_max = sup.phase_voltages()
+        lk = self.link
+        flags = ((lm.FLAG_LOCKED if st[pll.LOCKED] else 0)
+                 | (lm.FLAG_PERMIT if sup.permit else 0)
+                 | (lm.FLAG_CEASED if sup.ceased or sup.hold_ceased else 0)
+                 | (lm.FLAG_LINK_DEGRADED if lk is not None and lk.degraded else 0)
+                 | (lm.FLAG_LINK_LOST if lk is not None and lk.lost else 0))
+        t_mod = sup.thermal.t_module_c
+        stats = ctl.stats
+        sp_id = self.last_id if sup.setpoint_id == self.last_key else 0
+        return (now_ms & 0xFFFFFFFF,
+                lm.STATES.index(sup.state) if sup.state in lm.STATES else 0,
+                sup.contactor_status(),
+                _clamp(int(sup.derate_pct), 0, 255),
+                flags,
+                int(pll.f_hz(st) * 1000),
+                _clamp(int(v_min * 1000), 0, 65535),
+                _clamp(int(v_max * 1000), 0, 65535),
+                _clamp(int(sup.v_dc_v() * 10), 0, 65535),
+                int(sup.p_cmd_w),
+                int(sup.q_cmd_var),
+                sp_id or 0,
+                _clamp(int(t_mod * 10), -32768, 32767) if t_mod is not None else 0,
+                int(self.e_import_mj // 3600000) & 0xFFFFFFFF,
+                int(self.e_export_mj // 3600000) & 0xFFFFFFFF,
+                _clamp(int(sup.ev_max_charge_w), -2**31, 2**31 - 1),
+                _clamp(int(sup.ev_max_discharge_w), -2**31, 2**31 - 1),
+                self.fault_count,
+                self.last_fault,
+                stats[tick.COUNT],
+                stats[tick.OVERRUNS])
+
+
+def open_stream(app):
+    """The link's byte stream, or None when the board has no link: the board data names
+    one (``"link": {...}``) and the HAL opens it (``hal.link_stream()``), else a
+    ``machine.UART(uart, baud, tx=, rx=)`` from the data."""
+    spec = app.board.get("link")
+    if not spec:
+        return None
+    fn = getattr(app.hal, "link_stream", None)
+    if fn is not None:
+        return fn()
+    uart = spec.get("uart")
+    if not isinstance(uart, int):
+        return None
+    import machine
+
+    kw = {}
+    for k in ("tx", "rx"):
+        if k in spec:
+            kw[k] = machine.Pin(spec[k])
+    return machine.UART(uart, spec.get("baud", 115200), timeout=0, **kw)
+
+
+def make_link(app, write, clock):
+    """The session with the table's link parameters, wired to ``app``."""
+    h = app.held
+    wiring = Wiring(app)
+    lk = link.Link(wiring, write, name="v2g-fw %s" % app.board.get("name", "?"),
+                   hb_period_ms=h["link_hb_period_ms"], hb_timeout_ms=h["link_hb_timeout_ms"],
+                   image_period_ms=h["link_image_ms"], loss_window_ms=h["link_loss_window_ms"],
+                   loss_permille=h["link_loss_permille"],
+                   loss_min_frames=h["link_loss_min_frames"])
+    wiring.link = lk
+    return lk, wiring
+
+
+def attach(app, write):
+    """Build the session over ``write`` for ``app`` (``app.link``) and arm the
+    supervisor's link gate (DOWN: nothing closes until the daemon speaks). Returns
+    ``(link, wiring, clock)``."""
+    clock = Clock(app.hal.ticks_ms)
+    lk, wiring = make_link(app, write, clock)
+    app.link = lk
+    app.supervisor.set_link_state(app.hal.ticks_ms(), "DOWN")
+    return lk, wiring, clock
+
+
+def tasks(app):
+    """Task makers for ``App.run``: one for the link where the board has one, else ()."""
+    stream = open_stream(app)
+    if stream is None:
+        return ()
+    writer = Writer(stream)
+    app.link_writer = writer
+    # armed before the supervisor's first step
+    lk, _, clock = attach(app, writer)
+    return (lambda a: serve(a, lk, stream, clock),)
+
+
+async def serve(app, lk, stream, clock, chunk=128):
+    """Read the stream into the session and run its timers every supervisor period,
+    while the app runs. A read error (no peer on a pty, a UART hiccup) is waited out."""
+    import asyncio
+
+    import supervisor
+
+    buf = bytearray(chunk)
+
+    async def reader():
+        sreader = asyncio.StreamReader(stream)
+        while app.running:
+            try:
+                n = await sreader.readinto(buf)
+            except _IO_ERRORS:
+                n = None
+                await asyncio.sleep_ms(100)
+            if n and "link" not in app.hung:
+                lk.receive(buf, n, clock())
+            elif n == 0:
+                await asyncio.sleep_ms(100)  # end of stream: the peer may come back
+
+    task = asyncio.create_task(reader())
+    sup = app.supervisor
+    try:
+        while app.running:
+            if "link" not in app.hung:  # the sim's `hang: "link"` stops this task's work
+                lk.service(clock())
+                sup.link_alive(app.hal.ticks_ms())
+            await asyncio.sleep_ms(supervisor.PERIOD_MS)
+    finally:
+        task.cancel()

@@ -42,7 +42,7 @@ tools:
 	fi
 
 test: venv tools
-	$(VENV)/bin/python -m pytest tests_host -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests_host -q -rs $(PYTEST_ARGS)
 
 bench: venv tools
 	$(VENV)/bin/v2g bench

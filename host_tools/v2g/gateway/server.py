@@ -137,8 +137,9 @@ class Gateway:
     async def action(self, fc, start, address, count, registers, values):
         """pymodbus calls this for every request on a mapped range (see SimDevice)."""
         if values is None:
-            if fc not in (3, 4):
+            if fc in (1, 2, 5, 15):  # coils and discrete inputs: not served
                 return ExcCodes.ILLEGAL_FUNCTION
+            # 3, 4; and 6, 16, 22, 23 read back what they wrote
             self.counters["reads"] += 1
             o = address - start
             registers[o:o + count] = self.words[address:address + count]

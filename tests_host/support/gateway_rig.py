@@ -26,8 +26,9 @@ import tty
 from pathlib import Path
 
 import yaml
-from support.link_helpers import board_env
 from v2g.common import paths
+
+from support.link_helpers import board_env
 
 BOARD = Path(__file__).resolve().parent.parent / "gateway" / "mp_gateway_board.py"
 TOKEN = "s3cret-token-42"

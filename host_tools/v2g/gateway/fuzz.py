@@ -16,6 +16,9 @@ every few hundred frames, some with an RST); the abuse scenarios run once per
 connections opened at once and held, half-open sockets (a partial header, then the
 write side shut down, or nothing at all).
 
+Every tenth frame is also a well-formed grammar frame on a connection of its own, and
+its answer is awaited (``answered``; ``unanswered`` within 1 s; ``closed`` by the server).
+
 Outcome (``run`` -> dict): frames sent, bytes, responses seen, connections, the poller's
 request count, errors and max / p99 latency (ms), and ``alive`` (a fresh client reads
 40001 after the run). 0 crashes = the daemon process still runs; 0 hangs = ``alive``.
@@ -44,17 +47,21 @@ def _pick(rng, seq):
     return seq[rng.randrange(len(seq))] if rng.random() < 0.7 else rng.randrange(65536)
 
 
-def pdu(rng, fc):
-    """A PDU of function ``fc`` with boundary-heavy fields."""
+def pdu(rng, fc, consistent=False):
+    """A PDU of function ``fc`` with boundary-heavy fields (``consistent``: byte counts
+    agree with the data, so the frame is well-formed whatever its values)."""
     a, n = _pick(rng, ADDRS), _pick(rng, COUNTS)
     if fc in (1, 2, 3, 4):
         return struct.pack(">BHH", fc, a, n)
     if fc in (5, 6):
         return struct.pack(">BHH", fc, a, rng.choice((0, 0xFF00, 1, 0xFFFF, 50)))
     if fc in (15, 16):
-        k = min(n, 123) if rng.random() < 0.8 else rng.randrange(300)
-        body = bytes(rng.randrange(256) for _ in range(2 * k))
-        bc = (len(body) if rng.random() < 0.7 else rng.randrange(256)) & 0xFF
+        k = min(n, 123) if rng.random() < 0.8 or consistent else rng.randrange(300)
+        if consistent:
+            k = (k + 7) // 8 if fc == 15 else k
+            n = n if fc == 16 else min(n, 8 * k)
+        body = bytes(rng.randrange(256) for _ in range(k if fc == 15 and consistent else 2 * k))
+        bc = (len(body) if rng.random() < 0.7 or consistent else rng.randrange(256)) & 0xFF
         return struct.pack(">BHHB", fc, a, n, bc) + body
     if fc == 22:
         return struct.pack(">BHHH", fc, a, rng.randrange(65536), rng.randrange(65536))
@@ -178,6 +185,30 @@ def _close(s, rst=False):
         pass
 
 
+def _checked(host, port, rng, stats, box):
+    """One well-formed grammar frame on a connection of its own, waiting for the answer
+    (1 s): counts ``answered`` (a response with the request's transaction id) and
+    ``unanswered`` (then the connection is replaced)."""
+    if not box:
+        box.append(socket.create_connection((host, port), timeout=1.0))
+    s = box[0]
+    tid = rng.randrange(65536)
+    fc = rng.choice(FCS[:10])  # the functions with a defined request layout
+    f = mbap(rng, pdu(rng, fc, consistent=True), tid=tid)
+    try:
+        s.sendall(f)
+        data = s.recv(4096)
+        if len(data) >= 8 and struct.unpack(">H", data[:2])[0] == tid:
+            stats["answered"] += 1
+            return
+        stats["closed" if not data else "unanswered"] += 1
+    except OSError:
+        stats["unanswered"] += 1
+    stats.setdefault("unanswered_frames", []).append(f[:16].hex())
+    _close(s)
+    box.clear()
+
+
 def _abuse(host, port, rng, stats):
     """Slowloris, 50 connections at once, half-open sockets."""
     held = []
@@ -208,7 +239,9 @@ def run(host="127.0.0.1", port=1502, frames=5000, seed=1, conns=8, abuse_every=2
         raise ValueError("the fuzzer sends to loopback only, not %r" % host)
     rng = random.Random(seed)
     stats = {"frames": 0, "bytes": 0, "responses_bytes": 0, "connections": 0,
-             "connect_errors": 0, "abuse_rounds": 0, "send_errors": 0}
+             "connect_errors": 0, "abuse_rounds": 0, "send_errors": 0, "answered": 0,
+             "unanswered": 0, "closed": 0}
+    checked = []
     poller = Poller(host, port) if poll else None
     if poller:
         poller.start()
@@ -238,6 +271,8 @@ def run(host="127.0.0.1", port=1502, frames=5000, seed=1, conns=8, abuse_every=2
             if slot[1] <= 0:
                 _close(slot[0], rst=rng.random() < 0.3)
                 socks.remove(slot)
+            if stats["frames"] % 10 == 0:
+                _checked(host, port, rng, stats, checked)
             if stats["frames"] % 16 == 0:
                 _drain([s for s, _ in socks], stats)
                 time.sleep(0.0005)  # a fast client, not a flood that starves the poller
@@ -245,6 +280,8 @@ def run(host="127.0.0.1", port=1502, frames=5000, seed=1, conns=8, abuse_every=2
                 _abuse(host, port, rng, stats)
     finally:
         for s, _ in socks:
+            _close(s)
+        for s in checked:
             _close(s)
         if poller:
             poller.stop.set()

@@ -168,6 +168,23 @@ def test_wset_int32_and_volt_watt_config(rig):
         assert rig.applied[-1] == ["config", [["of1_dhz", 1.5], ["of1_s", 200.0]]]
 
 
+def test_modbus_command_write_and_scan(rig):
+    def v2g(*args):
+        return subprocess.run([sys.executable, "-m", "v2g.cli", "modbus", *args, "--port",
+                               str(rig.port)], capture_output=True, text=True, timeout=60)
+
+    a = str(addr("704.WMaxLimPct"))
+    out = v2g("write", a, "70")
+    assert out.returncode == 1 and "exception 01" in out.stderr  # no token: locked
+    out = v2g("write", a, "70", "--token", TOKEN)
+    assert out.returncode == 0, out.stderr
+    out = v2g("read", a, "--json")
+    assert json.loads(out.stdout) == {"address": int(a), "values": [70]}
+    out = v2g("scan")
+    assert out.returncode == 0, out.stderr
+    assert "model 713 DER Storage Capacity" in out.stdout and "SoC" in out.stdout
+
+
 def test_permission_matrix_every_refusal_changes_nothing(rig):
     a_lim, a_v1 = addr("704.WMaxLimPct"), addr("706.Crv[0].Pt[0].V")
     tried = refused = 0

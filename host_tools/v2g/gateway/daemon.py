@@ -87,6 +87,7 @@ class Daemon:
         self.gw = Gateway(cfg)
         self.stop = None
         self.peer = None
+        self.device_error = None
 
     async def main(self):
         from v2g.gateway.server import GatewayServer
@@ -127,22 +128,23 @@ class Daemon:
 
     async def link(self):
         """Open the device and hold a session: handshake, and again (fresh nonce) after
-        the link has been lost for a heartbeat timeout."""
-        from v2g.link import open_serial
-
+        the link has been lost for a heartbeat timeout; reopen the device after an I/O
+        error (a USB adapter unplugged, the simulated board gone)."""
         cfg = self.cfg
         while True:
+            if self.peer is not None and self.device_error:
+                log.warning("link: %s: %s (reopening)", cfg.link_device, self.device_error)
+                await self._close_peer()
+                self.peer = self.gw.peer = None
             if self.peer is None:
                 try:
-                    self.peer = await open_serial(cfg.link_device, cfg.link_baudrate,
-                                                  hb_timeout_s=cfg.link_hb_timeout_s,
-                                                  log=log.debug)
+                    self.peer = self._open_device()
                 except Exception as e:  # noqa: BLE001 (serial.SerialException, OSError)
                     log.warning("link: cannot open %s: %s (retrying)", cfg.link_device, e)
                     await asyncio.sleep(1.0)
                     continue
                 self.gw.peer = self.peer
-            if self.peer.state != "UP":
+            if self.peer.state != "UP" and not self.device_error:
                 self.peer.nonce = int.from_bytes(os.urandom(4), "little")
                 try:
                     hello = await self.peer.open(timeout=2.0)
@@ -151,6 +153,44 @@ class Daemon:
                 except (asyncio.TimeoutError, ConnectionError) as e:
                     log.warning("link: no session with the board: %s", e)
             await asyncio.sleep(cfg.link_hb_timeout_s)
+
+    def _open_device(self):
+        """A ``LinkPeer`` over the serial device (pyserial, non-blocking, read through the
+        event loop's reader callback); an I/O error sets ``device_error`` instead of
+        raising inside the loop's callbacks."""
+        import serial
+
+        from v2g.link import LinkPeer
+
+        cfg = self.cfg
+        ser = serial.Serial(cfg.link_device, baudrate=cfg.link_baudrate, timeout=0,
+                            write_timeout=1)
+        loop = asyncio.get_running_loop()
+        self.device_error = None
+
+        def write(data):
+            if self.device_error:
+                return
+            try:
+                ser.write(data)
+            except (serial.SerialException, OSError) as e:
+                self.device_error = "write: %s" % e
+
+        peer = LinkPeer(write, hb_timeout_s=cfg.link_hb_timeout_s, log=log.debug)
+
+        def readable():
+            try:
+                data = ser.read(ser.in_waiting or 1)
+            except (serial.SerialException, OSError) as e:
+                self.device_error = "read: %s" % e
+                loop.remove_reader(ser.fileno())
+                return
+            if data:
+                peer.feed(data)
+
+        loop.add_reader(ser.fileno(), readable)
+        peer.serial = ser
+        return peer
 
     async def _close_peer(self):
         if self.peer is not None:
@@ -161,7 +201,10 @@ class Daemon:
                     asyncio.get_running_loop().remove_reader(ser.fileno())
                 except (ValueError, OSError):
                     pass
-                ser.close()
+                try:
+                    ser.close()
+                except OSError:
+                    pass
 
     def reload(self):
         try:

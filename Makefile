@@ -14,7 +14,7 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean conformance targets test-targets docs
+.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ tools:
 
 test: venv tools
 	$(VENV)/bin/python -m pytest tests_host -q -rs $(PYTEST_ARGS)
+
+# Modbus fuzzer, full form: 100 000 frames plus connection abuse against v2g daemon on
+# loopback, with the board side of the link on the unix runtime (make test runs 5 000).
+fuzz: venv
+	V2G_FUZZ_FRAMES=100000 $(VENV)/bin/python -m pytest tests_host/gateway/test_gateway_fuzz.py -q -s
 
 bench: venv tools
 	$(VENV)/bin/v2g bench

@@ -19,6 +19,7 @@ from v2g.bench import tick as bench
 from v2g.board import config as config_cmd
 from v2g.board import flash, logs, status
 from v2g.common.errors import ToolError, UsageError
+from v2g.gateway import daemon, modbus_cmd
 from v2g.grid import conformance, replay, sync_check
 from v2g.sim import command as sim
 
@@ -73,6 +74,16 @@ _COMMANDS = {
         logs.run,
         "the board's persistent event log as protocol-log lines (--follow, --out FILE)",
         logs.add_arguments,
+    ),
+    "daemon": (
+        daemon.run,
+        "v2g-daemon: the link to the controller and the SunSpec Modbus TCP server",
+        daemon.add_arguments,
+    ),
+    "modbus": (
+        modbus_cmd.run,
+        "Modbus TCP client: 'modbus read|write|scan|map' (SunSpec via pysunspec2)",
+        modbus_cmd.add_arguments,
     ),
 }
 

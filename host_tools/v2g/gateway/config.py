@@ -1,0 +1,187 @@
+"""The daemon's config file (YAML), validated before anything starts.
+
+Keys (unknown keys are refused at every level)::
+
+    link:
+      device: /dev/pts/5        # required: the UART to the real-time controller
+      baudrate: 115200          # 1200 .. 4000000
+      hb_timeout_s: 1.0         # no valid frame this long: link LOST (0.2 .. 60 s)
+    modbus:
+      host: 127.0.0.1           # address the server binds to
+      port: 1502                # 1 .. 65535
+      unit_id: 1                # Modbus unit (device) id answered, 0 .. 247 (0 = any)
+      stale_s: 1.0              # an image older than this reads as stale (0.1 .. 60 s)
+      writes:
+        enabled: false          # no write is ever applied unless true
+        allow: [127.0.0.1, 192.168.10.0/24]   # client addresses or networks allowed to write
+        unlock_token: "change-me-please"      # >= 8 characters, written to the unlock register
+        unlock_s: 300           # an unlock lasts this long on that connection (1 .. 86400 s)
+    device:
+      serial: "V2G-0001"        # SunSpec model 1 serial number (<= 32 characters)
+    log:
+      level: info               # debug | info | warning | error
+
+``load(path)`` -> ``Config`` or ``ConfigError`` naming the file, the key (dotted path), the
+bad value and what is allowed. The daemon refuses to start on an error; on SIGHUP it keeps
+the last good config when the new file is bad.
+
+Context: host (daemon).
+"""
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from v2g.common.errors import UsageError
+
+
+class ConfigError(UsageError):
+    """A config file that does not validate (the CLI exits 2)."""
+
+
+@dataclass
+class Writes:
+    enabled: bool = False
+    allow: tuple = ()  # ipaddress networks
+    unlock_token: str = ""
+    unlock_s: float = 300.0
+
+    def allows(self, host):
+        """True when the client address ``host`` (a string) is in the allow-list."""
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.allow)
+
+
+@dataclass
+class Config:
+    path: str = ""
+    link_device: str = ""
+    link_baudrate: int = 115200
+    link_hb_timeout_s: float = 1.0
+    modbus_host: str = "127.0.0.1"
+    modbus_port: int = 1502
+    modbus_unit_id: int = 1
+    modbus_stale_s: float = 1.0
+    writes: Writes = field(default_factory=Writes)
+    device_serial: str = "V2G-0001"
+    log_level: str = "info"
+
+
+_SCHEMA = {
+    "link": {"device": str, "baudrate": int, "hb_timeout_s": float},
+    "modbus": {"host": str, "port": int, "unit_id": int, "stale_s": float,
+               "writes": {"enabled": bool, "allow": list, "unlock_token": str,
+                          "unlock_s": float}},
+    "device": {"serial": str},
+    "log": {"level": str},
+}
+_RANGES = {
+    "link.baudrate": (1200, 4000000),
+    "link.hb_timeout_s": (0.2, 60.0),
+    "modbus.port": (1, 65535),
+    "modbus.unit_id": (0, 247),
+    "modbus.stale_s": (0.1, 60.0),
+    "modbus.writes.unlock_s": (1.0, 86400.0),
+}
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _check_types(where, node, schema, errors, out):
+    if not isinstance(node, dict):
+        errors.append("key '%s': value %r is not a mapping" % (where or "(top)", node))
+        return
+    for key, value in node.items():
+        path = "%s.%s" % (where, key) if where else str(key)
+        if key not in schema:
+            errors.append("unknown key '%s' (known here: %s)"
+                          % (path, ", ".join(sorted(schema))))
+            continue
+        want = schema[key]
+        if isinstance(want, dict):
+            _check_types(path, value, want, errors, out)
+            continue
+        if want is list and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            errors.append("key '%s': value %r is not %s" % (path, value, {
+                str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                list: "a list"}[want]))
+            continue
+        lo_hi = _RANGES.get(path)
+        if lo_hi and not lo_hi[0] <= value <= lo_hi[1]:
+            errors.append("key '%s': value %r outside %s..%s" % (path, value, *lo_hi))
+            continue
+        out[path] = value
+
+
+def parse(data, path="config"):
+    """Validate a parsed YAML document -> ``Config``; ``ConfigError`` lists every problem."""
+    errors, flat = [], {}
+    if data is None:
+        data = {}
+    _check_types("", data, _SCHEMA, errors, flat)
+    if "link.device" not in flat and not any("'link.device'" in e for e in errors):
+        errors.append("key 'link.device' is missing (the UART to the controller, "
+                      "e.g. /dev/ttyS1 or the simulated board's link: /dev/pts/M)")
+    allow = []
+    for i, item in enumerate(flat.get("modbus.writes.allow", ())):
+        try:
+            allow.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            errors.append("key 'modbus.writes.allow[%d]': value %r is not an address or "
+                          "network (e.g. 127.0.0.1, 192.168.10.0/24, ::1)" % (i, item))
+    token = flat.get("modbus.writes.unlock_token", "")
+    if "modbus.writes.unlock_token" in flat and len(token) < 8:
+        errors.append("key 'modbus.writes.unlock_token': value of %d characters is too "
+                      "short (at least 8)" % len(token))
+    elif len(token) > 32:
+        errors.append("key 'modbus.writes.unlock_token': value of %d characters is too "
+                      "long (at most 32: the unlock register holds 16 registers)" % len(token))
+    if flat.get("modbus.writes.enabled") and not token:
+        errors.append("key 'modbus.writes.unlock_token' is missing: writes.enabled is true "
+                      "and writes need an unlock token (at least 8 characters)")
+    level = flat.get("log.level", "info")
+    if level not in _LEVELS:
+        errors.append("key 'log.level': value %r is not one of %s" % (level, ", ".join(_LEVELS)))
+    serial = flat.get("device.serial", "V2G-0001")
+    if len(serial.encode()) > 32:
+        errors.append("key 'device.serial': value %r longer than 32 bytes" % serial)
+    if errors:
+        raise ConfigError("%s: %s" % (path, "; ".join(errors)))
+    return Config(
+        path=str(path),
+        link_device=flat["link.device"],
+        link_baudrate=flat.get("link.baudrate", 115200),
+        link_hb_timeout_s=flat.get("link.hb_timeout_s", 1.0),
+        modbus_host=flat.get("modbus.host", "127.0.0.1"),
+        modbus_port=flat.get("modbus.port", 1502),
+        modbus_unit_id=flat.get("modbus.unit_id", 1),
+        modbus_stale_s=flat.get("modbus.stale_s", 1.0),
+        writes=Writes(enabled=flat.get("modbus.writes.enabled", False), allow=tuple(allow),
+                      unlock_token=token, unlock_s=flat.get("modbus.writes.unlock_s", 300.0)),
+        device_serial=serial,
+        log_level=level,
+    )
+
+
+def load(path):
+    """Read and validate the YAML file ``path`` -> ``Config`` (``ConfigError`` otherwise)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError("%s: not valid YAML: %s" % (path, str(e).replace("\n", " "))) from None
+    return parse(data, path)

@@ -1,0 +1,222 @@
+"""``v2g daemon``: the communication controller's process (``v2g-daemon``).
+
+``v2g daemon [--config /etc/v2g/config.yaml]`` validates the config (exit 2 naming key and
+value when it is bad), opens the link device (pyserial; the simulated board's
+``link: /dev/pts/M`` works), runs the version handshake (again with a fresh nonce whenever
+the link is lost, so a restarted board or daemon resynchronises), and serves Modbus TCP
+from the mirrored register image (``server``). It prints one line when it serves::
+
+    v2g daemon: serving Modbus TCP on 127.0.0.1:1502, link /dev/pts/5
+
+Signals: SIGTERM or SIGINT stop it cleanly (server closed, link closed, exit 0); SIGHUP
+reloads the config: a bad file is logged and the last good config stays; write
+permissions, ``stale_s`` and the log level change at once, the link device and the Modbus
+address need a restart (logged).
+
+``v2g daemon install-unit [--dest DIR]`` writes the systemd unit ``v2g-daemon.service``
+(default ``/etc/systemd/system``).
+
+Context: host (the communication controller).
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+
+from v2g.common.errors import ToolError, UsageError
+from v2g.gateway import config as config_mod
+
+log = logging.getLogger("v2g.gateway")
+DEFAULT_CONFIG = "/etc/v2g/config.yaml"
+UNIT_NAME = "v2g-daemon.service"
+
+
+def add_arguments(p):
+    p.add_argument("action", nargs="?", choices=("run", "install-unit"), default="run",
+                   help="run the daemon (default) or install its systemd unit")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="YAML config (default %s)" % DEFAULT_CONFIG)
+    p.add_argument("--dest", default="/etc/systemd/system",
+                   help="install-unit: folder to write %s into" % UNIT_NAME)
+
+
+def unit_text():
+    return resources.files("v2g.gateway").joinpath(UNIT_NAME).read_text()
+
+
+def install_unit(dest):
+    d = Path(dest)
+    if not d.is_dir():
+        raise UsageError("--dest %s: not a folder" % dest)
+    path = d / UNIT_NAME
+    try:
+        path.write_text(unit_text())
+    except OSError as e:
+        raise ToolError("cannot write %s: %s" % (path, e.strerror or e)) from None
+    print("wrote %s (then: systemctl daemon-reload && systemctl enable --now v2g-daemon)"
+          % path)
+
+
+def run(args):
+    if args.action == "install-unit":
+        return install_unit(args.dest)
+    cfg = config_mod.load(args.config)
+    _setup_logging(cfg.log_level)
+    try:
+        return asyncio.run(Daemon(cfg).main())
+    except OSError as e:
+        raise ToolError(str(e)) from None
+
+
+def _setup_logging(level):
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("v2g").setLevel(level.upper())
+    # pymodbus logs every malformed frame a client sends; the daemon counts refusals itself
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+class Daemon:
+    def __init__(self, cfg):
+        from v2g.gateway.server import Gateway
+
+        self.cfg = cfg
+        self.gw = Gateway(cfg)
+        self.stop = None
+        self.peer = None
+        self.device_error = None
+
+    async def main(self):
+        from v2g.gateway.server import GatewayServer
+
+        loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        server = GatewayServer(self.gw, self.cfg.modbus_host, self.cfg.modbus_port)
+        await server.serve_forever(background=True)
+        if not server.transport:
+            raise ToolError("cannot listen on %s:%d" % (self.cfg.modbus_host,
+                                                        self.cfg.modbus_port))
+        print("v2g daemon: serving Modbus TCP on %s:%d, link %s" % (
+            self.cfg.modbus_host, self.cfg.modbus_port, self.cfg.link_device), flush=True)
+        tasks = [asyncio.ensure_future(self.updater()), asyncio.ensure_future(self.link())]
+        await self.stop.wait()
+        log.info("daemon: stopping")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.shutdown()
+        await self._close_peer()
+        print("v2g daemon: stopped", flush=True)
+        return 0
+
+    async def updater(self):
+        """The one writer of the datastore (``Gateway.refresh``), every UPDATE_S."""
+        from v2g.gateway.server import UPDATE_S
+
+        while True:
+            try:
+                await self.gw.background()
+            except Exception:  # keep serving; the next image may be fine
+                log.exception("daemon: updater step failed")
+            await asyncio.sleep(UPDATE_S)
+
+    async def link(self):
+        """Open the device and hold a session: handshake, and again (fresh nonce) after
+        the link has been lost for a heartbeat timeout; reopen the device after an I/O
+        error (a USB adapter unplugged, the simulated board gone)."""
+        cfg = self.cfg
+        while True:
+            if self.peer is not None and self.device_error:
+                log.warning("link: %s: %s (reopening)", cfg.link_device, self.device_error)
+                await self._close_peer()
+                self.peer = self.gw.peer = None
+            if self.peer is None:
+                try:
+                    self.peer = self._open_device()
+                except Exception as e:  # noqa: BLE001 (serial.SerialException, OSError)
+                    log.warning("link: cannot open %s: %s (retrying)", cfg.link_device, e)
+                    await asyncio.sleep(1.0)
+                    continue
+                self.gw.peer = self.peer
+            if self.peer.state != "UP" and not self.device_error:
+                self.peer.nonce = int.from_bytes(os.urandom(4), "little")
+                try:
+                    hello = await self.peer.open(timeout=2.0)
+                    log.info("link: session up, version %d, board %r", hello["version"],
+                             hello.get("tail", ""))
+                except (asyncio.TimeoutError, ConnectionError) as e:
+                    log.warning("link: no session with the board: %s", e)
+            await asyncio.sleep(cfg.link_hb_timeout_s)
+
+    def _open_device(self):
+        """A ``LinkPeer`` over the serial device (pyserial, non-blocking, read through the
+        event loop's reader callback); an I/O error sets ``device_error`` instead of
+        raising inside the loop's callbacks."""
+        import serial
+
+        from v2g.link import LinkPeer
+
+        cfg = self.cfg
+        ser = serial.Serial(cfg.link_device, baudrate=cfg.link_baudrate, timeout=0,
+                            write_timeout=1)
+        loop = asyncio.get_running_loop()
+        self.device_error = None
+
+        def write(data):
+            if self.device_error:
+                return
+            try:
+                ser.write(data)
+            except (serial.SerialException, OSError) as e:
+                self.device_error = "write: %s" % e
+
+        peer = LinkPeer(write, hb_timeout_s=cfg.link_hb_timeout_s, log=log.debug)
+
+        def readable():
+            try:
+                data = ser.read(ser.in_waiting or 1)
+            except (serial.SerialException, OSError) as e:
+                self.device_error = "read: %s" % e
+                loop.remove_reader(ser.fileno())
+                return
+            if data:
+                peer.feed(data)
+
+        loop.add_reader(ser.fileno(), readable)
+        peer.serial = ser
+        return peer
+
+    async def _close_peer(self):
+        if self.peer is not None:
+            await self.peer.close()
+            ser = getattr(self.peer, "serial", None)
+            if ser is not None:
+                try:
+                    asyncio.get_running_loop().remove_reader(ser.fileno())
+                except (ValueError, OSError):
+                    pass
+                try:
+                    ser.close()
+                except OSError:
+                    pass
+
+    def reload(self):
+        try:
+            new = config_mod.load(self.cfg.path)
+        except UsageError as e:
+            log.error("daemon: reload refused, keeping the last good config: %s", e)
+            return
+        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port"):
+            if getattr(new, key) != getattr(self.cfg, key):
+                log.warning("daemon: %s changed: takes effect at the next start", key)
+                setattr(new, key, getattr(self.cfg, key))
+        self.cfg = new
+        self.gw.cfg = new
+        logging.getLogger("v2g").setLevel(new.log_level.upper())
+        log.info("daemon: config reloaded from %s", new.path)

@@ -3,8 +3,8 @@
 Two regions of holding registers (function 3; function 4 reads the same words):
 
 - **status block** at protocol address 0 (register 40001): the DC-contactor status code
-  (CONTRACTS.md: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING), then state, fault,
-  voltages, power, energy, temperature, tick and link figures (``STATUS``), each with its
+  (docs/formats.md section 8: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING), then
+  state, fault, voltages, power, energy, temperature, tick and link figures (``STATUS``), each with its
   type, unit and scale factor; the **unlock register** at 100 (16 registers, write-only);
 - **SunSpec device** at 40000: "SunS", models 1, 701, 702, 704, 705-710, 713, end 0xFFFF.
   Each model's points come from the SunSpec model JSON that pysunspec2 ships
@@ -598,7 +598,7 @@ def markdown():
     rm = build()
     lines = ["# Modbus register map (v2g-daemon)", "",
              "Holding registers (function 3; 4 reads the same). Address = protocol address "
-             "(register number = address + 40001 for the status block, as in CONTRACTS.md). "
+             "(register number = address + 40001 for the status block, as in docs/formats.md). "
              "Value = stored integer x 10^SF in the unit. Multi-register values big-endian. "
              "'not implemented' values: 0x8000 int16, 0xFFFF uint16/enum16, 0xFFFFFFFF "
              "uint32, 0x80000000 int32, NUL strings; every point except structure reads so "

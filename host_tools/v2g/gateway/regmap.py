@@ -5,7 +5,8 @@ Two regions of holding registers (function 3; function 4 reads the same words):
 - **status block** at protocol address 0 (register 40001): the DC-contactor status code
   (docs/formats.md section 8: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING), then
   state, fault, voltages, power, energy, temperature, tick and link figures (``STATUS``),
-  each with its type, unit and scale factor; the **unlock register** at 100 (16 registers, write-only);
+  each with its type, unit and scale factor; the **unlock register** at 100 (16
+  registers, write-only);
 - **SunSpec device** at 40000: "SunS", models 1, 701, 702, 704, 705-710, 713, end 0xFFFF.
   Each model's points come from the SunSpec model JSON that pysunspec2 ships
   (``sunspec2/models/json/model_N.json``: names, types, sizes, scale-factor names, units,

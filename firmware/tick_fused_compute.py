@@ -498,23 +498,29 @@ def compute(m: ptr32) -> int:
             current_id_ref = current_i_max
         elif current_id_ref < -current_i_max:
             current_id_ref = -current_i_max
-        isqrt_n = current_i_max * current_i_max - current_id_ref * current_id_ref
-        isqrt_root = 0
-        isqrt_bit = 1 << 28
-        while isqrt_bit > isqrt_n:
-            isqrt_bit >>= 2
-        while isqrt_bit != 0:
-            if isqrt_n >= isqrt_root + isqrt_bit:
-                isqrt_n -= isqrt_root + isqrt_bit
-                isqrt_root = (isqrt_root >> 1) + isqrt_bit
-            else:
-                isqrt_root >>= 1
-            isqrt_bit >>= 2
-        current_t = isqrt_root
-        if current_iq_ref > current_t:
-            current_iq_ref = current_t
-        elif current_iq_ref < -current_t:
-            current_iq_ref = -current_t
+        if current_iq_ref > current_i_max:
+            current_iq_ref = current_i_max
+        elif current_iq_ref < -current_i_max:
+            current_iq_ref = -current_i_max
+        current_n = current_i_max * current_i_max - current_id_ref * current_id_ref
+        if current_iq_ref * current_iq_ref > current_n:
+            isqrt_n = current_n
+            isqrt_root = 0
+            isqrt_bit = 1 << 28
+            while isqrt_bit > isqrt_n:
+                isqrt_bit >>= 2
+            while isqrt_bit != 0:
+                if isqrt_n >= isqrt_root + isqrt_bit:
+                    isqrt_n -= isqrt_root + isqrt_bit
+                    isqrt_root = (isqrt_root >> 1) + isqrt_bit
+                else:
+                    isqrt_root >>= 1
+                isqrt_bit >>= 2
+            current_t = isqrt_root
+            if current_iq_ref > current_t:
+                current_iq_ref = current_t
+            elif current_iq_ref < -current_t:
+                current_iq_ref = -current_t
         m[849] = current_id_ref
         m[850] = current_iq_ref
         current_kp = m[821]

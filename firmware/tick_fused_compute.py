@@ -11,6 +11,7 @@ import micropython
 @micropython.viper
 def compute(m: ptr32) -> int:
     """tick.compute with every step inlined (generated); ``m`` is the block of LAYOUT. Context: tick."""
+    pll_y = 0
     va = (m[0] - m[7]) * m[14] >> 14
     vb = (m[1] - m[8]) * m[15] >> 14
     vc = (m[2] - m[9]) * m[16] >> 14

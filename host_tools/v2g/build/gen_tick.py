@@ -680,6 +680,33 @@ def _optimize(fn, layout, tables, block):
     fn.body = [folder.visit(s) for s in fn.body]
 
 
+# viper keeps the first two locals (parameters first, then by first appearance) in
+# registers when compiled to .mpy (py/emitnative.c MAX_REGS_FOR_LOCAL_VARS); every other
+# local is a stack slot, loaded and stored around each use
+REGISTER_LOCALS = 2
+
+
+def _hint_register_local(fn):
+    """When ``fn`` leaves a register local free, give it the local used most often (by
+    count of names in the code, the unrolled loops included): assigning it first makes it
+    the next local. Its value at the top is never read (it is assigned again before its
+    first use, as every local of the generated code is)."""
+    free = REGISTER_LOCALS - len(fn.args.args)
+    if free <= 0:
+        return
+    params = {a.arg for a in fn.args.args}
+    stores = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)
+              and isinstance(n.ctx, ast.Store)}
+    uses = {}
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Name) and n.id in stores and n.id not in params:
+            uses[n.id] = uses.get(n.id, 0) + 1
+    hot = sorted(uses, key=lambda k: (-uses[k], k))[:free]
+    doc = int(isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant))
+    fn.body[doc:doc] = [ast.Assign(targets=[ast.Name(h, ast.Store())], value=ast.Constant(0),
+                               lineno=1) for h in hot]
+
+
 def _fuse(tmpl, name):
     """Template ``name`` of module ``tmpl`` with its calls inlined and consts replaced:
     (FunctionDef without decorators, Inliner)."""
@@ -766,6 +793,8 @@ def render(fw_dir=None, block=BLOCK, isr=True):
     """{module name: text} of the generated modules; GenError names what cannot be
     inlined. ``isr`` False leaves out the interrupt body (templates without one)."""
     fn, globs = fused_function(fw_dir, block)
+    comp = copy.deepcopy(fn)  # the compute on its own: a register left for a hot local
+    _hint_register_local(comp)
     by_module = {}
     for name, (mod, orig) in sorted(globs.items()):
         by_module.setdefault(mod, []).append(orig if orig == name else "%s as %s"
@@ -774,7 +803,7 @@ def render(fw_dir=None, block=BLOCK, isr=True):
                       sorted(by_module.items()))
     out = {COMPUTE_MODULE: "%s%s\n\n@micropython.viper\n%s\n" % (
         _header("The tick's compute() with every step inlined"), imports,
-        ast.unparse(ast.fix_missing_locations(fn)))}
+        ast.unparse(ast.fix_missing_locations(comp)))}
     text = _header("The tick's state block and interrupt body with every step inlined")
     if block is not None:
         parts, words, tables = block_layout(block)

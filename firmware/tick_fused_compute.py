@@ -376,7 +376,7 @@ def compute(m: ptr32) -> int:
     grid_measure_pb = (grid_measure_va * grid_measure_cs + grid_measure_da * grid_measure_sn + 8192 >> 14) + 1048576
     m[1314 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[884] + grid_measure_pb - m[1314 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[1314 + grid_measure_j0]
         else:
@@ -395,7 +395,7 @@ def compute(m: ptr32) -> int:
     grid_measure_pb = (grid_measure_da * grid_measure_cs - grid_measure_va * grid_measure_sn + 8192 >> 14) + 1048576
     m[1570 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[885] + grid_measure_pb - m[1570 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[1570 + grid_measure_j0]
         else:
@@ -414,7 +414,7 @@ def compute(m: ptr32) -> int:
     grid_measure_pb = (grid_measure_vb * grid_measure_cs + grid_measure_db * grid_measure_sn + 8192 >> 14) + 1048576
     m[1826 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[886] + grid_measure_pb - m[1826 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[1826 + grid_measure_j0]
         else:
@@ -433,7 +433,7 @@ def compute(m: ptr32) -> int:
     grid_measure_pb = (grid_measure_db * grid_measure_cs - grid_measure_vb * grid_measure_sn + 8192 >> 14) + 1048576
     m[2082 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[887] + grid_measure_pb - m[2082 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[2082 + grid_measure_j0]
         else:
@@ -452,7 +452,7 @@ def compute(m: ptr32) -> int:
     grid_measure_pb = (grid_measure_vc * grid_measure_cs + grid_measure_dc * grid_measure_sn + 8192 >> 14) + 1048576
     m[2338 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[888] + grid_measure_pb - m[2338 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[2338 + grid_measure_j0]
         else:
@@ -471,7 +471,7 @@ def compute(m: ptr32) -> int:
     grid_measure_pb = (grid_measure_dc * grid_measure_cs - grid_measure_vc * grid_measure_sn + 8192 >> 14) + 1048576
     m[2594 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[889] + grid_measure_pb - m[2594 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[2594 + grid_measure_j0]
         else:
@@ -547,11 +547,11 @@ def compute(m: ptr32) -> int:
             grid_measure_due |= 8
     else:
         m[893] = 0
-    if grid_measure_due == 0 or grid_measure_armed == 0:
+    if not grid_measure_due or not grid_measure_armed:
         grid_measure_ret = 0
     else:
         grid_measure_code = m[855]
-        if grid_measure_code != 0:
+        if grid_measure_code:
             grid_measure_ret = grid_measure_code
         else:
             if grid_measure_due & 3:
@@ -568,7 +568,7 @@ def compute(m: ptr32) -> int:
                 while grid_measure_bit > grid_measure_n:
                     grid_measure_bit >>= 2
                 grid_measure_v = grid_measure_n
-                while grid_measure_bit != 0:
+                while grid_measure_bit:
                     if grid_measure_v >= grid_measure_r + grid_measure_bit:
                         grid_measure_v -= grid_measure_r + grid_measure_bit
                         grid_measure_r = (grid_measure_r >> 1) + grid_measure_bit
@@ -590,7 +590,7 @@ def compute(m: ptr32) -> int:
             m[871] = grid_measure_n + 536870912
             grid_measure_ret = grid_measure_code
     protect_fast_code = m[855]
-    if protect_fast_code != 0:
+    if protect_fast_code:
         code = protect_fast_code
     else:
         protect_fast_lim = m[853]
@@ -607,12 +607,12 @@ def compute(m: ptr32) -> int:
         elif v_dc > m[854]:
             protect_fast_value = v_dc
             protect_fast_code = 34
-        if protect_fast_code != 0:
+        if protect_fast_code:
             m[856] = protect_fast_value + 536870912
             m[855] = protect_fast_code
             m[857] = m[857] + 1
         code = protect_fast_code
-    if code != 0:
+    if code:
         m[831] = 0
     current_cs = m[32] - 16384
     current_sn = m[33] - 16384
@@ -633,7 +633,7 @@ def compute(m: ptr32) -> int:
     m[848] = (current_v_q * current_i_d >> 12) - (current_v_d * current_i_q >> 12)
     current_p_ref = m[833] - 536870912
     current_q_ref = m[834] - 536870912
-    if m[831] == 0:
+    if not m[831]:
         m[833] = 536870912
         m[834] = 536870912
         m[835] = 536870912
@@ -678,7 +678,7 @@ def compute(m: ptr32) -> int:
             isqrt_bit = 268435456
             while isqrt_bit > isqrt_n:
                 isqrt_bit >>= 2
-            while isqrt_bit != 0:
+            while isqrt_bit:
                 if isqrt_n >= isqrt_root + isqrt_bit:
                     isqrt_n -= isqrt_root + isqrt_bit
                     isqrt_root = (isqrt_root >> 1) + isqrt_bit
@@ -703,7 +703,7 @@ def compute(m: ptr32) -> int:
         elif current_e < -8192:
             current_e = -8192
         current_integ = m[835] - 536870912
-        if current_sat == 0 or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
+        if not current_sat or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
             current_integ += current_ki * current_e
             if current_integ > current_int_max:
                 current_integ = current_int_max
@@ -717,7 +717,7 @@ def compute(m: ptr32) -> int:
         elif current_e < -8192:
             current_e = -8192
         current_integ = m[836] - 536870912
-        if current_sat == 0 or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
+        if not current_sat or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
             current_integ += current_ki * current_e
             if current_integ > current_int_max:
                 current_integ = current_int_max
@@ -725,9 +725,9 @@ def compute(m: ptr32) -> int:
                 current_integ = -current_int_max
         m[836] = current_integ + 536870912
         m[846] = current_v_q - (current_wl * current_i_d >> 12) - (current_kp * current_e >> 12) - (current_integ >> 12) + 536870912
-    if code != 0:
+    if code:
         return code
-    if m[831] == 0:
+    if not m[831]:
         return -1
     svpwm_v_dc = v_dc
     svpwm_cs = m[32] - 16384

@@ -650,6 +650,33 @@ class _Fold(ast.NodeTransformer):
                 return self.visit(folded)
         return node
 
+    def _test(self, node):
+        """A test against zero as the test itself: ``x != 0`` -> ``x``, ``x == 0`` ->
+        ``not x`` (viper: compare with 0 and branch, instead of a compare that makes a
+        bool that is then compared with 0 and branched on)."""
+        if isinstance(node, ast.BoolOp):
+            node.values = [self._test(v) for v in node.values]
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            node.operand = self._test(node.operand)
+        elif (isinstance(node, ast.Compare) and len(node.ops) == 1
+              and isinstance(node.ops[0], (ast.Eq, ast.NotEq))
+              and isinstance(node.comparators[0], ast.Constant)
+              and type(node.comparators[0].value) is int and node.comparators[0].value == 0):
+            if isinstance(node.ops[0], ast.NotEq):
+                return node.left
+            return ast.copy_location(ast.UnaryOp(ast.Not(), node.left), node)
+        return node
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        node.test = self._test(node.test)
+        return node
+
+    def visit_While(self, node):
+        self.generic_visit(node)
+        node.test = self._test(node.test)
+        return node
+
     def visit_Subscript(self, node):
         self.generic_visit(node)
         if (isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Name)
@@ -775,6 +802,8 @@ def fused_run(compute_fn):
             raise GenError("%s.%s line %d: no try here (it would keep every local of the "
                            "fused body out of registers); make_tick's handler catches"
                            % (TEMPLATE_MODULE, ISR_TEMPLATE, node.lineno))
+    folder = _Fold({})  # the template's own tests and constants (the compute is folded)
+    fn.body = [folder.visit(s) for s in fn.body]
     fn.name = ISR_OUTPUT
     fn.body.insert(0, ast.Expr(ast.Constant(
         "tick.%s with the fused compute inlined (generated). Context: tick." % ISR_TEMPLATE)))

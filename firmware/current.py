@@ -189,11 +189,20 @@ def step(cc: ptr32, pll_st: ptr32, va: int, vb: int, vc: int, ia: int, ib: int, 
         id_ref = i_max
     elif id_ref < -i_max:
         id_ref = -i_max
-    t = int(_isqrt(i_max * i_max - id_ref * id_ref))
-    if iq_ref > t:
-        iq_ref = t
-    elif iq_ref < -t:
-        iq_ref = -t
+    # |iq_ref| <= isqrt(i_max**2 - id_ref**2) <= i_max. Clamping to +/-i_max first gives
+    # the same result and bounds iq_ref**2; the root is only needed when the vector is
+    # beyond the limit (iq_ref**2 <= n means |iq_ref| <= floor(sqrt(n)): no clamp).
+    if iq_ref > i_max:
+        iq_ref = i_max
+    elif iq_ref < -i_max:
+        iq_ref = -i_max
+    n = i_max * i_max - id_ref * id_ref
+    if iq_ref * iq_ref > n:
+        t = int(_isqrt(n))
+        if iq_ref > t:
+            iq_ref = t
+        elif iq_ref < -t:
+            iq_ref = -t
     cc[I_D_REF] = id_ref
     cc[I_Q_REF] = iq_ref
 

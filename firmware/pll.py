@@ -243,15 +243,17 @@ def step(st: ptr32, va: int, vb: int, vc: int):
         phi = _HALF28
     i = 0
     while i < _CORDIC_STEPS:
+        # (operand order and the copy inside each branch: the cheapest viper shape)
         if y > 0:
-            t = x + (y >> i)
+            t = (y >> i) + x
             y = y - (x >> i)
+            x = t
             phi += atan[i]
         else:
             t = x - (y >> i)
-            y = y + (x >> i)
+            y = (x >> i) + y
+            x = t
             phi -= atan[i]
-        x = t
         i += 1
     # |V| = (x / 1.6468 / 2) / W and 1 / W = w_r / 2**27; 19898 = 0.60725 * 2**15.
     v_pos = ((x >> 8) * (((w_r >> 8) * 19898) >> 12)) >> 15

@@ -11,6 +11,7 @@ import micropython
 @micropython.viper
 def compute(m: ptr32) -> int:
     """tick.compute with every step inlined (generated); ``m`` is the block of LAYOUT. Context: tick."""
+    pll_y = 0
     va = (m[0] - m[7]) * m[14] >> 14
     vb = (m[1] - m[8]) * m[15] >> 14
     vc = (m[2] - m[9]) * m[16] >> 14
@@ -88,18 +89,186 @@ def compute(m: ptr32) -> int:
         pll_x = -pll_x
         pll_y = -pll_y
         pll_phi = 134217728
-    pll_i = 0
-    while pll_i < 18:
-        if pll_y > 0:
-            pll_t = pll_x + (pll_y >> pll_i)
-            pll_y = pll_y - (pll_x >> pll_i)
-            pll_phi += m[3363 + pll_i]
-        else:
-            pll_t = pll_x - (pll_y >> pll_i)
-            pll_y = pll_y + (pll_x >> pll_i)
-            pll_phi -= m[3363 + pll_i]
+    if pll_y > 0:
+        pll_t = pll_y + pll_x
+        pll_y = pll_y - pll_x
         pll_x = pll_t
-        pll_i += 1
+        pll_phi += 33554432
+    else:
+        pll_t = pll_x - pll_y
+        pll_y = pll_x + pll_y
+        pll_x = pll_t
+        pll_phi -= 33554432
+    if pll_y > 0:
+        pll_t = (pll_y >> 1) + pll_x
+        pll_y = pll_y - (pll_x >> 1)
+        pll_x = pll_t
+        pll_phi += 19808338
+    else:
+        pll_t = pll_x - (pll_y >> 1)
+        pll_y = (pll_x >> 1) + pll_y
+        pll_x = pll_t
+        pll_phi -= 19808338
+    if pll_y > 0:
+        pll_t = (pll_y >> 2) + pll_x
+        pll_y = pll_y - (pll_x >> 2)
+        pll_x = pll_t
+        pll_phi += 10466182
+    else:
+        pll_t = pll_x - (pll_y >> 2)
+        pll_y = (pll_x >> 2) + pll_y
+        pll_x = pll_t
+        pll_phi -= 10466182
+    if pll_y > 0:
+        pll_t = (pll_y >> 3) + pll_x
+        pll_y = pll_y - (pll_x >> 3)
+        pll_x = pll_t
+        pll_phi += 5312797
+    else:
+        pll_t = pll_x - (pll_y >> 3)
+        pll_y = (pll_x >> 3) + pll_y
+        pll_x = pll_t
+        pll_phi -= 5312797
+    if pll_y > 0:
+        pll_t = (pll_y >> 4) + pll_x
+        pll_y = pll_y - (pll_x >> 4)
+        pll_x = pll_t
+        pll_phi += 2666708
+    else:
+        pll_t = pll_x - (pll_y >> 4)
+        pll_y = (pll_x >> 4) + pll_y
+        pll_x = pll_t
+        pll_phi -= 2666708
+    if pll_y > 0:
+        pll_t = (pll_y >> 5) + pll_x
+        pll_y = pll_y - (pll_x >> 5)
+        pll_x = pll_t
+        pll_phi += 1334654
+    else:
+        pll_t = pll_x - (pll_y >> 5)
+        pll_y = (pll_x >> 5) + pll_y
+        pll_x = pll_t
+        pll_phi -= 1334654
+    if pll_y > 0:
+        pll_t = (pll_y >> 6) + pll_x
+        pll_y = pll_y - (pll_x >> 6)
+        pll_x = pll_t
+        pll_phi += 667490
+    else:
+        pll_t = pll_x - (pll_y >> 6)
+        pll_y = (pll_x >> 6) + pll_y
+        pll_x = pll_t
+        pll_phi -= 667490
+    if pll_y > 0:
+        pll_t = (pll_y >> 7) + pll_x
+        pll_y = pll_y - (pll_x >> 7)
+        pll_x = pll_t
+        pll_phi += 333765
+    else:
+        pll_t = pll_x - (pll_y >> 7)
+        pll_y = (pll_x >> 7) + pll_y
+        pll_x = pll_t
+        pll_phi -= 333765
+    if pll_y > 0:
+        pll_t = (pll_y >> 8) + pll_x
+        pll_y = pll_y - (pll_x >> 8)
+        pll_x = pll_t
+        pll_phi += 166885
+    else:
+        pll_t = pll_x - (pll_y >> 8)
+        pll_y = (pll_x >> 8) + pll_y
+        pll_x = pll_t
+        pll_phi -= 166885
+    if pll_y > 0:
+        pll_t = (pll_y >> 9) + pll_x
+        pll_y = pll_y - (pll_x >> 9)
+        pll_x = pll_t
+        pll_phi += 83443
+    else:
+        pll_t = pll_x - (pll_y >> 9)
+        pll_y = (pll_x >> 9) + pll_y
+        pll_x = pll_t
+        pll_phi -= 83443
+    if pll_y > 0:
+        pll_t = (pll_y >> 10) + pll_x
+        pll_y = pll_y - (pll_x >> 10)
+        pll_x = pll_t
+        pll_phi += 41722
+    else:
+        pll_t = pll_x - (pll_y >> 10)
+        pll_y = (pll_x >> 10) + pll_y
+        pll_x = pll_t
+        pll_phi -= 41722
+    if pll_y > 0:
+        pll_t = (pll_y >> 11) + pll_x
+        pll_y = pll_y - (pll_x >> 11)
+        pll_x = pll_t
+        pll_phi += 20861
+    else:
+        pll_t = pll_x - (pll_y >> 11)
+        pll_y = (pll_x >> 11) + pll_y
+        pll_x = pll_t
+        pll_phi -= 20861
+    if pll_y > 0:
+        pll_t = (pll_y >> 12) + pll_x
+        pll_y = pll_y - (pll_x >> 12)
+        pll_x = pll_t
+        pll_phi += 10430
+    else:
+        pll_t = pll_x - (pll_y >> 12)
+        pll_y = (pll_x >> 12) + pll_y
+        pll_x = pll_t
+        pll_phi -= 10430
+    if pll_y > 0:
+        pll_t = (pll_y >> 13) + pll_x
+        pll_y = pll_y - (pll_x >> 13)
+        pll_x = pll_t
+        pll_phi += 5215
+    else:
+        pll_t = pll_x - (pll_y >> 13)
+        pll_y = (pll_x >> 13) + pll_y
+        pll_x = pll_t
+        pll_phi -= 5215
+    if pll_y > 0:
+        pll_t = (pll_y >> 14) + pll_x
+        pll_y = pll_y - (pll_x >> 14)
+        pll_x = pll_t
+        pll_phi += 2608
+    else:
+        pll_t = pll_x - (pll_y >> 14)
+        pll_y = (pll_x >> 14) + pll_y
+        pll_x = pll_t
+        pll_phi -= 2608
+    if pll_y > 0:
+        pll_t = (pll_y >> 15) + pll_x
+        pll_y = pll_y - (pll_x >> 15)
+        pll_x = pll_t
+        pll_phi += 1304
+    else:
+        pll_t = pll_x - (pll_y >> 15)
+        pll_y = (pll_x >> 15) + pll_y
+        pll_x = pll_t
+        pll_phi -= 1304
+    if pll_y > 0:
+        pll_t = (pll_y >> 16) + pll_x
+        pll_y = pll_y - (pll_x >> 16)
+        pll_x = pll_t
+        pll_phi += 652
+    else:
+        pll_t = pll_x - (pll_y >> 16)
+        pll_y = (pll_x >> 16) + pll_y
+        pll_x = pll_t
+        pll_phi -= 652
+    if pll_y > 0:
+        pll_t = (pll_y >> 17) + pll_x
+        pll_y = pll_y - (pll_x >> 17)
+        pll_x = pll_t
+        pll_phi += 326
+    else:
+        pll_t = pll_x - (pll_y >> 17)
+        pll_y = (pll_x >> 17) + pll_y
+        pll_x = pll_t
+        pll_phi -= 326
     pll_v_pos = (pll_x >> 8) * ((pll_w_r >> 8) * 19898 >> 12) >> 15
     pll_d_q2 = m[41]
     pll_l_sh = m[42]
@@ -176,8 +345,8 @@ def compute(m: ptr32) -> int:
     m[882] = grid_measure_pos
     grid_measure_k = grid_measure_pos & 127
     m[930 + grid_measure_k] = grid_measure_va + 1048576
-    m[866 + (64 + 128 + grid_measure_k)] = grid_measure_vb + 1048576
-    m[866 + (64 + 2 * 128 + grid_measure_k)] = grid_measure_vc + 1048576
+    m[1058 + grid_measure_k] = grid_measure_vb + 1048576
+    m[1186 + grid_measure_k] = grid_measure_vc + 1048576
     grid_measure_jd = grid_measure_pos - (grid_measure_win_q8 + 256 >> 9) & 127
     grid_measure_ni = m[883]
     grid_measure_grow = 0
@@ -201,13 +370,13 @@ def compute(m: ptr32) -> int:
     grid_measure_m = m[902] // grid_measure_win_q8
     grid_measure_a_sh = m[903]
     grid_measure_rnd = 1 << grid_measure_a_sh >> 1
-    grid_measure_da = m[866 + (64 + 0 + grid_measure_jd)] - 1048576
-    grid_measure_db = m[866 + (64 + 128 + grid_measure_jd)] - 1048576
-    grid_measure_dc = m[866 + (64 + 256 + grid_measure_jd)] - 1048576
+    grid_measure_da = m[930 + grid_measure_jd] - 1048576
+    grid_measure_db = m[1058 + grid_measure_jd] - 1048576
+    grid_measure_dc = m[1186 + grid_measure_jd] - 1048576
     grid_measure_pb = (grid_measure_va * grid_measure_cs + grid_measure_da * grid_measure_sn + 8192 >> 14) + 1048576
     m[1314 + grid_measure_pos] = grid_measure_pb
     grid_measure_sb = m[884] + grid_measure_pb - m[1314 + grid_measure_j0]
-    if grid_measure_grow != 0:
+    if grid_measure_grow:
         if grid_measure_grow > 0:
             grid_measure_sb += m[1314 + grid_measure_j0]
         else:
@@ -222,102 +391,102 @@ def compute(m: ptr32) -> int:
         grid_measure_re_a = 23170
     elif grid_measure_re_a < -23170:
         grid_measure_re_a = -23170
-    m[874 + 0] = grid_measure_re_a + 536870912
+    m[874] = grid_measure_re_a + 536870912
     grid_measure_pb = (grid_measure_da * grid_measure_cs - grid_measure_va * grid_measure_sn + 8192 >> 14) + 1048576
-    m[866 + (448 + 256 + grid_measure_pos)] = grid_measure_pb
-    grid_measure_sb = m[884 + 1] + grid_measure_pb - m[866 + (448 + 256 + grid_measure_j0)]
-    if grid_measure_grow != 0:
+    m[1570 + grid_measure_pos] = grid_measure_pb
+    grid_measure_sb = m[885] + grid_measure_pb - m[1570 + grid_measure_j0]
+    if grid_measure_grow:
         if grid_measure_grow > 0:
-            grid_measure_sb += m[866 + (448 + 256 + grid_measure_j0)]
+            grid_measure_sb += m[1570 + grid_measure_j0]
         else:
-            grid_measure_sb -= m[866 + (448 + 256 + grid_measure_j1)]
-    m[884 + 1] = grid_measure_sb
-    grid_measure_ab = m[866 + (448 + 256 + grid_measure_ja)]
+            grid_measure_sb -= m[1570 + grid_measure_j1]
+    m[885] = grid_measure_sb
+    grid_measure_ab = m[1570 + grid_measure_ja]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 256 + grid_measure_jb)] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[1570 + grid_measure_jb] - grid_measure_ab) >> 13
     grid_measure_im_a = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_im_a > 23170:
         grid_measure_im_a = 23170
     elif grid_measure_im_a < -23170:
         grid_measure_im_a = -23170
-    m[874 + 1] = grid_measure_im_a + 536870912
+    m[875] = grid_measure_im_a + 536870912
     grid_measure_pb = (grid_measure_vb * grid_measure_cs + grid_measure_db * grid_measure_sn + 8192 >> 14) + 1048576
-    m[866 + (448 + 512 + grid_measure_pos)] = grid_measure_pb
-    grid_measure_sb = m[884 + 2] + grid_measure_pb - m[866 + (448 + 512 + grid_measure_j0)]
-    if grid_measure_grow != 0:
+    m[1826 + grid_measure_pos] = grid_measure_pb
+    grid_measure_sb = m[886] + grid_measure_pb - m[1826 + grid_measure_j0]
+    if grid_measure_grow:
         if grid_measure_grow > 0:
-            grid_measure_sb += m[866 + (448 + 512 + grid_measure_j0)]
+            grid_measure_sb += m[1826 + grid_measure_j0]
         else:
-            grid_measure_sb -= m[866 + (448 + 512 + grid_measure_j1)]
-    m[884 + 2] = grid_measure_sb
-    grid_measure_ab = m[866 + (448 + 512 + grid_measure_ja)]
+            grid_measure_sb -= m[1826 + grid_measure_j1]
+    m[886] = grid_measure_sb
+    grid_measure_ab = m[1826 + grid_measure_ja]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 512 + grid_measure_jb)] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[1826 + grid_measure_jb] - grid_measure_ab) >> 13
     grid_measure_re_b = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_re_b > 23170:
         grid_measure_re_b = 23170
     elif grid_measure_re_b < -23170:
         grid_measure_re_b = -23170
-    m[874 + 2] = grid_measure_re_b + 536870912
+    m[876] = grid_measure_re_b + 536870912
     grid_measure_pb = (grid_measure_db * grid_measure_cs - grid_measure_vb * grid_measure_sn + 8192 >> 14) + 1048576
-    m[866 + (448 + 768 + grid_measure_pos)] = grid_measure_pb
-    grid_measure_sb = m[884 + 3] + grid_measure_pb - m[866 + (448 + 768 + grid_measure_j0)]
-    if grid_measure_grow != 0:
+    m[2082 + grid_measure_pos] = grid_measure_pb
+    grid_measure_sb = m[887] + grid_measure_pb - m[2082 + grid_measure_j0]
+    if grid_measure_grow:
         if grid_measure_grow > 0:
-            grid_measure_sb += m[866 + (448 + 768 + grid_measure_j0)]
+            grid_measure_sb += m[2082 + grid_measure_j0]
         else:
-            grid_measure_sb -= m[866 + (448 + 768 + grid_measure_j1)]
-    m[884 + 3] = grid_measure_sb
-    grid_measure_ab = m[866 + (448 + 768 + grid_measure_ja)]
+            grid_measure_sb -= m[2082 + grid_measure_j1]
+    m[887] = grid_measure_sb
+    grid_measure_ab = m[2082 + grid_measure_ja]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 768 + grid_measure_jb)] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[2082 + grid_measure_jb] - grid_measure_ab) >> 13
     grid_measure_im_b = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_im_b > 23170:
         grid_measure_im_b = 23170
     elif grid_measure_im_b < -23170:
         grid_measure_im_b = -23170
-    m[874 + 3] = grid_measure_im_b + 536870912
+    m[877] = grid_measure_im_b + 536870912
     grid_measure_pb = (grid_measure_vc * grid_measure_cs + grid_measure_dc * grid_measure_sn + 8192 >> 14) + 1048576
-    m[866 + (448 + 1024 + grid_measure_pos)] = grid_measure_pb
-    grid_measure_sb = m[884 + 4] + grid_measure_pb - m[866 + (448 + 1024 + grid_measure_j0)]
-    if grid_measure_grow != 0:
+    m[2338 + grid_measure_pos] = grid_measure_pb
+    grid_measure_sb = m[888] + grid_measure_pb - m[2338 + grid_measure_j0]
+    if grid_measure_grow:
         if grid_measure_grow > 0:
-            grid_measure_sb += m[866 + (448 + 1024 + grid_measure_j0)]
+            grid_measure_sb += m[2338 + grid_measure_j0]
         else:
-            grid_measure_sb -= m[866 + (448 + 1024 + grid_measure_j1)]
-    m[884 + 4] = grid_measure_sb
-    grid_measure_ab = m[866 + (448 + 1024 + grid_measure_ja)]
+            grid_measure_sb -= m[2338 + grid_measure_j1]
+    m[888] = grid_measure_sb
+    grid_measure_ab = m[2338 + grid_measure_ja]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 1024 + grid_measure_jb)] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[2338 + grid_measure_jb] - grid_measure_ab) >> 13
     grid_measure_re_c = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_re_c > 23170:
         grid_measure_re_c = 23170
     elif grid_measure_re_c < -23170:
         grid_measure_re_c = -23170
-    m[874 + 4] = grid_measure_re_c + 536870912
+    m[878] = grid_measure_re_c + 536870912
     grid_measure_pb = (grid_measure_dc * grid_measure_cs - grid_measure_vc * grid_measure_sn + 8192 >> 14) + 1048576
-    m[866 + (448 + 1280 + grid_measure_pos)] = grid_measure_pb
-    grid_measure_sb = m[884 + 5] + grid_measure_pb - m[866 + (448 + 1280 + grid_measure_j0)]
-    if grid_measure_grow != 0:
+    m[2594 + grid_measure_pos] = grid_measure_pb
+    grid_measure_sb = m[889] + grid_measure_pb - m[2594 + grid_measure_j0]
+    if grid_measure_grow:
         if grid_measure_grow > 0:
-            grid_measure_sb += m[866 + (448 + 1280 + grid_measure_j0)]
+            grid_measure_sb += m[2594 + grid_measure_j0]
         else:
-            grid_measure_sb -= m[866 + (448 + 1280 + grid_measure_j1)]
-    m[884 + 5] = grid_measure_sb
-    grid_measure_ab = m[866 + (448 + 1280 + grid_measure_ja)]
+            grid_measure_sb -= m[2594 + grid_measure_j1]
+    m[889] = grid_measure_sb
+    grid_measure_ab = m[2594 + grid_measure_ja]
     grid_measure_x = grid_measure_sb - grid_measure_nb
     grid_measure_x = grid_measure_x + grid_measure_x + grid_measure_ab - grid_measure_pb + (grid_measure_fr * (grid_measure_ab - 1048576) >> 13)
-    grid_measure_x += grid_measure_fr2 * (m[866 + (448 + 1280 + grid_measure_jb)] - grid_measure_ab) >> 13
+    grid_measure_x += grid_measure_fr2 * (m[2594 + grid_measure_jb] - grid_measure_ab) >> 13
     grid_measure_im_c = (grid_measure_x + grid_measure_rnd >> grid_measure_a_sh) * grid_measure_m + 4096 >> 13
     if grid_measure_im_c > 23170:
         grid_measure_im_c = 23170
     elif grid_measure_im_c < -23170:
         grid_measure_im_c = -23170
-    m[874 + 5] = grid_measure_im_c + 536870912
+    m[879] = grid_measure_im_c + 536870912
     grid_measure_m_a = grid_measure_re_a * grid_measure_re_a + grid_measure_im_a * grid_measure_im_a
     grid_measure_m_b = grid_measure_re_b * grid_measure_re_b + grid_measure_im_b * grid_measure_im_b
     grid_measure_m_c = grid_measure_re_c * grid_measure_re_c + grid_measure_im_c * grid_measure_im_c
@@ -351,38 +520,38 @@ def compute(m: ptr32) -> int:
     else:
         m[890] = 0
     if grid_measure_lo < m[895]:
-        grid_measure_n = m[890 + 1]
-        if grid_measure_n < m[898 + 1]:
+        grid_measure_n = m[891]
+        if grid_measure_n < m[899]:
             grid_measure_n += 1
-            m[890 + 1] = grid_measure_n
-        if grid_measure_n >= m[898 + 1]:
+            m[891] = grid_measure_n
+        if grid_measure_n >= m[899]:
             grid_measure_due |= 2
     else:
-        m[890 + 1] = 0
+        m[891] = 0
     grid_measure_w_f = m[23]
     if grid_measure_w_f > m[896] and m[29] >= 410:
-        grid_measure_n = m[890 + 2]
-        if grid_measure_n < m[898 + 2]:
+        grid_measure_n = m[892]
+        if grid_measure_n < m[900]:
             grid_measure_n += 1
-            m[890 + 2] = grid_measure_n
-        if grid_measure_n >= m[898 + 2]:
+            m[892] = grid_measure_n
+        if grid_measure_n >= m[900]:
             grid_measure_due |= 4
     else:
-        m[890 + 2] = 0
+        m[892] = 0
     if grid_measure_w_f < m[897] and m[29] >= 410:
-        grid_measure_n = m[890 + 3]
-        if grid_measure_n < m[898 + 3]:
+        grid_measure_n = m[893]
+        if grid_measure_n < m[901]:
             grid_measure_n += 1
-            m[890 + 3] = grid_measure_n
-        if grid_measure_n >= m[898 + 3]:
+            m[893] = grid_measure_n
+        if grid_measure_n >= m[901]:
             grid_measure_due |= 8
     else:
-        m[890 + 3] = 0
-    if grid_measure_due == 0 or grid_measure_armed == 0:
+        m[893] = 0
+    if not grid_measure_due or not grid_measure_armed:
         grid_measure_ret = 0
     else:
         grid_measure_code = m[855]
-        if grid_measure_code != 0:
+        if grid_measure_code:
             grid_measure_ret = grid_measure_code
         else:
             if grid_measure_due & 3:
@@ -395,11 +564,11 @@ def compute(m: ptr32) -> int:
                     grid_measure_n = grid_measure_lo
                     grid_measure_ph = grid_measure_ph_lo
                 grid_measure_r = 0
-                grid_measure_bit = 1 << 28
+                grid_measure_bit = 268435456
                 while grid_measure_bit > grid_measure_n:
                     grid_measure_bit >>= 2
                 grid_measure_v = grid_measure_n
-                while grid_measure_bit != 0:
+                while grid_measure_bit:
                     if grid_measure_v >= grid_measure_r + grid_measure_bit:
                         grid_measure_v -= grid_measure_r + grid_measure_bit
                         grid_measure_r = (grid_measure_r >> 1) + grid_measure_bit
@@ -421,7 +590,7 @@ def compute(m: ptr32) -> int:
             m[871] = grid_measure_n + 536870912
             grid_measure_ret = grid_measure_code
     protect_fast_code = m[855]
-    if protect_fast_code != 0:
+    if protect_fast_code:
         code = protect_fast_code
     else:
         protect_fast_lim = m[853]
@@ -438,12 +607,12 @@ def compute(m: ptr32) -> int:
         elif v_dc > m[854]:
             protect_fast_value = v_dc
             protect_fast_code = 34
-        if protect_fast_code != 0:
+        if protect_fast_code:
             m[856] = protect_fast_value + 536870912
             m[855] = protect_fast_code
             m[857] = m[857] + 1
         code = protect_fast_code
-    if code != 0:
+    if code:
         m[831] = 0
     current_cs = m[32] - 16384
     current_sn = m[33] - 16384
@@ -464,7 +633,7 @@ def compute(m: ptr32) -> int:
     m[848] = (current_v_q * current_i_d >> 12) - (current_v_d * current_i_q >> 12)
     current_p_ref = m[833] - 536870912
     current_q_ref = m[834] - 536870912
-    if m[831] == 0:
+    if not m[831]:
         m[833] = 536870912
         m[834] = 536870912
         m[835] = 536870912
@@ -498,23 +667,29 @@ def compute(m: ptr32) -> int:
             current_id_ref = current_i_max
         elif current_id_ref < -current_i_max:
             current_id_ref = -current_i_max
-        isqrt_n = current_i_max * current_i_max - current_id_ref * current_id_ref
-        isqrt_root = 0
-        isqrt_bit = 1 << 28
-        while isqrt_bit > isqrt_n:
-            isqrt_bit >>= 2
-        while isqrt_bit != 0:
-            if isqrt_n >= isqrt_root + isqrt_bit:
-                isqrt_n -= isqrt_root + isqrt_bit
-                isqrt_root = (isqrt_root >> 1) + isqrt_bit
-            else:
-                isqrt_root >>= 1
-            isqrt_bit >>= 2
-        current_t = isqrt_root
-        if current_iq_ref > current_t:
-            current_iq_ref = current_t
-        elif current_iq_ref < -current_t:
-            current_iq_ref = -current_t
+        if current_iq_ref > current_i_max:
+            current_iq_ref = current_i_max
+        elif current_iq_ref < -current_i_max:
+            current_iq_ref = -current_i_max
+        current_n = current_i_max * current_i_max - current_id_ref * current_id_ref
+        if current_iq_ref * current_iq_ref > current_n:
+            isqrt_n = current_n
+            isqrt_root = 0
+            isqrt_bit = 268435456
+            while isqrt_bit > isqrt_n:
+                isqrt_bit >>= 2
+            while isqrt_bit:
+                if isqrt_n >= isqrt_root + isqrt_bit:
+                    isqrt_n -= isqrt_root + isqrt_bit
+                    isqrt_root = (isqrt_root >> 1) + isqrt_bit
+                else:
+                    isqrt_root >>= 1
+                isqrt_bit >>= 2
+            current_t = isqrt_root
+            if current_iq_ref > current_t:
+                current_iq_ref = current_t
+            elif current_iq_ref < -current_t:
+                current_iq_ref = -current_t
         m[849] = current_id_ref
         m[850] = current_iq_ref
         current_kp = m[821]
@@ -528,7 +703,7 @@ def compute(m: ptr32) -> int:
         elif current_e < -8192:
             current_e = -8192
         current_integ = m[835] - 536870912
-        if current_sat == 0 or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
+        if not current_sat or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
             current_integ += current_ki * current_e
             if current_integ > current_int_max:
                 current_integ = current_int_max
@@ -542,7 +717,7 @@ def compute(m: ptr32) -> int:
         elif current_e < -8192:
             current_e = -8192
         current_integ = m[836] - 536870912
-        if current_sat == 0 or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
+        if not current_sat or (current_e > 0 and current_integ < 0) or (current_e < 0 and current_integ > 0):
             current_integ += current_ki * current_e
             if current_integ > current_int_max:
                 current_integ = current_int_max
@@ -550,9 +725,9 @@ def compute(m: ptr32) -> int:
                 current_integ = -current_int_max
         m[836] = current_integ + 536870912
         m[846] = current_v_q - (current_wl * current_i_d >> 12) - (current_kp * current_e >> 12) - (current_integ >> 12) + 536870912
-    if code != 0:
+    if code:
         return code
-    if m[831] == 0:
+    if not m[831]:
         return -1
     svpwm_v_dc = v_dc
     svpwm_cs = m[32] - 16384

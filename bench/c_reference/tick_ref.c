@@ -409,9 +409,15 @@ static void current_step(i32 *cc, const i32 *pll_st, i32 va, i32 vb, i32 vc, i32
     i32 iq_ref = -floordiv(SHL(q_ref >> 8, 12), v_pos);
     if (id_ref > i_max) id_ref = i_max;
     else if (id_ref < -i_max) id_ref = -i_max;
-    t = isqrt(i_max * i_max - id_ref * id_ref);
-    if (iq_ref > t) iq_ref = t;
-    else if (iq_ref < -t) iq_ref = -t;
+    /* as current.step: clamp to +/-i_max (same result), the root only beyond the limit */
+    if (iq_ref > i_max) iq_ref = i_max;
+    else if (iq_ref < -i_max) iq_ref = -i_max;
+    i32 n = i_max * i_max - id_ref * id_ref;
+    if (iq_ref * iq_ref > n) {
+        t = isqrt(n);
+        if (iq_ref > t) iq_ref = t;
+        else if (iq_ref < -t) iq_ref = -t;
+    }
     cc[CUR_I_D_REF] = id_ref;
     cc[CUR_I_Q_REF] = iq_ref;
 

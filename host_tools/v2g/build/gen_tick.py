@@ -96,6 +96,7 @@ class Module:
         """A module made here (the fused compute), for templates that call it."""
         m = cls.__new__(cls)
         m.name, m.functions, m.imports, m.consts, m.arrays = name, functions, {}, {}, {}
+        m.array_values = {}
         m.prefix = prefix
         cls._cache[name] = m
         return m
@@ -108,6 +109,7 @@ class Module:
         self.imports = {}  # local name -> (module, name)
         self.consts = {}  # name -> int
         self.arrays = {}  # name -> (typecode, length) of `NAME = array("X", (literals))`
+        self.array_values = {}  # name -> the literals (None where not a plain literal)
         for node in self.tree.body:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
                     and isinstance(node.targets[0], ast.Name)
@@ -116,8 +118,10 @@ class Module:
                     and node.value.func.id == "array" and len(node.value.args) == 2
                     and isinstance(node.value.args[0], ast.Constant)
                     and isinstance(node.value.args[1], (ast.Tuple, ast.List))):
-                self.arrays[node.targets[0].id] = (node.value.args[0].value,
-                                                   len(node.value.args[1].elts))
+                elts = node.value.args[1].elts
+                self.arrays[node.targets[0].id] = (node.value.args[0].value, len(elts))
+                self.array_values[node.targets[0].id] = tuple(
+                    e.value if isinstance(e, ast.Constant) else None for e in elts)
             if isinstance(node, ast.FunctionDef) and any(
                     _is_viper(d) for d in node.decorator_list):
                 self.functions[node.name] = node
@@ -536,6 +540,200 @@ def _to_block(fn, layout, tables):
                 raise GenError("table %s used other than through a cast" % name)
 
 
+# ------------------------------------------------------------ unrolling and folding
+UNROLL_MAX = 32  # a `while i < N` loop with a constant N up to this is unrolled
+_WORD = 1 << 30  # folded constants stay machine words on a 32-bit board
+
+
+def _counted_loop(init, loop):
+    """(name, N) when ``init``/``loop`` are ``i = 0`` / ``while i < N: ...; i += 1``
+    with ``i`` assigned nowhere else in the body and no break/continue/else."""
+    if not (isinstance(init, ast.Assign) and len(init.targets) == 1
+            and isinstance(init.targets[0], ast.Name) and isinstance(init.value, ast.Constant)
+            and init.value.value == 0 and isinstance(loop, ast.While) and not loop.orelse):
+        return None
+    var, t = init.targets[0].id, loop.test
+    if not (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == var
+            and len(t.ops) == 1 and isinstance(t.ops[0], ast.Lt)
+            and isinstance(t.comparators[0], ast.Constant)
+            and isinstance(t.comparators[0].value, int)
+            and 0 < t.comparators[0].value <= UNROLL_MAX):
+        return None
+    last = loop.body[-1]
+    if not (isinstance(last, ast.AugAssign) and isinstance(last.target, ast.Name)
+            and last.target.id == var and isinstance(last.op, ast.Add)
+            and isinstance(last.value, ast.Constant) and last.value.value == 1):
+        return None
+    for s in loop.body[:-1]:
+        for node in ast.walk(s):
+            if isinstance(node, (ast.Break, ast.Continue, ast.While, ast.For)):
+                return None
+            if isinstance(node, ast.Name) and node.id == var and not isinstance(
+                    node.ctx, ast.Load):
+                return None
+    return var, t.comparators[0].value
+
+
+class _Subst(ast.NodeTransformer):
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def visit_Name(self, node):
+        if node.id == self.name and isinstance(node.ctx, ast.Load):
+            return ast.copy_location(ast.Constant(self.value), node)
+        return node
+
+
+def _loads(node, name):
+    return sum(1 for n in ast.walk(node) if isinstance(n, ast.Name) and n.id == name
+               and isinstance(n.ctx, ast.Load))
+
+
+def _unroll(stmts, fn):
+    """Unroll counted loops (``_counted_loop``) in ``stmts`` and nested blocks of ``fn``:
+    the body once per value of the counter, the counter a constant in each copy (then
+    folded: constant shifts, constant table words). The counter keeps its final value
+    when anything outside the loop reads it."""
+    out, i = [], 0
+    while i < len(stmts):
+        s = stmts[i]
+        for field in ("body", "orelse"):
+            if isinstance(getattr(s, field, None), list):
+                setattr(s, field, _unroll(getattr(s, field), fn))
+        found = _counted_loop(s, stmts[i + 1]) if i + 1 < len(stmts) else None
+        if found is None:
+            out.append(s)
+            i += 1
+            continue
+        var, n = found
+        loop = stmts[i + 1]
+        for k in range(n):
+            for b in loop.body[:-1]:
+                out.append(_Subst(var, k).visit(copy.deepcopy(b)))
+        if _loads(fn, var) > _loads(loop, var):
+            out.append(ast.Assign(targets=[ast.Name(var, ast.Store())],
+                                  value=ast.Constant(n), lineno=s.lineno))
+        i += 2
+    return out
+
+
+class _Fold(ast.NodeTransformer):
+    """Constant folding the MicroPython compiler leaves to run time: ``c1 op c2``,
+    ``e >> 0``, ``c1 + (c2 + e)`` in block indexes, and block words that are table
+    copies read at a constant index (the table's literal). Folded values stay within
+    +/-2**30 (machine words on a 32-bit board)."""
+
+    _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+            ast.Mult: lambda a, b: a * b, ast.LShift: lambda a, b: a << b,
+            ast.RShift: lambda a, b: a >> b, ast.BitAnd: lambda a, b: a & b,
+            ast.BitOr: lambda a, b: a | b, ast.BitXor: lambda a, b: a ^ b}
+
+    def __init__(self, table_words):
+        self.table_words = table_words  # block offset -> literal value
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        lc, rc = (isinstance(node.left, ast.Constant) and type(node.left.value) is int,
+                  isinstance(node.right, ast.Constant) and type(node.right.value) is int)
+        op = type(node.op)
+        if lc and rc and op in self._OPS and (op not in (ast.LShift, ast.RShift)
+                                              or 0 <= node.right.value < 31):
+            v = self._OPS[op](node.left.value, node.right.value)
+            if -_WORD < v < _WORD:
+                return ast.copy_location(ast.Constant(v), node)
+        if rc and node.right.value == 0 and op in (ast.Add, ast.Sub, ast.LShift,
+                                                   ast.RShift, ast.BitOr, ast.BitXor):
+            return node.left
+        if lc and op is ast.Add:
+            folded = _fold(node)
+            if folded is not node:
+                return self.visit(folded)
+        return node
+
+    def _test(self, node):
+        """A test against zero as the test itself: ``x != 0`` -> ``x``, ``x == 0`` ->
+        ``not x`` (viper: compare with 0 and branch, instead of a compare that makes a
+        bool that is then compared with 0 and branched on)."""
+        if isinstance(node, ast.BoolOp):
+            node.values = [self._test(v) for v in node.values]
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            node.operand = self._test(node.operand)
+        elif (isinstance(node, ast.Compare) and len(node.ops) == 1
+              and isinstance(node.ops[0], (ast.Eq, ast.NotEq))
+              and isinstance(node.comparators[0], ast.Constant)
+              and type(node.comparators[0].value) is int and node.comparators[0].value == 0):
+            if isinstance(node.ops[0], ast.NotEq):
+                return node.left
+            return ast.copy_location(ast.UnaryOp(ast.Not(), node.left), node)
+        return node
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        node.test = self._test(node.test)
+        return node
+
+    def visit_While(self, node):
+        self.generic_visit(node)
+        node.test = self._test(node.test)
+        return node
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        if (isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Name)
+                and node.value.id == BLOCK_NAME and isinstance(node.slice, ast.Constant)
+                and node.slice.value in self.table_words):
+            return ast.copy_location(ast.Constant(self.table_words[node.slice.value]), node)
+        return node
+
+
+def _table_words(layout, tables, block):
+    """{block offset: value} of the table copies whose words are plain literals
+    within +/-2**30 (what a constant index may read as a literal)."""
+    words = {}
+    mods = {name: mod for name, mod, _c, _m in block}
+    for name, off, n in layout:
+        if name in tables:
+            vals = Module.get(mods[name]).array_values.get(name, ())
+            for i, v in enumerate(vals[:n]):
+                if isinstance(v, int) and -_WORD < v < _WORD:
+                    words[off + i] = v
+    return words
+
+
+def _optimize(fn, layout, tables, block):
+    """Unroll counted loops and fold constants in the fused function."""
+    fn.body = _unroll(fn.body, fn)
+    folder = _Fold(_table_words(layout, tables, block))
+    fn.body = [folder.visit(s) for s in fn.body]
+
+
+# viper keeps the first two locals (parameters first, then by first appearance) in
+# registers when compiled to .mpy (py/emitnative.c MAX_REGS_FOR_LOCAL_VARS); every other
+# local is a stack slot, loaded and stored around each use
+REGISTER_LOCALS = 2
+
+
+def _hint_register_local(fn):
+    """When ``fn`` leaves a register local free, give it the local used most often (by
+    count of names in the code, the unrolled loops included): assigning it first makes it
+    the next local. Its value at the top is never read (it is assigned again before its
+    first use, as every local of the generated code is)."""
+    free = REGISTER_LOCALS - len(fn.args.args)
+    if free <= 0:
+        return
+    params = {a.arg for a in fn.args.args}
+    stores = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)
+              and isinstance(n.ctx, ast.Store)}
+    uses = {}
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Name) and n.id in stores and n.id not in params:
+            uses[n.id] = uses.get(n.id, 0) + 1
+    hot = sorted(uses, key=lambda k: (-uses[k], k))[:free]
+    doc = int(isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant))
+    fn.body[doc:doc] = [ast.Assign(targets=[ast.Name(h, ast.Store())], value=ast.Constant(0),
+                               lineno=1) for h in hot]
+
+
 def _fuse(tmpl, name):
     """Template ``name`` of module ``tmpl`` with its calls inlined and consts replaced:
     (FunctionDef without decorators, Inliner)."""
@@ -576,6 +774,7 @@ def fused_function(fw_dir=None, block=BLOCK):
     if block is not None:
         layout, _, tables = block_layout(block)
         _to_block(fn, layout, tables)
+        _optimize(fn, layout, tables, block)
         for name in tables:
             inl.globals.pop(name, None)
     fn.body.insert(0, ast.Expr(ast.Constant(
@@ -603,6 +802,8 @@ def fused_run(compute_fn):
             raise GenError("%s.%s line %d: no try here (it would keep every local of the "
                            "fused body out of registers); make_tick's handler catches"
                            % (TEMPLATE_MODULE, ISR_TEMPLATE, node.lineno))
+    folder = _Fold({})  # the template's own tests and constants (the compute is folded)
+    fn.body = [folder.visit(s) for s in fn.body]
     fn.name = ISR_OUTPUT
     fn.body.insert(0, ast.Expr(ast.Constant(
         "tick.%s with the fused compute inlined (generated). Context: tick." % ISR_TEMPLATE)))
@@ -621,6 +822,8 @@ def render(fw_dir=None, block=BLOCK, isr=True):
     """{module name: text} of the generated modules; GenError names what cannot be
     inlined. ``isr`` False leaves out the interrupt body (templates without one)."""
     fn, globs = fused_function(fw_dir, block)
+    comp = copy.deepcopy(fn)  # the compute on its own: a register left for a hot local
+    _hint_register_local(comp)
     by_module = {}
     for name, (mod, orig) in sorted(globs.items()):
         by_module.setdefault(mod, []).append(orig if orig == name else "%s as %s"
@@ -629,7 +832,7 @@ def render(fw_dir=None, block=BLOCK, isr=True):
                       sorted(by_module.items()))
     out = {COMPUTE_MODULE: "%s%s\n\n@micropython.viper\n%s\n" % (
         _header("The tick's compute() with every step inlined"), imports,
-        ast.unparse(ast.fix_missing_locations(fn)))}
+        ast.unparse(ast.fix_missing_locations(comp)))}
     text = _header("The tick's state block and interrupt body with every step inlined")
     if block is not None:
         parts, words, tables = block_layout(block)

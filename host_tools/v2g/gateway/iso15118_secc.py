@@ -202,6 +202,7 @@ class ProductEVSEController(EVSEControllerInterface):
         self.ev_targets = []  # EV target power (W) of every charge loop, in order
         self.loop_times = []  # (monotonic t, target W)
         self.session_count = 0
+        self.modes = []  # (service, control mode) seen in the charge loop
         self.precharge_v = 0.0
         self.authorized = True
         self.cert_rejection = None  # text when a certificate check failed
@@ -406,7 +407,8 @@ class ProductEVSEController(EVSEControllerInterface):
     async def set_hlc_charging(self, is_ongoing):
         self.hlc_charging = is_ongoing
         if is_ongoing:
-            self.session_count += 1
+            if not self.mapping.session_open:
+                self.session_count += 1
             self.sync_ev()
             await self.mapping.begin(self.session_count)
             self.events("energy_start", session=self.session_count)
@@ -420,7 +422,7 @@ class ProductEVSEController(EVSEControllerInterface):
     async def stop_charger(self):
         """The EV (PowerDelivery STOP, session stop) or the SECC ends the session: the
         firmware ceases power and opens the contactors."""
-        if self.mapping.active:
+        if self.mapping.session_open:
             await self.mapping.end(self.stop_requested or "EV")
             self.events("energy_stop", reason=self.stop_requested or "EV")
 
@@ -488,7 +490,13 @@ class ProductEVSEController(EVSEControllerInterface):
         self.sync_ev()
         target = self._refresh_evse()
         self._record_target(target)
+        self._mode(selected_service, control_mode)
         return await super().get_ac_charge_loop_params_v20(control_mode, selected_service)
+
+    def _mode(self, service, mode):
+        m = (service.name, mode.name.lower())
+        if m not in self.modes:
+            self.modes.append(m)
 
     # ---------------------------------------------------------------- DC
 
@@ -515,7 +523,11 @@ class ProductEVSEController(EVSEControllerInterface):
             evse_peak_current_ripple=PVEVSEPeakCurrentRipple(multiplier=0, value=1, unit="A"))
 
     async def start_cable_check(self):
-        pass
+        # DC: the contactors close for the cable check, before PowerDelivery START; no
+        # setpoint until then
+        if not self.mapping.session_open:
+            self.session_count += 1
+            await self.mapping.begin(self.session_count, energize=False)
 
     async def get_cable_check_status(self):
         return IsolationLevel.VALID
@@ -571,6 +583,7 @@ class ProductEVSEController(EVSEControllerInterface):
         return None
 
     async def get_dc_charge_loop_params_v20(self, control_mode, selected_service):
+        self._mode(selected_service, control_mode)
         return await super().get_dc_charge_loop_params_v20(control_mode, selected_service)
 
     # ---------------------------------------------------------------- rest
@@ -590,7 +603,7 @@ class ProductEVSEController(EVSEControllerInterface):
 
     async def session_ended(self, current_state, reason):
         log.info("ISO 15118 session ended in %s: %s", current_state, reason)
-        if self.mapping.active:
+        if self.mapping.session_open:
             await self.mapping.end("ISO 15118 session ended (%s)" % reason)
             self.events("energy_stop", reason=reason)
         self.hlc_charging = False

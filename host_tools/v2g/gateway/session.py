@@ -86,6 +86,7 @@ class SessionMapping:
         self.ev = dict.fromkeys(self.EV_FIELDS)
         self.csms = {"setpoint_w": None, "charge_limit_w": None, "discharge_limit_w": None}
         self.active = False
+        self.session_open = False
         self.session_id = 0
         self.sent_ev_limits = None
         self.sent_setpoint = None  # (id, p_w)
@@ -164,8 +165,10 @@ class SessionMapping:
         return cap, cap
 
     def at_soc_floor(self):
+        """True at or below the car's SoC floor, and while the car has named a floor but
+        not yet its present SoC (no discharge on an unknown SoC)."""
         soc, floor = self.ev["soc"], self.ev["soc_min"]
-        return soc is not None and floor is not None and soc <= floor
+        return floor is not None and (soc is None or soc <= floor)
 
     def bounds(self):
         """(lowest, highest) power allowed now, W (< 0 export): the tightest limits."""
@@ -214,18 +217,24 @@ class SessionMapping:
                 pass
             self._task = None
 
-    async def begin(self, session_id):
-        """Session start over the link (the car closed PowerDelivery START)."""
-        self.active = True
-        self.session_id = session_id
-        await self._command("session", True, session_id)
-        self._wake.set()
+    async def begin(self, session_id, energize=True):
+        """Session start over the link: SESSION start (the firmware closes the contactors;
+        DC: at the cable check), then, with ``energize`` (PowerDelivery START), the target
+        power as a setpoint."""
+        if not self.session_open:
+            self.session_open = True
+            self.session_id = session_id
+            await self._command("session", True, session_id)
+        if energize:
+            self.active = True
+            self._wake.set()
 
     async def end(self, reason):
         """Session stop from the car, the CSMS or the daemon: SESSION stop (cease power,
         open the contactors); the firmware does it even if a setpoint is still in force."""
         log.info("session %d stop: %s", self.session_id, reason)
         self.active = False
+        self.session_open = False
         await self._command("session", False, self.session_id)
         self.sent_setpoint = None
 

@@ -245,12 +245,10 @@ class StationOcpp:
             if self.version == "2.1" and v2x:
                 needs["v2x_charging_parameters"] = v2x
             if self.version == "2.0.1":
-                needs["requested_energy_transfer"] = (
-                    "DC" if needs["requested_energy_transfer"].startswith("DC") else "AC_three_phase")
+                dc = needs["requested_energy_transfer"].startswith("DC")
+                needs["requested_energy_transfer"] = "DC" if dc else "AC_three_phase"
                 needs.pop("departure_time", None)
             p["charging_needs"] = needs
-        if item["action"] == "SecurityEventNotification" and self.version == "2.0.1":
-            pass
         return getattr(mod, item["action"])(**p)
 
     async def _drain(self, cp):

@@ -291,7 +291,7 @@ class ProductEVSEController(EVSEControllerInterface):
     def _record_target(self, target):
         self.ev_targets.append(target)
         self.loop_times.append((self.clock(), target))
-        self.events("charge_loop", target_w=target)
+        self.events("charge_loop", target_w=target, plant_w=self._image().get("p_cmd_w", 0))
 
     # ---------------------------------------------------------------- common
 

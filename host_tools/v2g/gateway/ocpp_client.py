@@ -158,7 +158,9 @@ class StationOcpp:
         self._kick.set()
 
     def on_session_event(self, kind, kw):
-        if kind == "energy_start" and self.tx is None:
+        # the transaction starts when the car has named its limits (ChargeParameterDiscovery):
+        # the CSMS's profile is in force before PowerDelivery START
+        if kind in ("ev_rated", "energy_start") and self.tx is None:
             self.tx = {"id": "tx-%d" % next(self.tx_count), "seq": 0, "import_mwh": 0.0,
                        "export_mwh": 0.0, "last": None}
             self.enqueue("StatusNotification", timestamp=_now(),

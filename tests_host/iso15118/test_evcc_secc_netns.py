@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("iso15118")
 
+import shutil  # noqa: E402
+
 from support.iso_evcc import run_session  # noqa: E402
 from v2g.gateway import netns  # noqa: E402
-
-import shutil  # noqa: E402
 
 ok, why = netns.available()
 if ok and shutil.which("java") is None:

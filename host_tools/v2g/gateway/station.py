@@ -25,7 +25,7 @@ import time
 
 log = logging.getLogger("v2g.gateway.station")
 
-CONFIG_KEYS = {"iso15118", "ocpp", "csms_setpoint_w", "modem", "protocols", "enforce_tls",
+CONFIG_KEYS = {"secc_cert", "contract_cert", "iso15118", "ocpp", "csms_setpoint_w", "modem", "protocols", "enforce_tls",
                "auth_modes", "grid_limit_w", "derate_pct"}
 
 
@@ -71,6 +71,23 @@ class _SdpLogTap(logging.Handler):
             self.events("iso_timeout", detail=msg[:200])
 
 
+def check_certificates(cfg, ctl, ocpp=None, events=None):
+    """An expired SECC or (pre-installed) contract certificate: ``REJECTED: Certificate
+    Expired`` in the log, a SecurityEventNotification, and the controller refuses the
+    authorization (no energy)."""
+    from v2g.gateway import pki
+
+    for key, what in (("secc_cert", "SECC"), ("contract_cert", "contract")):
+        if cfg.get(key):
+            text = pki.check_cert(cfg[key], what)
+            if text:
+                ctl.cert_rejection = text
+                if ocpp is not None:
+                    ocpp.certificate_failure(text)
+                if events is not None:
+                    events("certificate_rejected", reason=text)
+
+
 async def run(args):
     from iso15118.secc import SECCHandler
     from iso15118.secc.controller.interface import ServiceStatus
@@ -101,6 +118,7 @@ async def run(args):
         from v2g.gateway.ocpp_client import OcppSettings, StationOcpp
         ocpp = StationOcpp(OcppSettings(**cfg["ocpp"]), mapping, ctl, fw, events)
         await ocpp.start()
+    check_certificates(cfg, ctl, ocpp, events)
     if cfg.get("csms_setpoint_w") is not None:
         mapping.update_csms(setpoint_w=cfg["csms_setpoint_w"])
 

@@ -25,8 +25,8 @@ import time
 
 log = logging.getLogger("v2g.gateway.station")
 
-CONFIG_KEYS = {"secc_cert", "contract_cert", "iso15118", "ocpp", "csms_setpoint_w", "modem", "protocols", "enforce_tls",
-               "auth_modes", "grid_limit_w", "derate_pct"}
+CONFIG_KEYS = {"secc_cert", "contract_cert", "iso15118", "ocpp", "csms_setpoint_w", "modem",
+               "protocols", "enforce_tls", "auth_modes", "grid_limit_w", "derate_pct"}
 
 
 def load_config(path):

@@ -14,7 +14,7 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz
+.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo
 
 venv: $(STAMP)
 
@@ -41,6 +41,18 @@ tools:
 	  echo "tools: WARNING: valgrind missing and apt-get unavailable; instruction counts will be unavailable"; \
 	fi
 
+	@# Josev's EXI codec (ISO 15118) runs in a Java VM: Debian's JRE when java is missing
+	@if command -v java >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "tools: installing openjdk-17-jre-headless (Debian package, for ISO 15118's EXI codec)"; \
+	  SUDO=; if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi; \
+	  ( $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null ) \
+	  || echo "tools: WARNING: could not install a JRE; the ISO 15118 session tests will skip"; \
+	else \
+	  echo "tools: WARNING: java missing and apt-get unavailable; the ISO 15118 session tests will skip"; \
+	fi
+
 test: venv tools
 	$(VENV)/bin/python -m pytest tests_host -q -rs $(PYTEST_ARGS)
 
@@ -54,6 +66,12 @@ bench: venv tools
 
 sim: venv
 	$(VENV)/bin/v2g sim demo
+
+# car (Josev EVCC) + daemon (SECC, OCPP client, firmware stand-in) + CSMS, one machine;
+# needs root and iproute2 (network namespaces); last stdout line: CONTRACTS JSON
+V2G_DEMO_ARGS ?=
+v2g-demo: venv tools
+	PYTHONPATH=host_tools $(VENV)/bin/python -m v2g.gateway.demo $(V2G_DEMO_ARGS)
 
 # IEEE 1547.1-style conformance suite, full form, every category (several minutes each);
 # reports in out/conformance/<cat>/report.md. Fails when any category has a failure.

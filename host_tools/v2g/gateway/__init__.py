@@ -11,8 +11,13 @@ the UART) and serves the field bus from the register image the board mirrors:
   writes are permission-checked and become link commands;
 - ``daemon``: ``v2g daemon`` (run, ``install-unit``), signals (SIGTERM stop, SIGHUP reload);
 - ``modbus_cmd``: ``v2g modbus read|write|scan|map``, the host client;
-- ``fuzz`` and ``bench``: the Modbus fuzzer (``make fuzz``) and the load figure.
+- ``fuzz`` and ``bench``: the Modbus fuzzer (``make fuzz``) and the load figure;
+- the car and the back end (docs/iso15118.md): ``iso15118_secc`` (the product's EVSE
+  controller for Josev's SECC), ``session`` (car, CSMS and firmware limits mapped onto the
+  link), ``ocpp_client`` and ``csms`` (OCPP 2.1/2.0.1; the CSMS for tests and the demo),
+  ``diagnostics`` (PLC/pilot), ``firmware_model`` (a stand-in with ``LinkPeer``'s methods,
+  for tests without a board), ``station`` and ``demo`` (``make v2g-demo``).
 
-Context: host (the communication controller, a Linux box). Imports ``v2g.common`` and
-``v2g.link`` only.
+Context: host (the communication controller, a Linux box). Imports ``v2g.common``,
+``v2g.build`` and ``v2g.link``.
 """

@@ -107,7 +107,8 @@ def sha512(data):
             c = b
             b = a
             a = (t1 + t2) & _M64
-        h = [(x + y) & _M64 for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
+        # MicroPython's zip takes no strict=
+        h = [(x + y) & _M64 for x, y in zip(h, (a, b, c, d, e, f, g, hh))]  # noqa: B905
     out = bytearray()
     for x in h:
         out.extend(x.to_bytes(8, "big"))

@@ -5,7 +5,7 @@
 1. The board's data is validated (``v2g.common.boards``); it names the ``mpy-cross`` arch.
 2. The tree is built: ``firmware/*.py`` compiled to ``.mpy`` with
    ``mpy-cross -march=<arch>`` (``boot.py`` and ``main.py`` stay source: the board runs
-   them by name at reset),
+   them by name at reset), the board-side packages (``services/``) as folders,
    plus the board's ``hal.py`` and extra files (``BOARD_FILES``), compiled too, and its
    ``board.json``. ``--source`` copies ``.py`` files instead. When the board's bytecode
    version (``sys.implementation._mpy``) differs from what mpy-cross emits, the tree
@@ -45,6 +45,9 @@ BOARD_EXTRA_FILES = {
     "sim": ("plant.py", "sim_board.py", "async_repl.py", "scenario_events.py", "machine.py"),
 }
 OPTIONAL_FILES = ("machine.py",)  # copied when the board folder has it
+# firmware subpackages that go to the board as folders (the board-side services: the
+# link, the update agent); one level deep, ``services/link.py`` on the board
+PACKAGES = ("services",)
 SOURCE_ONLY = ("boot.py", "main.py")  # what the board runs at reset stays source
 CODE_SUFFIXES = (".py", ".mpy")  # live files a flash may remove when the tree drops them
 
@@ -81,6 +84,9 @@ def source_files(board_name_or_path, firmware_dir=None):
     if not fw.is_dir():
         raise UsageError("firmware folder %s does not exist" % fw)
     files = {p.name: p for p in sorted(fw.glob("*.py"))}
+    for pkg in PACKAGES:
+        for p in sorted((fw / pkg).glob("*.py")):
+            files[pkg + "/" + p.name] = p
     if "main.py" not in files:
         raise UsageError("%s: no main.py; the firmware folder must hold the board's entry "
                          "point" % fw)
@@ -226,11 +232,16 @@ def flash_tree(link, tree, log=print, progress_stream=None):
     if not changed and not stale:
         return report
     # stage: a clean .stage/ with the changed files, verified by hash on the board
+    subdirs = sorted({n.rsplit("/", 1)[0] for n in changed if "/" in n})
     link.exec(
         "import os\n"
+        "def _clear(d):\n"
+        " for _e in os.ilistdir(d):\n"
+        "  if _e[1] == 0x4000:\n   _clear(d + '/' + _e[0])\n   os.rmdir(d + '/' + _e[0])\n"
+        "  else:\n   os.remove(d + '/' + _e[0])\n"
         "try:\n os.mkdir(%r)\nexcept OSError:\n pass\n"
-        "for _e in os.ilistdir(%r):\n"
-        " if _e[1] != 0x4000:\n  os.remove(%r + '/' + _e[0])\n" % (STAGE, STAGE, STAGE),
+        "_clear(%r)\n"
+        "for _d in %r:\n os.mkdir(%r + '/' + _d)\n" % (STAGE, STAGE, subdirs, STAGE),
         what="preparing %s/" % STAGE)
     if changed:
         bar = Progress(len(changed), report["bytes_copied"], progress_stream)
@@ -247,11 +258,14 @@ def flash_tree(link, tree, log=print, progress_stream=None):
     # switch: one command, renames first, then the stale code files
     link.exec(
         "import os\n"
+        "for _d in %r:\n"
+        " try:\n  os.mkdir(_d)\n except OSError:\n  pass\n"
         "for _n in %r:\n"
         " try:\n  os.rename(%r + '/' + _n, _n)\n"
         " except OSError:\n  os.remove(_n)\n  os.rename(%r + '/' + _n, _n)\n"
         "for _n in %r:\n os.remove(_n)\n"
-        "os.rmdir(%r)\n" % (changed, STAGE, STAGE, stale, STAGE),
+        "for _d in %r:\n os.rmdir(%r + '/' + _d)\n"
+        "os.rmdir(%r)\n" % (subdirs, changed, STAGE, STAGE, stale, subdirs, STAGE, STAGE),
         what="switching the staged files in")
     return report
 

@@ -99,6 +99,7 @@ def populate(flash_dir, board="sim"):
         stem = Path(name).stem
         if dst.exists() or (name.endswith(".py") and (flash_dir / (stem + ".mpy")).exists()):
             continue
+        dst.parent.mkdir(parents=True, exist_ok=True)  # services/ (a package folder)
         shutil.copyfile(src, dst)
         copied.append(name)
     return copied

@@ -2,7 +2,7 @@
 agent there), a key pair, trees and bundles.
 """
 
-import hashlib
+import hashlib  # noqa: F401 - tests use H.hashlib
 import json
 import os
 from pathlib import Path

@@ -11,12 +11,13 @@ no REPL; an exception that escapes resets the board instead of leaving it at a R
 Context: runs at power-up.
 """
 
-import app
 import bootslot
-import hal
 
 _locked = False
 try:
+    import app
+    import hal
+
     _app = app.App(hal, app.load_board(bootslot.path("board.json")))
     _tasks = tuple(hal.extra_tasks()) if hasattr(hal, "extra_tasks") else ()
     try:
@@ -28,10 +29,14 @@ try:
         _locked = lockdown.apply(_app)
     _app.run(_tasks)
 except Exception as _e:
-    hal.safe_outputs()
-    if bootslot.in_trial() or _locked:
-        bootslot.trial_failed("start failed: %r" % (_e,))
-        import machine
+    try:
+        import hal
 
-        machine.reset()
+        hal.safe_outputs()
+    finally:
+        if bootslot.in_trial() or _locked:
+            bootslot.trial_failed("start failed: %r" % (_e,))
+            import machine
+
+            machine.reset()
     raise

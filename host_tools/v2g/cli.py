@@ -75,6 +75,8 @@ _COMMANDS = {
     "keys": (keys.run, "Ed25519 signing keys: 'keys new --out DIR', 'keys install'",
              keys.add_arguments),
     "sign": (sign.run, "build a signed update bundle for a board", sign.add_arguments),
+    "sign-config": (sign.run_config, "sign a device config (e.g. production=0 to unlock)",
+                    sign.add_config_arguments),
     "update": (update_cmd.run, "send a signed bundle to a board and start it (A/B, trial)",
                update_cmd.add_arguments),
     "logs": (

@@ -57,7 +57,7 @@ class Progress:
         rate = done / max(1e-3, now - self.t0)
         left = (self.total - done) / rate if rate > 0 else 0
         fill = 30 * done // self.total
-        self.stream.write("\rupdate: [%s%s] %.1f/%.1f kB %.1f kB/s %d s left  " % (
+        self.stream.write("\rupdate: [%s%s] %.1f/%.1f kB %.1f kB/s %.1f s left  " % (
             "#" * fill, "." * (30 - fill), done / 1024, self.total / 1024, rate / 1024, left))
         self.stream.flush()
 

@@ -80,3 +80,46 @@ def run(args):
           % (args.out, boards.load(args.board)["name"], args.version, args.security_counter,
              len(tree), len(blob) / 1024))
     return 0
+
+
+# ---- signed configs (services/lockdown.py: leaving production mode) ----
+
+def add_config_arguments(p):
+    p.add_argument("--key", required=True, metavar="FILE", help="signing.key (mode 0600)")
+    p.add_argument("--board", required=True, help="board name the config is for")
+    p.add_argument("--counter", required=True, type=int, metavar="N",
+                   help="above the last signed config the board used (no replay)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config value, e.g. production=0 (repeatable)")
+    p.add_argument("--out", required=True, metavar="FILE", help="e.g. config.signed")
+
+
+def signed_config(private_key, board, counter, cfg):
+    """128 hex digits of Ed25519(SHA-256(JSON)), a newline, the JSON."""
+    import hashlib
+    import json
+
+    doc = json.dumps({"board": board, "counter": counter, "config": cfg},
+                     separators=(",", ":"), sort_keys=True).encode()
+    return private_key.sign(hashlib.sha256(doc).digest()).hex().encode() + b"\n" + doc
+
+
+def run_config(args):
+    import json
+
+    cfg = {}
+    for item in args.set:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UsageError("--set %r: expected KEY=VALUE" % item)
+        try:
+            cfg[k] = json.loads(v)
+        except ValueError:
+            raise UsageError("--set %s: value %r is not a number" % (k, v)) from None
+    if not cfg:
+        raise UsageError("nothing to sign: give --set KEY=VALUE")
+    key = keys.load_private(args.key)
+    Path(args.out).write_bytes(signed_config(key, args.board, args.counter, cfg))
+    print("sign-config: %s: board %s, counter %d, %s" % (args.out, args.board, args.counter,
+                                                        cfg))
+    return 0

@@ -92,8 +92,8 @@ def parse(blob, what="bundle"):
         raise UsageError("%s: bundle format %d, this tool reads %d" % (what, fmt, FORMAT))
     end = HEADER + n + DIGEST + SIG
     if len(blob) < end:
-        raise UsageError("%s: truncated (%d bytes, the header announces at least %d)"
-                         % (what, len(blob), end))
+        raise UsageError("%s: bundle does not parse: truncated (%d bytes, the header "
+                         "announces at least %d)" % (what, len(blob), end))
     mb = blob[HEADER:HEADER + n]
     try:
         m = json.loads(mb)
@@ -102,11 +102,12 @@ def parse(blob, what="bundle"):
         for key in ("board", "version", "counter", "min_counter"):
             m[key]  # noqa: B018 - presence
     except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise UsageError("%s: manifest does not parse (%s)" % (what, e)) from None
+        raise UsageError("%s: bundle does not parse: manifest (%s)" % (what, e)) from None
     total = end + sum(s for _, s in sizes)
     if len(blob) != total:
-        raise UsageError("%s: %d bytes, its manifest describes %d (%s)" % (
-            what, len(blob), total, "truncated" if len(blob) < total else "bytes appended"))
+        raise UsageError("%s: bundle does not parse: %d bytes, its manifest describes %d (%s)"
+                         % (what, len(blob), total,
+                            "truncated" if len(blob) < total else "bytes appended"))
     out = {}
     off = end
     for name, size in sizes:

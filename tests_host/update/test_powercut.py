@@ -53,10 +53,10 @@ GEOMETRIES = [(512, 128), (4096, 48)] if FULL else [(512, 128)]
 def test_power_cut_at_every_write_of_an_update(micropython_exe, block, blocks):
     step = 1 if FULL else 4
     rc, res = _run(micropython_exe, "sweep", step, block, blocks)
-    print("\nupdate power-cut sweep, VfsLfs2 %d x %d B, every %s write: %d writes, %d cut "
+    print("\nupdate power-cut sweep, VfsLfs2 %d x %d B, every %swrite: %d writes, %d cut "
           "(%d images powered up, clean and torn): old tree %d, new tree %d, never a mix; "
           "a later update took every time; %.1f s"
-          % (blocks, block, "" if step == 1 else "%dth" % step, res["writes"], res["cuts"],
+          % (blocks, block, "" if step == 1 else "%dth " % step, res["writes"], res["cuts"],
              2 * res["cuts"] + 1, res["old"], res["new"], res["s"]))
     assert res["failures"] == [], res["failures"]
     assert rc == 0 and res["ok"] is True

@@ -14,7 +14,7 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo
+.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo update-sweep
 
 venv: $(STAMP)
 
@@ -96,6 +96,12 @@ targets: venv
 # the tests marked `target` (they skip, naming what is missing, without `make targets`)
 test-targets: venv
 	$(VENV)/bin/python -m pytest tests_host/targets -m target -q $(PYTEST_ARGS)
+
+# signed updates, full sweeps (make test runs them sampled): every tamper case (every bit of
+# signature and digest, every manifest byte, 4096 file offsets...) and a power cut at every
+# write of an update on two LittleFS geometries (docs/update.md)
+update-sweep: venv
+	V2G_SWEEP=full $(VENV)/bin/python -m pytest tests_host/update -q -s -k "sweep or power_cut" $(PYTEST_ARGS)
 
 # regenerate the generated tables of docs/ (make test fails when they are stale)
 docs: venv

@@ -39,6 +39,13 @@ FAULTS = {
     "0x61": ("WATCHDOG_LOCKOUT", ERROR, LOCKOUT,
              "Repeated watchdog resets: locked out until an operator clears it"),
     "0x62": ("TICK_OVERRUN", WARN, REPORT, "Control tick overran its period repeatedly"),
+    # signed updates (bootslot, services/update.py, services/lockdown.py)
+    "0x70": ("UPDATE_REVERTED", WARN, REPORT,
+             "Firmware trial not confirmed: previous firmware restored"),
+    "0x71": ("UPDATE_REJECTED", WARN, REPORT,
+             "Signed update or signed config refused (signature, board, counter, files)"),
+    "0x72": ("FIRMWARE_FALLBACK", ERROR, REPORT,
+             "Firmware slot inconsistent: booted the last confirmed firmware"),
     # raised by the communication link (ISO 15118 negotiation on the comm controller)
     "V2G-502": ("PACKET_LOSS", WARN, BLOCK,
                 "Packet-loss threshold violated during ISO 15118 negotiation"),

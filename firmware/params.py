@@ -107,6 +107,12 @@ TABLE = (
      "consecutive watchdog resets that lock the unit out (FAULT_LOCKOUT)"),
     (101, "wdt_window_s", "s", 10, 3600, 600, 0,
      "healthy running this long forgets earlier watchdog resets"),
+    # signed updates and production lockdown (services/update.py, services/lockdown.py)
+    (120, "upd_confirm_s", "s", 1, 3600, 60, 0,
+     "a firmware in trial is confirmed after running this long with the grid synced and "
+     "no fault (else the next reset reverts it)"),
+    (121, "production", "", 0, 1, 0, 0,
+     "1 locks the board: no REPL, no Ctrl-C; only a signed config unlocks it"),
     # fast protection
     (40, "oc_trip_pu", "pu", 1.20, 3.00, 2.00, 2, "instantaneous over-current trip"),
     (41, "vdc_max_v", "V", 300, 1100, 950, 0, "DC-link over-voltage trip"),

@@ -9,6 +9,7 @@ include("$(PORT_DIR)/boards/manifest.py")
 
 FIRMWARE = (
     "app.py",
+    "bootslot.py",
     "config_store.py",
     "contactor.py",
     "current.py",

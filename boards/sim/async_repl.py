@@ -16,6 +16,10 @@ It speaks what a USB board speaks on its serial console:
   ``\\x04`` ends the data and is acknowledged with ``\\x04``); Ctrl-B back to friendly;
   Ctrl-D on an empty buffer -> ``OK\\r\\n`` and a soft reset (board stays in raw REPL).
 
+Production lockdown (``locked=True``, from ``services/lockdown.py`` via ``sim_board``):
+every console byte is read and dropped; no prompt, no raw REPL, Ctrl-A/B/C/D/E do nothing;
+the firmware runs on.
+
 Resets end the process with an exit code that ``v2g sim board`` acts on (the flash
 directory is kept, so a flashed change runs after the restart):
 ``RESET_SOFT`` 64 (main.py runs again), ``RESET_SOFT_RAW`` 65 (soft reset from the raw
@@ -120,8 +124,9 @@ class Repl:
     (after a soft reset from it). ``banner``: text shown by Ctrl-B and at start when
     ``greet`` is true."""
 
-    def __init__(self, namespace, raw=False, banner=None, greet=False):
+    def __init__(self, namespace, raw=False, banner=None, greet=False, locked=False):
         self.ns = namespace
+        self.locked = locked
         self.start_raw = raw
         self.greet = greet
         self.banner = banner or ("MicroPython %s on sim board; %s\r\n"
@@ -206,6 +211,8 @@ class Repl:
     async def run(self):
         """The REPL loop; returns only through a reset (SystemExit) or stdin EOF."""
         try:
+            while self.locked:  # production lockdown: every byte read and dropped
+                await self._fill()
             if self.start_raw:
                 await self.raw()
             self._mark(_MARK_TEXT)

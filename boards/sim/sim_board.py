@@ -120,7 +120,8 @@ async def pump(app):
 
 async def repl(app):
     ns = {"__name__": "__main__", "_app": app, "reset": reset}
-    await async_repl.Repl(ns, raw=False).run()
+    # production lockdown (services/lockdown.py sets app.locked): the console is drained
+    await async_repl.Repl(ns, raw=False, locked=getattr(app, "locked", False)).run()
 
 
 def tasks(sim_hal):

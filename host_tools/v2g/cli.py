@@ -22,6 +22,8 @@ from v2g.common.errors import ToolError, UsageError
 from v2g.gateway import daemon, modbus_cmd
 from v2g.grid import conformance, replay, sync_check
 from v2g.sim import command as sim
+from v2g.update import command as update_cmd
+from v2g.update import keys, sign
 
 # name -> (handler, one-line help, function adding the subcommand's arguments)
 _COMMANDS = {
@@ -70,6 +72,14 @@ _COMMANDS = {
         "measure the grid the controller sees and judge synchronisation (PASS/FAIL)",
         sync_check.add_arguments,
     ),
+    # signed updates (v2g.update)
+    "keys": (keys.run, "Ed25519 signing keys: 'keys new --out DIR', 'keys install'",
+             keys.add_arguments),
+    "sign": (sign.run, "build a signed update bundle for a board", sign.add_arguments),
+    "sign-config": (sign.run_config, "sign a device config (e.g. production=0 to unlock)",
+                    sign.add_config_arguments),
+    "update": (update_cmd.run, "send a signed bundle to a board and start it (A/B, trial)",
+               update_cmd.add_arguments),
     "logs": (
         logs.run,
         "the board's persistent event log as protocol-log lines (--follow, --out FILE)",

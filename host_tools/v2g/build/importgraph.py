@@ -23,7 +23,7 @@ from pathlib import Path
 
 # Host subpackages, bottom first. A module may import from its own subpackage and from
 # any subpackage listed before it; ``v2g`` itself (the version) from anywhere.
-LAYERS = ("common", "build", "link", "board", "targets", "sim", "grid", "gateway",
+LAYERS = ("common", "build", "link", "board", "update", "targets", "sim", "grid", "gateway",
           "backend", "bench", "docs", "cli")
 
 

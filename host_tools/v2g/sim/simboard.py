@@ -94,6 +94,9 @@ def add_arguments(p):
     p.add_argument("--flash-dir", metavar="DIR",
                    help="the board's flash directory, kept across runs (default: a fresh "
                         "temporary one)")
+    p.add_argument("--no-link", action="store_true",
+                   help="a board without a link UART: runs on its own, no daemon needed "
+                        "(the second line then reads 'link: none')")
 
 
 def populate(flash_dir, board="sim"):
@@ -422,7 +425,7 @@ def run(args):
     try:
         scenario_path = _validate_scenario(args.scenario, work) if args.scenario else None
         populate(flash_dir)
-        board = SimBoard(flash_dir, scenario_path)
+        board = SimBoard(flash_dir, scenario_path, link=not args.no_link)
         port = board.start()
 
         def on_signal(signum, frame):
@@ -431,7 +434,7 @@ def run(args):
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, on_signal)
         print("port: %s" % port, flush=True)
-        print("link: %s" % board.link_port, flush=True)
+        print("link: %s" % (board.link_port or "none"), flush=True)
         print("flash: %s" % flash_dir.resolve(), flush=True)
         try:
             board.serve()

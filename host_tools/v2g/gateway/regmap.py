@@ -6,7 +6,7 @@ Two regions of holding registers (function 3; function 4 reads the same words):
   (docs/formats.md section 8: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING), then
   state, fault, voltages, power, energy, temperature, tick and link figures (``STATUS``),
   each with its type, unit and scale factor; the **unlock register** at 100 (16
-  registers, write-only);
+  registers, write-only); the **session register** at 120 (0 stop, 1 start);
 - **SunSpec device** at 40000: "SunS", models 1, 701, 702, 704, 705-710, 713, end 0xFFFF.
   Each model's points come from the SunSpec model JSON that pysunspec2 ships
   (``sunspec2/models/json/model_N.json``: names, types, sizes, scale-factor names, units,
@@ -40,6 +40,7 @@ from v2g.link.codec import msgs
 SUNS_BASE = 40000  # SunSpec's default base address (SUNS_BASE_ADDR_DEFAULT)
 UNLOCK_ADDR = 100
 UNLOCK_REGS = 16  # token up to 32 ASCII bytes, NUL-padded
+SESSION_ADDR = 120  # session control: write 0 stop, 1 start (SESSION over the link)
 END_MODEL = 0xFFFF
 MODELS = (1, 701, 702, 704, 705, 706, 707, 708, 709, 710, 713)
 
@@ -156,7 +157,8 @@ class Setting:
     - ``kind`` "param": ``target`` names a parameter; ``to_param(raw, snap)`` gives the value
       in the parameter's unit (the table's min/max/decimals check it);
     - ``kind`` "control": ``target`` names a 704 control; ``limits(snap)`` -> (lo, hi) raw;
-    - ``kind`` "unlock": the unlock register."""
+    - ``kind`` "unlock": the unlock register;
+    - ``kind`` "session": the session register (0 stop, 1 start)."""
 
     kind: str
     target: str
@@ -573,6 +575,12 @@ def build():
                     "write the configured unlock token (ASCII, NUL-padded) to allow writes "
                     "on this connection; always reads 0", lambda s: "", static=True,
                     setting=Setting("unlock", "unlock")))
+    regs.append(Reg(SESSION_ADDR, 1, "uint16", "session", "", None,
+                    "session control: write 0 to stop (power ceases, the DC contactors open; "
+                    "40001 then reads 0 if one is welded), 1 to start; reads the last value "
+                    "written through this daemon (0xFFFF: none)",
+                    lambda s: (s.controls or {}).get("session"), static=True,
+                    setting=Setting("session", "session")))
     addr = SUNS_BASE
     regs.append(Reg(addr, 2, "string", "SunS", "", None, "SunSpec marker 0x53756e53",
                     lambda s: "SunS", static=True))
@@ -640,6 +648,8 @@ def _access(reg):
         return "RW: `%s` %s" % (reg.setting.target, P.describe_range(r))
     if reg.setting.kind == "control":
         return "RW: setpoint over the link"
+    if reg.setting.kind == "session":
+        return "RW: SESSION over the link"
     return "W: unlock"
 
 

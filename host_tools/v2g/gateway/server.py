@@ -22,6 +22,9 @@ status register 50) and logged (at most one line a second, then a count):
 Coils and discrete inputs (functions 1, 2, 5, 15) are not served [01]; unmapped
 addresses [02].
 
+The session register (120) becomes a SESSION command: 0 stop (the board ceases power and
+opens its DC contactors), 1 start.
+
 704 controls become setpoints: the daemon keeps the power others command (the image's
 setpoint when its id is not one the daemon sent), applies WSet/VarSet and the WMaxLimPct
 limit (of ``p_rated_w``, both directions), and sends a SETPOINT with a new id only when
@@ -214,7 +217,7 @@ class Gateway:
         if self.stale():
             raise Refused(ExcCodes.DEVICE_FAILURE, "link down or image stale")
         snap = self.snap()
-        cfg_numbers, controls, k = {}, {}, 0
+        cfg_numbers, controls, k, session = {}, {}, 0, None
         for r in regs:
             raw = regmap.decode_words(r, values[k:k + r.size])
             k += r.size
@@ -225,6 +228,11 @@ class Gateway:
                     raise Refused(ExcCodes.ILLEGAL_VALUE, "%s: value %d outside %d..%d"
                                   % (r.name, raw, lo, hi))
                 controls[s.target] = raw
+            elif s.kind == "session":
+                if raw not in (0, 1):
+                    raise Refused(ExcCodes.ILLEGAL_VALUE, "session: value %d, allowed 0 (stop) "
+                                  "or 1 (start)" % raw)
+                session = raw
             else:
                 cfg_numbers[s.target] = self._param_value(r, raw, snap)
         async with self._lock():
@@ -232,6 +240,8 @@ class Gateway:
                 await self._apply_config(cfg_numbers)
             if controls:
                 await self._apply_controls(controls)
+            if session is not None:
+                await self._apply_session(session)
         self.refresh()
 
     def _param_value(self, r, raw, snap):
@@ -283,6 +293,17 @@ class Gateway:
             raise
         if not sent:
             self.counters["writes_unchanged"] += 1
+
+    async def _apply_session(self, start):
+        """SESSION over the link (stop: the board ceases power and opens the contactors)."""
+        self.session_id = (getattr(self, "session_id", 0) + 1) & 0xFFFFFFFF
+        res = await self._command(self.peer.session(bool(start), self.session_id,
+                                                    timeout=CMD_TIMEOUT_S), "session")
+        if not res.ok:
+            raise Refused(ExcCodes.ILLEGAL_VALUE, "board refused session %s: %s %s"
+                          % ("start" if start else "stop", res.status, res.detail))
+        self.controls["session"] = start
+        log.info("link: session %s (id %d)", "start" if start else "stop", self.session_id)
 
     async def _command(self, coro, what):
         try:

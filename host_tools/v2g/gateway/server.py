@@ -3,7 +3,9 @@
 Shape (pymodbus ``examples/server_updating.py``, on the 3.16 ``SimDevice`` API): the
 ``Gateway`` keeps one array of words, ``words`` (index = protocol address), and
 ``refresh()`` rewrites it from the newest register image; the updater task in the daemon
-calls it every ``UPDATE_S``. The server only reads: its device ``action`` copies the
+calls it every ``UPDATE_S``, and a read calls it first when a newer image has arrived
+(``refresh_if_behind``), so what a client reads is as old as the newest image, not as
+old as the updater's last pass. The server only reads: its device ``action`` copies the
 requested words from ``words`` into pymodbus's register list on every read, so a read
 never sees a half-written image (the updater and the server share one event loop).
 
@@ -52,7 +54,8 @@ from v2g.gateway.regmap import CONTROL_DEFAULTS, P
 
 log = logging.getLogger("v2g.gateway")
 
-UPDATE_S = 0.05  # updater period: the image arrives every 100 ms (supervisor rate)
+UPDATE_S = 0.05  # updater period (a read refreshes first when a newer image is in)
+FRESH_S = 0.002  # a read refreshes the words when they are older than this
 CMD_TIMEOUT_S = 2.0  # a command's RESULT from the board
 PENDING_S = 1.0  # a setpoint sent this recently and not yet in the image is pending
 WRITE_FCS = (5, 6, 15, 16, 22, 23)
@@ -85,6 +88,7 @@ class Gateway:
         self.sent = None  # (id, p, q, at)
         self._images = -1
         self._image_at = None
+        self._refreshed = (None, 0.0)  # (peer.images, clock) of the last refresh
         self._cmd_lock = None
         self._log_at = 0.0
         self._log_suppressed = 0
@@ -96,8 +100,8 @@ class Gateway:
         peer, now = self.peer, self.clock()
         if peer is not None and peer.images != self._images:
             self._images = peer.images
-            self._image_at = now
-        age = None if self._image_at is None else now - self._image_at
+            self._image_at = getattr(peer, "image_at", None) or now  # its arrival
+        age = None if self._image_at is None else max(0.0, now - self._image_at)
         state = 0
         if peer is not None and peer.version:
             state = 3 if peer.state == "LOST" else 1
@@ -126,7 +130,17 @@ class Gateway:
 
     def refresh(self):
         """Rewrite ``words`` from the newest image (the only writer of the datastore)."""
+        self._refreshed = (self.peer.images if self.peer is not None else None, self.clock())
         self.map.encode(self.snap(), self.words)
+
+    def refresh_if_behind(self):
+        """Before a read: refresh when a newer image arrived or the words (their image age
+        included) are older than FRESH_S, so a client reads the image of this instant, not
+        the updater's last pass (~0.5 ms per refresh)."""
+        images, at = self._refreshed
+        peer = self.peer
+        if (peer is not None and peer.images != images) or self.clock() - at > FRESH_S:
+            self.refresh()
 
     # ---- the pymodbus side ----
 
@@ -144,6 +158,7 @@ class Gateway:
                 return ExcCodes.ILLEGAL_FUNCTION
             # 3, 4; and 6, 16, 22, 23 read back what they wrote
             self.counters["reads"] += 1
+            self.refresh_if_behind()
             o = address - start
             registers[o:o + count] = self.words[address:address + count]
             return None

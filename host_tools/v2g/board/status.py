@@ -12,7 +12,8 @@ as JSON. Keys:
 - ``faults``: ``trip`` (latched fast trip ``{code, name, value_pu}`` or null),
   ``grid_integrity`` (fault 0x07 active), ``recent`` (last fault/trip/clear events);
 - ``pll``: ``locked``, ``f_hz``, ``v_pos_pu``, ``theta_rad``;
-- ``meas``: ``p_w``, ``q_var`` (measured, signs of docs/design.md section 7), ``v_d_pu``/``v_q_pu``,
+- ``meas``: ``p_w``, ``q_var`` (measured, signs of docs/design.md section 7),
+  ``v_d_pu``/``v_q_pu``,
   ``i_d_pu``/``i_q_pu``, ``v_dc_v``, ``p_cmd_w``/``q_cmd_var`` (supervisor commands),
   ``p_ref_w``/``q_ref_var`` (ramped references in the tick);
 - ``contactor``: ``status`` (Modbus code, docs/formats.md section 8), ``name``, ``main``, ``pre``,

@@ -14,7 +14,8 @@ export MICROPYTHON
 
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo update-sweep
+.PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo \
+	update-sweep e2e-sweep
 
 venv: $(STAMP)
 
@@ -60,6 +61,11 @@ test: venv tools
 # loopback, with the board side of the link on the unix runtime (make test runs 5 000).
 fuzz: venv
 	V2G_FUZZ_FRAMES=100000 $(VENV)/bin/python -m pytest tests_host/gateway/test_gateway_fuzz.py -q -s
+
+# the end-to-end link/field-bus tests with the real firmware, each loss level for 30 s
+# (make test runs 4 s each)
+e2e-sweep: venv
+	V2G_E2E_SECONDS=30 $(VENV)/bin/python -m pytest tests_host/gateway/test_e2e_board.py -q -s
 
 bench: venv tools
 	$(VENV)/bin/v2g bench

@@ -174,8 +174,15 @@ class App:
     async def supervise(self):
         import asyncio
 
+        last = None
         while self.running:
-            self.supervise_once(self.hal.ticks_ms())
+            now = self.hal.ticks_ms()
+            if last is not None:  # lateness of this step beyond one period (ticks wrap 2**30)
+                late = ((now - last) & 0x3FFFFFFF) - supervisor.PERIOD_MS
+                if late > self.sup_late_max_ms:
+                    self.sup_late_max_ms = late
+            last = now
+            self.supervise_once(now)
             await asyncio.sleep_ms(supervisor.PERIOD_MS)
 
     def stop(self):
@@ -191,6 +198,7 @@ class App:
 
     link = None  # the link session (services.link.Link) while the board has one
     hung = ()  # names of service tasks a simulation hangs (scenario event `hang`)
+    sup_late_max_ms = 0  # most a supervisor step came later than one period after the last
 
     def config_errors(self, held):
         """Problems of a full set of held ints on this board (a config over the link)."""

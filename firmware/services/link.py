@@ -30,7 +30,8 @@ RAM (fixed, allocated in ``__init__``): rx 495 + tx 492 + tx-encoded 496 + windo
 the 64-bit unix runtime at the default window (less on a 32-bit board). Per frame
 received: no allocation for the byte layer; the CRC's memoryview slice; command payloads
 unpack into a tuple (a few dozen bytes, commands are rare). Per frame sent: one
-memoryview slice (and the values tuple of images/heartbeats, ~100 bytes each period).
+memoryview slice (and the values tuple of heartbeats; images are packed in place by
+``handlers.pack_image``).
 Context: services (asyncio task beside the supervisor); never the tick.
 """
 
@@ -78,6 +79,16 @@ class Handlers:
     def register_image(self, now_ms):
         """A tuple in ``link_msgs.REGISTER_FIELDS`` order, or None (nothing to send)."""
         return None
+
+    def pack_image(self, buf, offset, now_ms):
+        """Write the register image's payload into ``buf`` at ``offset``; False when there
+        is nothing to send. This default packs ``register_image``'s tuple; the firmware's
+        wiring packs its values straight in (no tuple, no star-call)."""
+        vals = self.register_image(now_ms)
+        if vals is None:
+            return False
+        struct.pack_into(lm.BY_ID[lm.REGISTER_IMAGE][lm.FMT], buf, offset, *vals)
+        return True
 
     def energy_record(self, min_no):
         """The oldest unacknowledged record with record_no >= min_no, as a tuple in
@@ -458,9 +469,9 @@ class Link:
                                                   c[3], c[4], c[5], c[6], c[7], c[8], c[9]))
             if now_ms - self.image_ms >= self.image_period_ms:
                 self.image_ms = now_ms
-                vals = self.h.register_image(now_ms)
-                if vals is not None:
-                    self._send(now_ms, lm.REGISTER_IMAGE, vals)
+                # the handler packs the payload into the transmit buffer itself
+                if self.h.pack_image(self.tx, lm.HEADER_SIZE, now_ms):
+                    self._send(now_ms, lm.REGISTER_IMAGE, None)
             while self.count < self.window // 2:  # the other half stays free for RESULTs
                 rec = self.h.energy_record(self.rec_next)
                 if rec is None:

@@ -33,9 +33,11 @@ Context: board (services, supervisor) and host. Imports ``struct`` only.
 
 import struct
 
-VERSION = 1  # the version this firmware speaks by default
-VERSION_MIN = 1  # the oldest version it still speaks
-VERSION_MAX = 1
+# 2: REGISTER_IMAGE gained measured P/Q, per-phase V, current, PF, tick cost and the
+# board's link figures (appended); the one table has one image layout, so 1 is dropped
+VERSION = 2  # the version this firmware speaks by default
+VERSION_MIN = 2  # the oldest version it still speaks
+VERSION_MAX = 2
 HEADER_FMT = "<BBHHH"
 HEADER_SIZE = 8
 CRC_SIZE = 4
@@ -110,7 +112,25 @@ REGISTER_FIELDS = (
     ("last_fault", "8s", "code of the newest fault, ASCII (b'0x07', b'V2G-502'), 0-padded"),
     ("tick_count", "I", "control ticks since boot (wraps at 2**32)"),
     ("tick_overruns", "I", "tick overruns since boot"),
+    # version 2
+    ("p_meas_w", "i", "active power measured by the tick (dq), W (> 0 charging the EV)"),
+    ("q_meas_var", "i", "reactive power measured by the tick (dq), var (> 0 absorbing)"),
+    ("v_a_dv", "H", "phase A fundamental RMS voltage (grid_measure), 0.1 V"),
+    ("v_b_dv", "H", "phase B fundamental RMS voltage, 0.1 V"),
+    ("v_c_dv", "H", "phase C fundamental RMS voltage, 0.1 V"),
+    ("i_ca", "H", "RMS phase current, 0.01 A: the positive-sequence fundamental the tick "
+     "measures (dq); the tick has no per-phase current magnitude"),
+    ("pf_milli", "h", "power factor P/S of the measured power, 0.001, sign of p_meas_w; "
+     "-32768 when S is below 0.1 % of rated"),
+    ("tick_cost_us", "H", "run time of the last tick, us"),
+    ("tick_cost_max_us", "H", "longest tick since boot, us"),
+    ("tick_period_us", "H", "tick period, us"),
+    ("link_state", "B", "the board's link state: 0 DOWN, 1 UP, 2 DEGRADED, 3 LOST"),
+    ("link_crc_errors", "H", "frames from the daemon dropped for a bad CRC (wraps at 2**16)"),
+    ("link_lost", "H", "frames from the daemon estimated lost (wraps at 2**16)"),
+    ("link_hb_gaps", "H", "heartbeat gaps seen by the board (wraps at 2**16)"),
 )
+PF_NONE = -32768  # pf_milli when the apparent power is too small for a power factor
 
 MESSAGES = (
     (HELLO, "HELLO", 0, "h2b", "<BBI", ("version_min", "version_max", "nonce"), None,

@@ -24,7 +24,11 @@ What each message does (``Wiring``, the link's handlers):
   period): state, contactor code, flags (PLL lock, permit, ceased, link degraded / lost),
   f, phase voltage extremes, DC link, commands in force, setpoint id, module temperature,
   energy in and out (integrated here from the tick's measured power), EV limits, fault
-  count and newest fault code, tick count and overruns.
+  count and newest fault code, tick count and overruns; since link version 2 also the
+  measured P and Q (the tick's dq measurement, not the commands), per-phase fundamental
+  RMS voltages (``grid_measure``), the RMS phase current (positive sequence: the tick
+  measures no per-phase current magnitude), PF, tick cost (last, max, period) and the
+  board's link state and counters (CRC errors, lost frames, heartbeat gaps).
 Link counters (frames, CRC errors, retransmissions, losses, heartbeat gaps) are
 ``app.link.counters_dict()``; ``v2g status`` shows them.
 
@@ -32,19 +36,24 @@ Clock: the session gets an unwrapped millisecond count built from ``hal.ticks_ms
 wraps at 2**30), so its timeouts never see a wrap.
 
 Cost (measured with ``gc.mem_alloc`` on the 64-bit unix runtime by tests_host/link/
-test_link_service.py, which prints the figures): RAM held 5600 bytes (the session and its
-buffers 5152, this wiring and its clock the rest; less on a 32-bit board), plus the
-task's 128-byte read buffer; CPU ~12 us per register image built and sent on the x64
-host. Each image allocates ~860 bytes that the GC collects (the values tuple, the float
-maths of the voltages, frequency and temperature, two memoryview slices): ~86 KB/s at
-the default 10 ms period; ``link_image_ms`` trades it against freshness.
+test_link_service.py, which prints the figures): RAM held 5856 bytes (the session and its
+buffers 5152, this wiring, its clock and the image scratch buffer the rest; less on a
+32-bit board), plus the task's 128-byte read buffer; CPU ~19 us per register image built
+and sent on the x64 host. The image is packed straight into the link's transmit buffer
+(``pack_image``: one ``struct.pack_into`` of plain arguments, integer maths): ~160 bytes
+allocated per image (the module temperature's float, the frame's memoryview slices),
+16 KB/s at the default 10 ms period; the v1 image built a values tuple with float maths
+and allocated ~860 bytes per image (~86 KB/s) for 66 bytes of payload, v2 carries 97.
 Nothing here runs in the tick or touches the tick's hardware; a command reaches the
 controller only through the supervisor's methods.
 Context: services (asyncio task beside the supervisor); never the tick.
 """
 
+import struct
+
 import config_store
 import current
+import grid_measure
 import params
 import pll
 import tick
@@ -52,6 +61,7 @@ from services import link
 from services import link_msgs as lm
 
 _MASK = 0x3FFFFFFF  # ticks_ms wraps at 2**30 on MicroPython ports and the sim HAL
+_MJ_PER_WH = 3600000
 _IO_ERRORS = (OSError,)
 
 
@@ -111,9 +121,20 @@ class Wiring(link.Handlers):
         self.last_key = None
         self.fault_count = 0
         self.last_fault = b""
-        self.e_import_mj = 0.0  # energy from the measured power, W * ms (mJ)
-        self.e_export_mj = 0.0
+        self.e_import_wh = 0  # energy from the measured power: whole Wh ...
+        self.e_export_wh = 0
+        self.e_import_rem = 0  # ... and the remainder, W * ms (mJ)
+        self.e_export_rem = 0
         self.e_ms = None
+        held = app.held
+        self.rated = held["p_rated_w"]
+        self.v_nom_dv = held["v_nom_ln_rms"]  # held in 0.1 V
+        self.v_base_mv = params.v_peak_mv(held)
+        # RMS phase current at 1 pu of the dq current: rated / (3 V_nom), in 0.01 A
+        self.i_base_ca = self.rated * 1000 // (3 * self.v_nom_dv)
+        self.gm = getattr(app.ctl, "gm", None)
+        self.fmt = lm.BY_ID[lm.REGISTER_IMAGE][lm.FMT]
+        self.scratch = bytearray(lm.FIXED_SIZE[lm.REGISTER_IMAGE])
         app.journal.listeners.append(self._on_event)
 
     def _on_event(self, ev):
@@ -179,24 +200,56 @@ class Wiring(link.Handlers):
     # ---- the register image ----
 
     def _energy(self, now_ms, p_w):
+        """Integrate the measured power in whole Wh and a mJ remainder (small ints only:
+        no float, no big int on a 32-bit board)."""
         if self.e_ms is not None:
             e = p_w * (now_ms - self.e_ms)
             if e > 0:
-                self.e_import_mj += e
-            else:
-                self.e_export_mj -= e
+                r = self.e_import_rem + e
+                if r >= _MJ_PER_WH:
+                    self.e_import_wh += r // _MJ_PER_WH
+                    r %= _MJ_PER_WH
+                self.e_import_rem = r
+            elif e < 0:
+                r = self.e_export_rem - e
+                if r >= _MJ_PER_WH:
+                    self.e_export_wh += r // _MJ_PER_WH
+                    r %= _MJ_PER_WH
+                self.e_export_rem = r
         self.e_ms = now_ms
 
-    def register_image(self, now_ms):
+    def pack_image(self, buf, offset, now_ms):
+        """The register image (link_msgs.REGISTER_FIELDS) packed straight into ``buf`` at
+        ``offset`` with one ``struct.pack_into`` of plain arguments: no values tuple, and
+        integer maths where the v1 image used floats (frequency, voltages, DC link,
+        energy); the module temperature is the one float left."""
         app = self.app
         sup = self.sup
         ctl = app.ctl
         st = ctl.pll
         cc = ctl.cc
-        rated = app.held["p_rated_w"]
-        p_meas_w = (cc[current.P_MEAS] * rated) >> 12
-        self._energy(now_ms, p_meas_w if sup.state in ("ENERGIZED", "DERATED") else 0)
-        v_min, v_max = sup.phase_voltages()
+        rated = self.rated
+        p_meas = (cc[current.P_MEAS] * rated) >> 12
+        q_meas = (cc[current.Q_MEAS] * rated) >> 12
+        self._energy(now_ms, p_meas if sup.state in ("ENERGIZED", "DERATED") else 0)
+        gm = self.gm
+        if gm is not None:
+            a_q12 = params.isqrt(gm[grid_measure.MAG2_A])
+            b_q12 = params.isqrt(gm[grid_measure.MAG2_B])
+            c_q12 = params.isqrt(gm[grid_measure.MAG2_C])
+        else:
+            a_q12 = b_q12 = c_q12 = st[pll.V_POS]
+        lo = min(a_q12, b_q12, c_q12)
+        hi = max(a_q12, b_q12, c_q12)
+        v_nom_dv = self.v_nom_dv
+        i_q12 = params.isqrt(cc[current.I_D] * cc[current.I_D] + cc[current.I_Q] * cc[current.I_Q])
+        s_va = params.isqrt(p_meas * p_meas + q_meas * q_meas)
+        if s_va * 1000 < rated:
+            pf = lm.PF_NONE
+        elif p_meas < 0:
+            pf = -((-p_meas * 1000 + (s_va >> 1)) // s_va)
+        else:
+            pf = (p_meas * 1000 + (s_va >> 1)) // s_va
         lk = self.link
         flags = ((lm.FLAG_LOCKED if st[pll.LOCKED] else 0)
                  | (lm.FLAG_PERMIT if sup.permit else 0)
@@ -206,27 +259,55 @@ class Wiring(link.Handlers):
         t_mod = sup.thermal.t_module_c
         stats = ctl.stats
         sp_id = self.last_id if sup.setpoint_id == self.last_key else 0
-        return (now_ms & 0xFFFFFFFF,
-                lm.STATES.index(sup.state) if sup.state in lm.STATES else 0,
-                sup.contactor_status(),
-                _clamp(int(sup.derate_pct), 0, 255),
-                flags,
-                int(pll.f_hz(st) * 1000),
-                _clamp(int(v_min * 1000), 0, 65535),
-                _clamp(int(v_max * 1000), 0, 65535),
-                _clamp(int(sup.v_dc_v() * 10), 0, 65535),
-                int(sup.p_cmd_w),
-                int(sup.q_cmd_var),
-                sp_id or 0,
-                _clamp(int(t_mod * 10), -32768, 32767) if t_mod is not None else 0,
-                int(self.e_import_mj // 3600000) & 0xFFFFFFFF,
-                int(self.e_export_mj // 3600000) & 0xFFFFFFFF,
-                _clamp(int(sup.ev_max_charge_w), -2**31, 2**31 - 1),
-                _clamp(int(sup.ev_max_discharge_w), -2**31, 2**31 - 1),
-                self.fault_count,
-                self.last_fault,
-                stats[tick.COUNT],
-                stats[tick.OVERRUNS])
+        v_dc_q12 = (ctl.raw[6] - ctl.cal[6]) * ctl.cal[13] >> 14
+        if lk is not None:
+            lc = lk.counters
+            l_state, l_crc, l_lost, l_gaps = (lk.state, lc[link.CRC_ERRORS] & 0xFFFF,
+                                              lc[link.LOST_FRAMES] & 0xFFFF,
+                                              lc[link.HB_GAPS] & 0xFFFF)
+        else:
+            l_state = l_crc = l_lost = l_gaps = 0
+        struct.pack_into(
+            self.fmt, buf, offset,
+            now_ms & 0xFFFFFFFF,
+            lm.STATES.index(sup.state) if sup.state in lm.STATES else 0,
+            sup.contactor_status(),
+            _clamp(int(sup.derate_pct), 0, 255),
+            flags,
+            (st[pll.W_F_Q6] * st[pll.TICK_HZ] * 125) >> 31,  # mHz (pll.f_hz, no float)
+            _clamp(lo * 1000 >> 12, 0, 65535),
+            _clamp(hi * 1000 >> 12, 0, 65535),
+            _clamp(v_dc_q12 * self.v_base_mv // 409600, 0, 65535),
+            int(sup.p_cmd_w),
+            int(sup.q_cmd_var),
+            sp_id or 0,
+            _clamp(int(t_mod * 10), -32768, 32767) if t_mod is not None else 0,
+            self.e_import_wh & 0xFFFFFFFF,
+            self.e_export_wh & 0xFFFFFFFF,
+            _clamp(int(sup.ev_max_charge_w), -2**31, 2**31 - 1),
+            _clamp(int(sup.ev_max_discharge_w), -2**31, 2**31 - 1),
+            self.fault_count,
+            self.last_fault,
+            stats[tick.COUNT],
+            stats[tick.OVERRUNS],
+            p_meas,
+            q_meas,
+            _clamp(a_q12 * v_nom_dv >> 12, 0, 65535),
+            _clamp(b_q12 * v_nom_dv >> 12, 0, 65535),
+            _clamp(c_q12 * v_nom_dv >> 12, 0, 65535),
+            _clamp(i_q12 * self.i_base_ca >> 12, 0, 65535),
+            pf,
+            _clamp(stats[tick.COST_US], 0, 65535),
+            _clamp(stats[tick.COST_MAX_US], 0, 65535),
+            _clamp(stats[tick.PERIOD_US], 0, 65535),
+            l_state, l_crc, l_lost, l_gaps)
+        return True
+
+    def register_image(self, now_ms):
+        """The image as a tuple in REGISTER_FIELDS order (tests and tools; the link sends
+        ``pack_image``'s bytes)."""
+        self.pack_image(self.scratch, 0, now_ms)
+        return struct.unpack_from(self.fmt, self.scratch, 0)
 
 
 def open_stream(app):

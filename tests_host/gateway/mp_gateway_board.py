@@ -76,7 +76,10 @@ class FakeSupervisor(link.Handlers):
         self.last_ms = now_ms
         return (ticks_diff(now_ms, self.t0) & 0xFFFFFFFF, 4, 2, 0, 3, 60012, 998, 1003,
                 7200, self.p_w, self.q_var, self.sp_id, 412, int(self.e_imp),
-                int(self.e_exp), 11000, 11000, 1, b"0x07", 123456, 0)
+                int(self.e_exp), 11000, 11000, 1, b"0x07", 123456, 0,
+                # version 2: measured P/Q, V per phase, current, PF, tick, board link
+                self.p_w, self.q_var, 2301, 2299, 2303, abs(self.p_w) * 100 // 690,
+                -1000 if self.p_w < 0 else 1000, 21, 35, 100, 1, 0, 0, 0)
 
 
 def main():

@@ -89,12 +89,13 @@ def test_every_documented_register_reads(rig):
         assert read(c, "status.last_fault") == int.from_bytes(b"0x07\0\0\0\0", "big")
         assert read(c, "status.tick_count") == 123456
         assert read(c, "status.link_state") == 1
-        assert read(c, "status.v_a_v") == 0xFFFF  # not in the link v1 image
+        assert read(c, "status.v_a_v") == 2301  # link v2: per-phase voltages
+        assert read(c, "status.tick_cost_pct") == 210  # 21 us of 100 us, SF -1
         assert c.read_holding_registers(40000, count=2).registers == [0x5375, 0x6E53]
         end = RM.sunspec_end - 2
         assert c.read_holding_registers(end, count=2).registers == [0xFFFF, 0]
         # outside the map: exception 02
-        assert exc(c.read_holding_registers(52, count=1)) == 2
+        assert exc(c.read_holding_registers(regmap.STATUS_LEN, count=1)) == 2
         assert exc(c.read_holding_registers(RM.sunspec_end, count=1)) == 2
 
 

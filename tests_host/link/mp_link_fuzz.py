@@ -61,7 +61,7 @@ ENC = bytearray(lf.max_encoded(len(BODY)) + 8)
 IDS = [row[lm.ID] for row in lm.MESSAGES]
 
 
-def body(typ, seq, ack, n, version=1, length=None):
+def body(typ, seq, ack, n, version=lm.VERSION, length=None):
     """A body with random payload bytes into BODY; returns its length (CRC included)."""
     for i in range(n):
         BODY[8 + i] = rnd(256)
@@ -118,8 +118,8 @@ def main():
     escaped = 0
     for i in range(n):
         if i % 50 == 0:  # keep a session open most of the time, sometimes a new one
-            body(lm.HELLO, 0, 0, 6)
-            struct.pack_into("<BBI", BODY, 8, 1, 1, rnd(3))
+            body(lm.HELLO, 0, 0, 6, version=1)  # HELLO frames: always version 1
+            struct.pack_into("<BBI", BODY, 8, lm.VERSION, lm.VERSION, rnd(3))
             k = lf.put_crc(BODY, 14)
             m = lf.cobs_encode(BODY, k, ENC)
             ENC[m] = 0
@@ -140,14 +140,14 @@ def main():
     # the link still works: a fresh session, one setpoint, applied once
     lk.receive(b"\x00", 1, now)
     before = h.applied
-    struct.pack_into("<BBI", BODY, 8, 1, 1, 999)
+    struct.pack_into("<BBI", BODY, 8, lm.VERSION, lm.VERSION, 999)
     BODY[0], BODY[1] = 1, lm.HELLO
     struct.pack_into("<HHH", BODY, 2, 0, 0, 6)
     k = lf.put_crc(BODY, 14)
     m = lf.cobs_encode(BODY, k, ENC)
     ENC[m] = 0
     lk.receive(ENC, m + 1, now)
-    BODY[1] = lm.SETPOINT
+    BODY[0], BODY[1] = lm.VERSION, lm.SETPOINT
     struct.pack_into("<HHH", BODY, 2, 1, 0, 12)
     struct.pack_into("<Iii", BODY, 8, 5, 100, 0)
     k = lf.put_crc(BODY, 20)

@@ -37,8 +37,9 @@ def main():
     gc.disable()
     a0 = gc.mem_alloc()
     t0 = time.ticks_us() if hasattr(time, "ticks_us") else int(time.time() * 1e6)
-    for i in range(n):
-        lk._send(i * 10, 0x10, wiring.register_image(i * 10))
+    for i in range(n):  # as Link.service sends it: packed in place, then framed
+        if wiring.pack_image(lk.tx, 8, i * 10):
+            lk._send(i * 10, 0x10, None)
     t1 = time.ticks_us() if hasattr(time, "ticks_us") else int(time.time() * 1e6)
     a1 = gc.mem_alloc()
     gc.enable()

@@ -14,6 +14,8 @@ from v2g.common import paths
 from v2g.link import codec
 from v2g.link.codec import msgs
 
+V = msgs.VERSION  # the session's protocol version (HELLO frames carry 1)
+
 sys.path.insert(0, str(paths.REPO_ROOT / "boards" / "sim"))
 
 import app  # noqa: E402
@@ -65,7 +67,7 @@ class Rig:
             if hb and t % 200 == 0 and self.lk.version:
                 self.tx += 1
                 if not (lose and self.tx % 10 < lose):
-                    self.feed(codec.encode_frame(1, msgs.HEARTBEAT, 0, self.acked, codec.pack(
+                    self.feed(codec.encode_frame(V, msgs.HEARTBEAT, 0, self.acked, codec.pack(
                         msgs.HEARTBEAT, (t, 0, self.tx) + (0,) * 8)))
 
     def feed(self, frame):
@@ -74,13 +76,13 @@ class Rig:
     def hello(self):
         self.tx += 1
         self.feed(codec.encode_frame(1, msgs.HELLO, 0, 0, codec.pack(msgs.HELLO,
-                                                                     (1, 1, self.nonce))))
+                                                                     (V, V, self.nonce))))
 
     def command(self, msg_id, payload):
         """A reliable command; returns the RESULT dict the board answered."""
         self.out.clear()
         self.tx += 1
-        self.feed(codec.encode_frame(1, msg_id, self.seq, self.acked, payload))
+        self.feed(codec.encode_frame(V, msg_id, self.seq, self.acked, payload))
         self.seq += 1
         for raw in self.out:
             f = codec.decode_frame(raw[:-1])
@@ -144,7 +146,7 @@ def test_gate_setpoints_config_limits_degraded_and_lost(rig, tmp_path):
     assert sup.p_cmd_w == 0 and sup.hold_ceased and sup.contactor_status() == 2
     img = rig.wiring.register_image(0)
     assert img[4] & msgs.FLAG_LINK_DEGRADED and img[4] & msgs.FLAG_CEASED
-    assert img[18] == b"V2G-502"
+    assert img[18].rstrip(b"\0") == b"V2G-502"
     rig.run_ms(100)
     assert rig.app.hal.pwm_on == 0  # the tick keeps the PWM off
     # healthy again: power resumes without re-entering service

@@ -15,6 +15,8 @@ from support.link_helpers import BOARD_RUNNER, Relay, board_env
 from v2g.link import LinkPeer, codec
 from v2g.link.codec import msgs
 
+V = msgs.VERSION  # the session's protocol version (HELLO frames carry 1)
+
 
 def _commands(rng, n):
     """(kind, args) in send order: setpoints with unique ids, EV limits, sessions, configs
@@ -153,16 +155,16 @@ def test_unknown_and_malformed_frames_are_dropped_and_counted():
     def feed(data):
         lk.receive(data, len(data), 0)
 
-    hello = codec.encode_frame(1, msgs.HELLO, 0, 0, codec.pack(msgs.HELLO, (1, 1, 5)))
+    hello = codec.encode_frame(1, msgs.HELLO, 0, 0, codec.pack(msgs.HELLO, (V, V, 5)))
     feed(hello)
     assert lk.state == link.UP
     good = codec.pack(msgs.SETPOINT, (1, 100, 0))
-    feed(codec.encode_frame(1, 0x7E, 1, 0, good))  # unknown type
-    feed(codec.encode_frame(2, msgs.SETPOINT, 1, 0, good))  # wrong version
-    body = bytearray(codec.encode_body(1, msgs.SETPOINT, 1, 0, good))
+    feed(codec.encode_frame(V, 0x7E, 1, 0, good))  # unknown type
+    feed(codec.encode_frame(V + 1, msgs.SETPOINT, 1, 0, good))  # wrong version
+    body = bytearray(codec.encode_body(V, msgs.SETPOINT, 1, 0, good))
     body[-1] ^= 0x40
     feed(codec.cobs.encode(bytes(body)) + b"\0")  # bad CRC
-    body = bytearray(codec.encode_body(1, msgs.SETPOINT, 1, 0, good))
+    body = bytearray(codec.encode_body(V, msgs.SETPOINT, 1, 0, good))
     struct.pack_into("<H", body, 6, 11)
     body[-4:] = struct.pack("<I", codec.zlib.crc32(body[:-4]))
     feed(codec.cobs.encode(bytes(body)) + b"\0")  # length field inconsistent
@@ -172,13 +174,13 @@ def test_unknown_and_malformed_frames_are_dropped_and_counted():
     c = lk.counters_dict()
     assert c["unknown"] == 1 and c["crc_errors"] == 1 and c["malformed"] == 4
     # a reliable frame whose payload does not fit its type: answered MALFORMED, not applied
-    feed(codec.encode_frame(1, msgs.SETPOINT, 1, 0, good + b"x"))
+    feed(codec.encode_frame(V, msgs.SETPOINT, 1, 0, good + b"x"))
     assert calls == [] and lk.counters_dict()["malformed"] == 5
     res = codec.decode_frame(out[-1][:-1])
     assert res.msg_id == msgs.RESULT
     assert codec.unpack(msgs.RESULT, res.payload)["status"] == msgs.MALFORMED
     # the next in-order one is applied once; its duplicate is not
-    f = codec.encode_frame(1, msgs.SETPOINT, 2, 0, good)
+    f = codec.encode_frame(V, msgs.SETPOINT, 2, 0, good)
     feed(f)
     feed(f)
     assert calls == [(1, 100, 0)] and lk.counters_dict()["duplicates"] == 1

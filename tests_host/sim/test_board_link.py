@@ -65,7 +65,7 @@ def test_link_on_the_virtual_board(tmp_path, micropython_exe):
 async def _session(link_port, port, flash):
     peer = await open_serial(link_port, nonce=0x5EED)
     hello = await peer.open(timeout=10)
-    assert hello["version"] == 1 and hello["tail"].startswith("v2g-fw")
+    assert hello["version"] == msgs.VERSION and hello["tail"].startswith("v2g-fw")
     await _wait(lambda: peer.image is not None and peer.image["state"] == 4, 10,
                 "ENERGIZED in the register image")
     img = peer.image

@@ -25,7 +25,9 @@ Extra keys: ``tick_ns_c``/``compute_ns_c``, ``instr_per_tick_bytecode``,
 ``tick_ns_viper_min``/``tick_ns_bytecode_min`` (fastest timed segment of all runs) and
 ``speedup_fastest_viper_vs_bytecode`` (their ratio), ``instr_ratio_bytecode_vs_viper``,
 ``instr_per_compute_viper``/``_c``, ``heap_lock`` (what the locked run did),
-``checksums`` (tick count -> implementation -> checksum), ``bench_s``.
+``checksums`` (tick count -> implementation -> checksum), ``bench_s``; unless
+``--no-system``: ``pll``, ``sim`` and ``modbus_load`` (``v2g.gateway.bench.modbus_load``:
+8 clients polling 100 registers at 10 Hz for 5 s, p50/p99/max ms).
 The harness HAL (``mp/tick_harness.py``) is viper in every run, standing in for a board's
 native drivers, so the viper/bytecode comparison is about ``firmware/`` alone.
 Every run also prints a checksum of the final state; ``checksums_agree`` is false when
@@ -484,6 +486,11 @@ def run(args):
             log("simulated board figures")
         with tempfile.TemporaryDirectory() as tmp:
             res["sim"] = bench_system.sim_figures(Path(tmp))
+        from v2g.gateway.bench import modbus_load
+
+        if log:
+            log("Modbus load figure (8 clients x 100 registers at 10 Hz, 5 s)")
+        res["modbus_load"] = modbus_load(seconds=5.0)
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
@@ -492,4 +499,10 @@ def run(args):
             from v2g.bench import system as bench_system
 
             print(bench_system.format_system(res["pll"], res["sim"]))
+        ml = res.get("modbus_load")
+        if ml:
+            print("Modbus TCP (v2g-daemon's server, loopback): %d clients x %d registers at "
+                  "%g Hz: p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d errors (target p99 <= 20 "
+                  "ms)" % (ml["clients"], ml["registers"], ml["rate_hz"], ml["p50_ms"],
+                           ml["p99_ms"], ml["max_ms"], ml["errors"]))
     return 0

@@ -12,7 +12,8 @@ as JSON. Keys:
 - ``faults``: ``trip`` (latched fast trip ``{code, name, value_pu}`` or null),
   ``grid_integrity`` (fault 0x07 active), ``recent`` (last fault/trip/clear events);
 - ``pll``: ``locked``, ``f_hz``, ``v_pos_pu``, ``theta_rad``;
-- ``meas``: ``p_w``, ``q_var`` (measured, signs of docs/design.md section 7), ``v_d_pu``/``v_q_pu``,
+- ``meas``: ``p_w``, ``q_var`` (measured, signs of docs/design.md section 7),
+  ``v_d_pu``/``v_q_pu``,
   ``i_d_pu``/``i_q_pu``, ``v_dc_v``, ``p_cmd_w``/``q_cmd_var`` (supervisor commands),
   ``p_ref_w``/``q_ref_var`` (ramped references in the tick);
 - ``contactor``: ``status`` (Modbus code, docs/formats.md section 8), ``name``, ``main``, ``pre``,
@@ -24,6 +25,8 @@ as JSON. Keys:
   ``unknown``, ``retransmissions``, ``duplicates``, ``out_of_order``, ``lost``,
   ``hb_gaps``), ``tx_dropped`` (frames the UART would not take), ``session`` (a session
   is on: the supervisor's gate);
+- ``supervisor``: ``late_max_ms`` (most a supervisor step came later than one period
+  after the one before, since boot or since a tool reset ``_app.sup_late_max_ms``);
 - ``sim`` (simulated board only): the real-time pump's figures (``sim_board.stats``).
 A board with no running controller (main.py stopped) answers ``{"running": false}``.
 
@@ -101,6 +104,7 @@ def _status():
         out['link'] = {'state': _l.STATE_NAMES[lk.state], 'counters': lk.counters_dict(),
                        'tx_dropped': w.dropped if w else 0,
                        'session': bool(getattr(s, 'session_on', True))}
+    out['supervisor'] = {'late_max_ms': getattr(a, 'sup_late_max_ms', None)}
     sb = sys.modules.get('sim_board')
     if sb is not None:
         out['sim'] = dict(sb.stats)

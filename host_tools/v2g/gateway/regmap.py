@@ -6,7 +6,7 @@ Two regions of holding registers (function 3; function 4 reads the same words):
   (docs/formats.md section 8: 0 STUCK, 1 OPEN, 2 CLOSED, 3 PRECHARGING, 4 OPENING), then
   state, fault, voltages, power, energy, temperature, tick and link figures (``STATUS``),
   each with its type, unit and scale factor; the **unlock register** at 100 (16
-  registers, write-only);
+  registers, write-only); the **session register** at 120 (0 stop, 1 start);
 - **SunSpec device** at 40000: "SunS", models 1, 701, 702, 704, 705-710, 713, end 0xFFFF.
   Each model's points come from the SunSpec model JSON that pysunspec2 ships
   (``sunspec2/models/json/model_N.json``: names, types, sizes, scale-factor names, units,
@@ -40,6 +40,7 @@ from v2g.link.codec import msgs
 SUNS_BASE = 40000  # SunSpec's default base address (SUNS_BASE_ADDR_DEFAULT)
 UNLOCK_ADDR = 100
 UNLOCK_REGS = 16  # token up to 32 ASCII bytes, NUL-padded
+SESSION_ADDR = 120  # session control: write 0 stop, 1 start (SESSION over the link)
 END_MODEL = 0xFFFF
 MODELS = (1, 701, 702, 704, 705, 706, 707, 708, 709, 710, 713)
 
@@ -107,22 +108,31 @@ class Snap:
 
 
 def derive(im, snap):
-    """Engineering values from one register image; power signs as the firmware's
-    (``p_w`` > 0 charging the EV = absorbing from the grid)."""
+    """Engineering values from one register image (link v2: the measured power, per-phase
+    voltages and the phase current); power signs as the firmware's (``p_w`` > 0 charging
+    the EV = absorbing from the grid). Per phase: the tick measures each phase's voltage
+    but one (positive-sequence) current, so a phase's W/VA/var are the totals shared in
+    proportion to its voltage (exact for a balanced current set, which the current control
+    produces), and its line-to-line voltage assumes 120 degrees between the phases."""
     if im is None:
         return {}
     v_nom = snap.p("v_nom_ln_rms")
     v_min = im["v_min_mpu"] / 1000 * v_nom
     v_max = im["v_max_mpu"] / 1000 * v_nom
-    v_ln = (v_min + v_max) / 2
-    p, q = im["p_cmd_w"], im["q_cmd_var"]
+    v_ph = (im["v_a_dv"] / 10, im["v_b_dv"] / 10, im["v_c_dv"] / 10)
+    v_ln = sum(v_ph) / 3
+    p, q = im["p_meas_w"], im["q_meas_var"]
     s = math.hypot(p, q)
+    i_ph = im["i_ca"] / 100
+    pf = None if im["pf_milli"] == msgs.PF_NONE else -im["pf_milli"] / 1000
+    share = [v / sum(v_ph) if sum(v_ph) > 0 else 1 / 3 for v in v_ph]
+    v_ll = [math.sqrt(a * a + b * b + a * b) for a, b in zip(v_ph, v_ph[1:] + v_ph[:1])]
     return {
-        "v_min": v_min, "v_max": v_max, "v_ln": v_ln, "v_ll": v_ln * math.sqrt(3),
+        "v_min": v_min, "v_max": v_max, "v_ln": v_ln, "v_ll": sum(v_ll) / 3,
+        "v_ph": v_ph, "v_ll_ph": v_ll, "share": share,
         "f_hz": im["f_mhz"] / 1000, "p_w": p, "q_var": q, "s_va": s,
         # SunSpec: PF carries the sign of the active power (generation positive)
-        "pf": (math.copysign(abs(p) / s, -p) if s > 0 else None),
-        "i_a": (s / (3 * v_ln) if v_ln > 1 else None),
+        "pf": pf, "i_ph": i_ph, "i_a": 3 * i_ph,
         "t_module_c": im["t_module_dc"] / 10, "v_dc": im["v_dc_dv"] / 10,
     }
 
@@ -147,7 +157,8 @@ class Setting:
     - ``kind`` "param": ``target`` names a parameter; ``to_param(raw, snap)`` gives the value
       in the parameter's unit (the table's min/max/decimals check it);
     - ``kind`` "control": ``target`` names a 704 control; ``limits(snap)`` -> (lo, hi) raw;
-    - ``kind`` "unlock": the unlock register."""
+    - ``kind`` "unlock": the unlock register;
+    - ``kind`` "session": the session register (0 stop, 1 start)."""
 
     kind: str
     target: str
@@ -228,20 +239,23 @@ STATUS = (
      "lowest phase-to-neutral voltage (RMS)", False),
     (10, "v_max_v", "uint16", 1, "V", -1, _mv("v_max", -1),
      "highest phase-to-neutral voltage (RMS)", False),
-    (11, "v_a_v", "uint16", 1, "V", -1, lambda s: None,
-     "phase A voltage: not in the link v1 register image, reads 0xFFFF", False),
-    (12, "v_b_v", "uint16", 1, "V", -1, lambda s: None, "phase B voltage: as phase A", False),
-    (13, "v_c_v", "uint16", 1, "V", -1, lambda s: None, "phase C voltage: as phase A", False),
-    (14, "i_a_a", "int16", 1, "A", -2, lambda s: None,
-     "phase A current: not in the link v1 register image, reads 0x8000", False),
-    (15, "i_b_a", "int16", 1, "A", -2, lambda s: None, "phase B current: as phase A", False),
-    (16, "i_c_a", "int16", 1, "A", -2, lambda s: None, "phase C current: as phase A", False),
-    (17, "p_w", "int32", 2, "W", 0, _im("p_cmd_w"),
-     "active power in force, > 0 charging the EV (absorbing), < 0 exporting", False),
-    (19, "q_var", "int32", 2, "var", 0, _im("q_cmd_var"),
-     "reactive power in force, > 0 absorbing", False),
+    (11, "v_a_v", "uint16", 1, "V", -1, _im("v_a_dv"),
+     "phase A voltage, fundamental RMS (the tick's per-phase measurement)", False),
+    (12, "v_b_v", "uint16", 1, "V", -1, _im("v_b_dv"), "phase B voltage: as phase A", False),
+    (13, "v_c_v", "uint16", 1, "V", -1, _im("v_c_dv"), "phase C voltage: as phase A", False),
+    (14, "i_a_a", "int16", 1, "A", -2, _im("i_ca"),
+     "phase A current, RMS: the positive-sequence current the tick measures (the same "
+     "in every phase: the tick has no per-phase current magnitude)", False),
+    (15, "i_b_a", "int16", 1, "A", -2, _im("i_ca"), "phase B current: as phase A", False),
+    (16, "i_c_a", "int16", 1, "A", -2, _im("i_ca"), "phase C current: as phase A", False),
+    (17, "p_w", "int32", 2, "W", 0, _im("p_meas_w"),
+     "active power measured by the tick, > 0 charging the EV (absorbing), < 0 exporting",
+     False),
+    (19, "q_var", "int32", 2, "var", 0, _im("q_meas_var"),
+     "reactive power measured by the tick, > 0 absorbing", False),
     (21, "pf", "int16", 1, "", -3, _mv("pf", -3),
-     "power factor |P|/S, sign of the exported active power; 0x8000 at S = 0", False),
+     "power factor |P|/S of the measured power, sign of the exported active power; 0x8000 "
+     "below 0.1 % of rated", False),
     (22, "energy_import_wh", "uint32", 2, "Wh", 0, _im("energy_import_wh"),
      "energy imported (EV charging) since the board booted", False),
     (24, "energy_export_wh", "uint32", 2, "Wh", 0, _im("energy_export_wh"),
@@ -255,8 +269,10 @@ STATUS = (
      "control ticks since the board booted (wraps at 2**32)", False),
     (31, "tick_overruns", "uint32", 2, "", None, _im("tick_overruns"),
      "tick overruns since the board booted", False),
-    (33, "tick_cost_pct", "uint16", 1, "%", -1, lambda s: None,
-     "tick run time, % of the period: not in the link v1 image, reads 0xFFFF", False),
+    (33, "tick_cost_pct", "uint16", 1, "%", -1,
+     lambda s: None if s.image is None or not s.image["tick_period_us"] else
+     s.image["tick_cost_us"] * 1000 // s.image["tick_period_us"],
+     "run time of the last tick, % of the tick period", False),
     (34, "setpoint_id", "uint32", 2, "", None, _im("setpoint_id"),
      "id of the setpoint in force (0 = none)", False),
     (36, "ev_max_charge_w", "int32", 2, "W", 0, _im("ev_max_charge_w"),
@@ -278,8 +294,25 @@ STATUS = (
      "link frames the daemon sent again", True),
     (50, "writes_refused", "uint32", 2, "", None, lambda s: s.refused,
      "Modbus writes refused since the daemon started", True),
+    # link v2 image
+    (52, "p_cmd_w", "int32", 2, "W", 0, _im("p_cmd_w"),
+     "active power command in force (setpoint after the supervisor's clamps)", False),
+    (54, "q_cmd_var", "int32", 2, "var", 0, _im("q_cmd_var"),
+     "reactive power command in force", False),
+    (56, "tick_cost_us", "uint16", 1, "us", 0, _im("tick_cost_us"),
+     "run time of the last tick", False),
+    (57, "tick_cost_max_us", "uint16", 1, "us", 0, _im("tick_cost_max_us"),
+     "longest tick since the board booted", False),
+    (58, "board_link_state", "uint16", 1, "", None, _im("link_state"),
+     "link as the board sees it: 0 DOWN, 1 UP, 2 DEGRADED (V2G-502), 3 LOST", False),
+    (59, "board_link_crc_errors", "uint16", 1, "", None, _im("link_crc_errors"),
+     "frames from the daemon the board dropped for a bad CRC (wraps at 65536)", False),
+    (60, "board_link_lost", "uint16", 1, "", None, _im("link_lost"),
+     "frames from the daemon the board estimates lost (wraps at 65536)", False),
+    (61, "board_link_hb_gaps", "uint16", 1, "", None, _im("link_hb_gaps"),
+     "heartbeat gaps the board saw (wraps at 65536)", False),
 )
-STATUS_LEN = 52
+STATUS_LEN = 62
 
 
 # ---- SunSpec bindings ----
@@ -334,6 +367,23 @@ def _w(key, sign=-1):  # firmware sign (> 0 absorbing) -> SunSpec (generation po
                       else sc(sign * s.m()[key], _wsf(s)))
 
 
+def _phase_points(i):
+    """701 points of phase ``i`` (L1, L2, L3): W/VA/var shared by voltage (see derive),
+    PF as the total, the phase current, voltages to neutral and to the next phase."""
+    n = i + 1
+    nxt = "L%d" % (n % 3 + 1)
+
+    def share(key, sign):
+        return lambda s: sc(sign * s.m()[key] * s.m()["share"][i], _wsf(s))
+
+    return {"WL%d" % n: meas(share("p_w", -1)), "VAL%d" % n: meas(share("s_va", 1)),
+            "VarL%d" % n: meas(share("q_var", -1)),
+            "PFL%d" % n: meas(lambda s: sc(s.m()["pf"], _PF_SF)),
+            "AL%d" % n: meas(lambda s: sc(s.m()["i_ph"], _A_SF)),
+            "VL%d%s" % (n, nxt): meas(lambda s: sc(s.m()["v_ll_ph"][i], _V_SF)),
+            "VL%d" % n: meas(lambda s: sc(s.m()["v_ph"][i], _V_SF))}
+
+
 def _inv_state(s):
     st = msgs.STATES[s.image["state"]] if s.image["state"] < len(msgs.STATES) else ""
     return {"BOOT": 2, "WAIT_GRID": 7, "SYNCING": 2, "ENTER_SERVICE_DELAY": 2,
@@ -363,7 +413,7 @@ def _f_trip(names, above):
 
 
 _BIND = {
-    1: {"Mn": const("V2G"), "Md": const("v2g-charger"), "Opt": const("link-v1"),
+    1: {"Mn": const("V2G"), "Md": const("v2g-charger"), "Opt": const("link-v%d" % msgs.VERSION),
         "Vr": {"get": lambda s: s.fw[:16], "static": True},
         "SN": {"get": lambda s: s.serial, "static": True}, "DA": const(1), "Pad": const(0)},
     701: {
@@ -373,13 +423,14 @@ _BIND = {
         "ConnSt": meas(lambda s: 1 if s.image["contactor_status"] == 2 else 0),
         "W": meas(_w("p_w")), "VA": meas(lambda s: sc(s.m()["s_va"], _wsf(s))),
         "Var": meas(_w("q_var")), "PF": meas(lambda s: sc(s.m()["pf"], _PF_SF)),
-        "A": meas(lambda s: sc(s.m()["i_a"], _A_SF)),
+        "A": meas(lambda s: sc(s.m()["i_a"], _A_SF)),  # total: the three phases' sum
         "LLV": meas(lambda s: sc(s.m()["v_ll"], _V_SF)),
         "LNV": meas(lambda s: sc(s.m()["v_ln"], _V_SF)),
         "Hz": meas(lambda s: s.image["f_mhz"]),  # Hz_SF -3: mHz as the image holds it
         "TotWhInj": meas(lambda s: s.image["energy_export_wh"]),
         "TotWhAbs": meas(lambda s: s.image["energy_import_wh"]),
         "TmpSw": meas(lambda s: s.image["t_module_dc"]),
+        **{k: v for i in range(3) for k, v in _phase_points(i).items()},
         "ThrotPct": meas(lambda s: s.image["derate_pct"]),
         "MnAlrmInfo": meas(lambda s: bytes(s.image["last_fault"]).rstrip(b"\0").decode(
             "ascii", "replace")),
@@ -524,6 +575,12 @@ def build():
                     "write the configured unlock token (ASCII, NUL-padded) to allow writes "
                     "on this connection; always reads 0", lambda s: "", static=True,
                     setting=Setting("unlock", "unlock")))
+    regs.append(Reg(SESSION_ADDR, 1, "uint16", "session", "", None,
+                    "session control: write 0 to stop (power ceases, the DC contactors open; "
+                    "40001 then reads 0 if one is welded), 1 to start; reads the last value "
+                    "written through this daemon (0xFFFF: none)",
+                    lambda s: (s.controls or {}).get("session"), static=True,
+                    setting=Setting("session", "session")))
     addr = SUNS_BASE
     regs.append(Reg(addr, 2, "string", "SunS", "", None, "SunSpec marker 0x53756e53",
                     lambda s: "SunS", static=True))
@@ -591,6 +648,8 @@ def _access(reg):
         return "RW: `%s` %s" % (reg.setting.target, P.describe_range(r))
     if reg.setting.kind == "control":
         return "RW: setpoint over the link"
+    if reg.setting.kind == "session":
+        return "RW: SESSION over the link"
     return "W: unlock"
 
 
@@ -649,4 +708,5 @@ CONTROL_DEFAULTS = {"WMaxLimPctEna": 0, "WMaxLimPct": 100, "WSetEna": 0, "WSet":
 # a plausible image (for the map's "implemented" column and the tests)
 SAMPLE_IMAGE = dict(zip(msgs.BY_ID[msgs.REGISTER_IMAGE][msgs.FIELDS], (
     1000, 4, 2, 0, 3, 60000, 1000, 1000, 7000, -7000, 0, 1, 250, 1, 2, 11000, 11000, 0,
-    b"0x07\0\0\0\0", 10000, 0)))
+    b"0x07\0\0\0\0", 10000, 0, -7000, 0, 2300, 2300, 2300, 1014, -1000, 20, 30, 100, 1, 0,
+    0, 0)))

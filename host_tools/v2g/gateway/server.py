@@ -3,7 +3,9 @@
 Shape (pymodbus ``examples/server_updating.py``, on the 3.16 ``SimDevice`` API): the
 ``Gateway`` keeps one array of words, ``words`` (index = protocol address), and
 ``refresh()`` rewrites it from the newest register image; the updater task in the daemon
-calls it every ``UPDATE_S``. The server only reads: its device ``action`` copies the
+calls it every ``UPDATE_S``, and a read calls it first when a newer image has arrived
+(``refresh_if_behind``), so what a client reads is as old as the newest image, not as
+old as the updater's last pass. The server only reads: its device ``action`` copies the
 requested words from ``words`` into pymodbus's register list on every read, so a read
 never sees a half-written image (the updater and the server share one event loop).
 
@@ -21,6 +23,9 @@ status register 50) and logged (at most one line a second, then a count):
 5. the board answers OK [03 when it refuses, 04 when it does not answer in ``CMD_TIMEOUT_S``].
 Coils and discrete inputs (functions 1, 2, 5, 15) are not served [01]; unmapped
 addresses [02].
+
+The session register (120) becomes a SESSION command: 0 stop (the board ceases power and
+opens its DC contactors), 1 start.
 
 704 controls become setpoints: the daemon keeps the power others command (the image's
 setpoint when its id is not one the daemon sent), applies WSet/VarSet and the WMaxLimPct
@@ -49,7 +54,8 @@ from v2g.gateway.regmap import CONTROL_DEFAULTS, P
 
 log = logging.getLogger("v2g.gateway")
 
-UPDATE_S = 0.05  # updater period: the image arrives every 100 ms (supervisor rate)
+UPDATE_S = 0.05  # updater period (a read refreshes first when a newer image is in)
+FRESH_S = 0.002  # a read refreshes the words when they are older than this
 CMD_TIMEOUT_S = 2.0  # a command's RESULT from the board
 PENDING_S = 1.0  # a setpoint sent this recently and not yet in the image is pending
 WRITE_FCS = (5, 6, 15, 16, 22, 23)
@@ -82,6 +88,7 @@ class Gateway:
         self.sent = None  # (id, p, q, at)
         self._images = -1
         self._image_at = None
+        self._refreshed = (None, 0.0)  # (peer.images, clock) of the last refresh
         self._cmd_lock = None
         self._log_at = 0.0
         self._log_suppressed = 0
@@ -93,8 +100,8 @@ class Gateway:
         peer, now = self.peer, self.clock()
         if peer is not None and peer.images != self._images:
             self._images = peer.images
-            self._image_at = now
-        age = None if self._image_at is None else now - self._image_at
+            self._image_at = getattr(peer, "image_at", None) or now  # its arrival
+        age = None if self._image_at is None else max(0.0, now - self._image_at)
         state = 0
         if peer is not None and peer.version:
             state = 3 if peer.state == "LOST" else 1
@@ -123,7 +130,17 @@ class Gateway:
 
     def refresh(self):
         """Rewrite ``words`` from the newest image (the only writer of the datastore)."""
+        self._refreshed = (self.peer.images if self.peer is not None else None, self.clock())
         self.map.encode(self.snap(), self.words)
+
+    def refresh_if_behind(self):
+        """Before a read: refresh when a newer image arrived or the words (their image age
+        included) are older than FRESH_S, so a client reads the image of this instant, not
+        the updater's last pass (~0.5 ms per refresh)."""
+        images, at = self._refreshed
+        peer = self.peer
+        if (peer is not None and peer.images != images) or self.clock() - at > FRESH_S:
+            self.refresh()
 
     # ---- the pymodbus side ----
 
@@ -141,6 +158,7 @@ class Gateway:
                 return ExcCodes.ILLEGAL_FUNCTION
             # 3, 4; and 6, 16, 22, 23 read back what they wrote
             self.counters["reads"] += 1
+            self.refresh_if_behind()
             o = address - start
             registers[o:o + count] = self.words[address:address + count]
             return None
@@ -214,7 +232,7 @@ class Gateway:
         if self.stale():
             raise Refused(ExcCodes.DEVICE_FAILURE, "link down or image stale")
         snap = self.snap()
-        cfg_numbers, controls, k = {}, {}, 0
+        cfg_numbers, controls, k, session = {}, {}, 0, None
         for r in regs:
             raw = regmap.decode_words(r, values[k:k + r.size])
             k += r.size
@@ -225,6 +243,11 @@ class Gateway:
                     raise Refused(ExcCodes.ILLEGAL_VALUE, "%s: value %d outside %d..%d"
                                   % (r.name, raw, lo, hi))
                 controls[s.target] = raw
+            elif s.kind == "session":
+                if raw not in (0, 1):
+                    raise Refused(ExcCodes.ILLEGAL_VALUE, "session: value %d, allowed 0 (stop) "
+                                  "or 1 (start)" % raw)
+                session = raw
             else:
                 cfg_numbers[s.target] = self._param_value(r, raw, snap)
         async with self._lock():
@@ -232,6 +255,8 @@ class Gateway:
                 await self._apply_config(cfg_numbers)
             if controls:
                 await self._apply_controls(controls)
+            if session is not None:
+                await self._apply_session(session)
         self.refresh()
 
     def _param_value(self, r, raw, snap):
@@ -283,6 +308,17 @@ class Gateway:
             raise
         if not sent:
             self.counters["writes_unchanged"] += 1
+
+    async def _apply_session(self, start):
+        """SESSION over the link (stop: the board ceases power and opens the contactors)."""
+        self.session_id = (getattr(self, "session_id", 0) + 1) & 0xFFFFFFFF
+        res = await self._command(self.peer.session(bool(start), self.session_id,
+                                                    timeout=CMD_TIMEOUT_S), "session")
+        if not res.ok:
+            raise Refused(ExcCodes.ILLEGAL_VALUE, "board refused session %s: %s %s"
+                          % ("start" if start else "stop", res.status, res.detail))
+        self.controls["session"] = start
+        log.info("link: session %s (id %d)", "start" if start else "stop", self.session_id)
 
     async def _command(self, coro, what):
         try:

@@ -13,7 +13,8 @@ Commands return a ``Result`` matched by the request's seq, with a timeout: a tim
 setpoint may or may not have been applied, and sending it again with the same id is safe
 (the board's setpoint path is idempotent). Energy records arrive on ``records`` (an
 ``asyncio.Queue`` of dicts) and are acknowledged with ``energy_ack(record_no)`` once
-stored. ``image`` holds the newest register image (dict), ``peer_counters`` the board's.
+stored. ``image`` holds the newest register image (dict; ``image_at``: when it arrived),
+``peer_counters`` the board's.
 
 Time: ``clock`` (seconds, monotonic; ``loop.time`` by default), never wall time.
 Transports: ``open_serial(device)`` (pyserial, non-blocking, on the event loop's reader)
@@ -30,7 +31,15 @@ from dataclasses import dataclass
 
 from cobs import cobs as _cobs
 
-from v2g.link.codec import FrameError, Splitter, config_payload, decode_frame, encode_body, msgs, pack
+from v2g.link.codec import (
+    FrameError,
+    Splitter,
+    config_payload,
+    decode_frame,
+    encode_body,
+    msgs,
+    pack,
+)
 from v2g.link.codec import unpack as unpack_payload
 
 
@@ -69,6 +78,7 @@ class LinkPeer:
         self.peer_counters = {}
         self.image = None
         self.images = 0
+        self.image_at = None  # clock() when the newest image arrived
         self.records = asyncio.Queue()
         self.service_rsp = asyncio.Queue()
         self.hello = None
@@ -150,6 +160,7 @@ class LinkPeer:
         if f.msg_id == msgs.REGISTER_IMAGE:
             self.image = values
             self.images += 1
+            self.image_at = now
         elif f.msg_id == msgs.HEARTBEAT:
             self._heartbeat(values)
 

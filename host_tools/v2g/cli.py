@@ -15,10 +15,13 @@ import argparse
 import sys
 
 from v2g import __version__
+from v2g.backend import demo as billing_demo
+from v2g.backend import ledger
 from v2g.bench import tick as bench
 from v2g.board import config as config_cmd
 from v2g.board import flash, logs, status
 from v2g.common.errors import ToolError, UsageError
+from v2g.gateway import check_tls_cmd
 from v2g.grid import conformance, replay, sync_check
 from v2g.sim import command as sim
 
@@ -73,6 +76,21 @@ _COMMANDS = {
         logs.run,
         "the board's persistent event log as protocol-log lines (--follow, --out FILE)",
         logs.add_arguments,
+    ),
+    "ledger": (
+        ledger.run,
+        "the back-end energy ledger: report (--db FILE [--json]) or 'ledger serve'",
+        ledger.add_arguments,
+    ),
+    "check-tls": (
+        check_tls_cmd.run,
+        "TLS 1.3 handshake to the billing broker with the daemon's certificates",
+        check_tls_cmd.add_arguments,
+    ),
+    "billing-demo": (
+        billing_demo.run,
+        "host-only billing chain (stand-in board, outbox, MQTT over TLS 1.3, ledger)",
+        billing_demo.add_arguments,
     ),
 }
 

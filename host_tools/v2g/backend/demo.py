@@ -52,6 +52,7 @@ def run(args):
         bed.start_broker()
         bed.start_proxy(args.loss, seed=1)
         bed.start_ledger()
+        bed.wait_ledger()
         print("billing-demo: STAND-IN board (generated records) -> outbox -> TLS 1.3 "
               "127.0.0.1:%d via lossy proxy (loss %.1f %%) -> mosquitto -> ledger"
               % (args.port, args.loss * 100), flush=True)

@@ -57,6 +57,7 @@ class Testbed:
                              *self.broker_cert)
         self.proxy = None
         self.ledger_proc = None
+        self._ledger_log_offset = 0
         self.nodes = []
 
     # --- broker and proxy ---------------------------------------------------------------
@@ -75,10 +76,29 @@ class Testbed:
         cmd = [sys.executable, "-m", "v2g.cli", "ledger", "serve", "--broker",
                "127.0.0.1:%d" % self.port, "--ca", self.ca_path, "--cert", cert, "--key", key,
                "--keys", self.pub_dir, "--db", self.db]
-        log = open(os.path.join(self.dir, "ledger.log"), "ab")
+        path = os.path.join(self.dir, "ledger.log")
+        self._ledger_log_offset = os.path.getsize(path) if os.path.exists(path) else 0
+        log = open(path, "ab")
         self.ledger_proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=_env())
         log.close()
         return self.ledger_proc
+
+    def wait_ledger(self, timeout=15.0):
+        """Wait until the ledger's log says it is connected (and so subscribed soon)."""
+        path = os.path.join(self.dir, "ledger.log")
+        deadline = time.monotonic() + timeout
+        start = self._ledger_log_offset
+        while time.monotonic() < deadline:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    if b"ledger: connected" in f.read():
+                        time.sleep(0.2)  # the SUBSCRIBE follows the CONNACK
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
 
     def stop_ledger(self, sig=signal.SIGTERM):
         p, self.ledger_proc = self.ledger_proc, None

@@ -314,7 +314,7 @@ def _ack_payload(station, acked, n):
 
 
 async def serve(host, port, files, keys_dir, db_path, client_id="ledger", stop=None,
-                backoff_max_s=5.0):
+                backoff_max_s=2.0):
     """Subscribe, ingest and acknowledge until ``stop`` (an asyncio.Event) is set."""
     ledger = Ledger(db_path, KeyStore(keys_dir))
     stop = stop or asyncio.Event()

@@ -133,7 +133,7 @@ class Testbed:
         port = self.proxy.listen_port if (via_proxy and self.proxy) else self.port
         m = {"host": "127.0.0.1", "port": port, "ca": self.ca_path, "cert": c, "key": k,
              "keepalive_s": 5, "backoff_min_s": 0.1, "backoff_max_s": 1.0,
-             "ack_timeout_s": 3.0}
+             "ack_timeout_s": 3.0, "connect_timeout_s": 2.0}
         m.update(mqtt)
         cfg = {"billing": {"station": station,
                            "outbox": os.path.join(self.dir, "outbox-%s.sqlite" % station),

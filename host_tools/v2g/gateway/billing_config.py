@@ -21,6 +21,7 @@ loader)::
       backoff_min_s: 0.5                # reconnect backoff, doubling, s
       backoff_max_s: 30.0
       ack_timeout_s: 30.0               # no energy/ack progress this long: resend
+      connect_timeout_s: 5.0            # TLS + CONNECT must finish within this, s
 
 ``load(path)`` / ``parse(data, path)`` -> ``BillingConfig`` or ``ConfigError`` (a
 ``UsageError``: exit 2) naming the file, the dotted key, the bad value and what is allowed.
@@ -62,6 +63,7 @@ class BillingConfig:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     ack_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
 
 
 # key -> (type, required, (lo, hi) or None)
@@ -76,6 +78,7 @@ _MQTT = {
     "cert": (str, True, None), "key": (str, True, None), "keepalive_s": (int, False, (5, 600)),
     "backoff_min_s": (float, False, (0.05, 60)), "backoff_max_s": (float, False, (0.1, 3600)),
     "ack_timeout_s": (float, False, (0.5, 3600)),
+    "connect_timeout_s": (float, False, (0.5, 120)),
 }
 
 

@@ -138,7 +138,7 @@ class Publisher:
         async with aiomqtt.Client(
                 hostname=self.cfg.host, port=self.cfg.port, identifier="daemon-" + st,
                 tls_context=ctx, clean_session=True, keepalive=self.cfg.keepalive_s,
-                timeout=self.publish_timeout_s) as client:
+                timeout=self.cfg.connect_timeout_s) as client:
             self.connected = True
             self.connections += 1
             log.info("mqtt: connected to %s:%d (TLS 1.3) as %s", self.cfg.host, self.cfg.port,
@@ -170,7 +170,8 @@ class Publisher:
             rows = self.outbox.pending(st, self.batch)
             if rows:
                 results = await asyncio.gather(
-                    *(client.publish(topic(st, "energy"), p, qos=1) for _, p in rows),
+                    *(client.publish(topic(st, "energy"), p, qos=1,
+                                     timeout=self.publish_timeout_s) for _, p in rows),
                     return_exceptions=True)
                 ok = [seq for (seq, _), r in zip(rows, results, strict=True) if r is None]
                 self.outbox.mark_sent(st, ok)

@@ -15,11 +15,13 @@ import argparse
 import sys
 
 from v2g import __version__
+from v2g.backend import demo as billing_demo
+from v2g.backend import ledger
 from v2g.bench import tick as bench
 from v2g.board import config as config_cmd
 from v2g.board import flash, logs, status
 from v2g.common.errors import ToolError, UsageError
-from v2g.gateway import daemon, modbus_cmd
+from v2g.gateway import check_tls_cmd, daemon, modbus_cmd
 from v2g.grid import conformance, replay, sync_check
 from v2g.sim import command as sim
 from v2g.update import command as update_cmd
@@ -94,6 +96,21 @@ _COMMANDS = {
         modbus_cmd.run,
         "Modbus TCP client: 'modbus read|write|scan|map' (SunSpec via pysunspec2)",
         modbus_cmd.add_arguments,
+    ),
+    "ledger": (
+        ledger.run,
+        "the back-end energy ledger: report (--db FILE [--json]) or 'ledger serve'",
+        ledger.add_arguments,
+    ),
+    "check-tls": (
+        check_tls_cmd.run,
+        "TLS 1.3 handshake to the billing broker with the daemon's certificates",
+        check_tls_cmd.add_arguments,
+    ),
+    "billing-demo": (
+        billing_demo.run,
+        "host-only billing chain (stand-in board, outbox, MQTT over TLS 1.3, ledger)",
+        billing_demo.add_arguments,
     ),
 }
 

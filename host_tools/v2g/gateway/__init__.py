@@ -16,7 +16,12 @@ the UART) and serves the field bus from the register image the board mirrors:
   controller for Josev's SECC), ``session`` (car, CSMS and firmware limits mapped onto the
   link), ``ocpp_client`` and ``csms`` (OCPP 2.1/2.0.1; the CSMS for tests and the demo),
   ``diagnostics`` (PLC/pilot), ``firmware_model`` (a stand-in with ``LinkPeer``'s methods,
-  for tests without a board), ``station`` and ``demo`` (``make v2g-demo``).
+  for tests without a board), ``station`` and ``demo`` (``make v2g-demo``);
+- billing (docs/billing.md): ``billing_config`` (the ``billing:``/``mqtt:`` config
+  sections), ``signing`` (per-station Ed25519 key, HSM note), ``outbox`` (SQLite outbox),
+  ``tls`` (TLS 1.3 contexts, ``check_tls``), ``mqtt_publisher`` (aiomqtt publisher),
+  ``commands`` (setpoint/demand validation, offers), ``record_source`` (a stand-in board
+  for the host-only billing demo).
 
 Context: host (the communication controller, a Linux box). Imports ``v2g.common``,
 ``v2g.build`` and ``v2g.link``.

@@ -150,8 +150,6 @@ def run(m: ptr32, ctx) -> int:
         grid_measure_vc = 16383
     elif grid_measure_vc < -16383:
         grid_measure_vc = -16383
-    grid_measure_cs = m[32] - 16384
-    grid_measure_sn = m[33] - 16384
     grid_measure_win_q8 = m[35]
     if grid_measure_win_q8 < m[904]:
         grid_measure_win_q8 = m[904]
@@ -163,7 +161,7 @@ def run(m: ptr32, ctx) -> int:
     m[930 + grid_measure_k] = grid_measure_va + 1048576
     m[1058 + grid_measure_k] = grid_measure_vb + 1048576
     m[1186 + grid_measure_k] = grid_measure_vc + 1048576
-    gm_channels(m, grid_measure_win_q8, m[902] // grid_measure_win_q8)
+    gm_channels(m, m[902] // grid_measure_win_q8)
     grid_measure_m_a = m[866]
     grid_measure_m_b = m[867]
     grid_measure_m_c = m[868]

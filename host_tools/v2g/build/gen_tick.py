@@ -876,7 +876,7 @@ THUMB_KERNELS = (
      "m[868] = grid_measure_m_c",
      ("grid_measure_m = m[902] // grid_measure_win_q8", "m[866] = grid_measure_m_a",
       "m[867] = grid_measure_m_b"),
-     "gm_channels(m, grid_measure_win_q8, m[902] // grid_measure_win_q8)\n"
+     "gm_channels(m, m[902] // grid_measure_win_q8)\n"
      "grid_measure_m_a = m[866]\ngrid_measure_m_b = m[867]\ngrid_measure_m_c = m[868]",
      ()),
 )
@@ -925,7 +925,16 @@ def _thumb_body(body, where):
                 raise GenError("%s: nothing after the stretch from %r writes %s"
                                % (where, first, word))
         body[i:j] = new
-    return body
+    # locals only the stretches read: drop their top-level assignments (no call in them,
+    # so nothing else happens), until none is left
+    while True:
+        loaded = _names(body, ast.Load)
+        dead = [s for s in body if isinstance(s, ast.Assign) and len(s.targets) == 1
+                and isinstance(s.targets[0], ast.Name) and s.targets[0].id not in loaded
+                and not any(isinstance(n, ast.Call) for n in ast.walk(s.value))]
+        if not dead:
+            return body
+        body = [s for s in body if not any(s is d for d in dead)]
 
 
 def render_thumb(fn, run_fn, layout_text):

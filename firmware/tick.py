@@ -41,7 +41,18 @@ from grid_measure import step as _gm_step
 from pll import step as _pll_step
 from protect_fast import check as _protect_check
 from svpwm import modulate as _modulate
-import tick_fused
+
+# The fused body: on cores with MicroPython's inline Thumb assembler the one calling the
+# asm_thumb kernels of tick_thumb (firmware/thumb/, frozen on the ARM boards; it compiles
+# only where asm_thumb exists), else the viper one. Same LAYOUT, same results word for
+# word (tests_host/targets/test_thumb.py); one of the two is loaded, not both.
+try:
+    import tick_thumb  # noqa: F401 - ImportError/SyntaxError: no asm_thumb here
+    import tick_fused_thumb as tick_fused
+except (ImportError, SyntaxError):
+    import tick_fused
+
+THUMB = tick_fused.__name__ == "tick_fused_thumb"  # the kernels run (diagnostics, bench)
 
 VA = const(0)
 VB = const(1)

@@ -28,10 +28,14 @@ FIRMWARE = (
     "tick.py",
     "tick_fused.py",
 )
+# ARM Cortex-M: the fused tick calling the asm_thumb kernels (tick imports it when
+# tick_thumb, which only compiles where the inline Thumb assembler exists, is there)
+THUMB = ("tick_fused_thumb.py",)
 DRIVERS = ('power_stage.py',)  # the shared chip drivers hal.py imports
 
-for _name in FIRMWARE:
+for _name in FIRMWARE + THUMB:
     module(_name, base_path="../../firmware", opt=3)
+module("tick_thumb.py", base_path="../../firmware/thumb", opt=3)
 package("services", base_path="../../firmware", opt=3)
 for _name in DRIVERS:
     module(_name, base_path="../drivers", opt=3)

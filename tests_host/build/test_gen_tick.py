@@ -15,10 +15,11 @@ from v2g.common import paths
 
 
 def test_committed_fused_tick_is_the_generators_output():
-    """firmware/tick_fused.py and tick_fused_compute.py must be regenerated after any
-    change to a step: ``python -m v2g.build.gen_tick``."""
+    """firmware/tick_fused.py, tick_fused_compute.py and their Thumb variants must be
+    regenerated after any change to a step: ``python -m v2g.build.gen_tick``."""
     texts = gen_tick.render()
-    assert sorted(texts) == ["tick_fused", "tick_fused_compute"]
+    assert sorted(texts) == ["tick_fused", "tick_fused_compute", "tick_fused_thumb",
+                             "tick_fused_thumb_compute"]
     for name, text in texts.items():
         assert (paths.FIRMWARE_DIR / (name + ".py")).read_text() == text, name
 
@@ -114,3 +115,32 @@ def test_refuses_what_it_cannot_inline(tmp_path, body, message):
             'def run(st: ptr32, v: int) -> int:\n' + body)
     with pytest.raises(gen_tick.GenError, match=message):
         gen_tick.render(_write(tmp_path, tick=_TICK, step=step), block=None, isr=False)
+
+
+def test_thumb_variant_calls_only_the_kernels():
+    """The Thumb variant is the fused code with THUMB_KERNELS' stretches replaced: it calls
+    the kernels of tick_thumb (and the HAL in run) and nothing else, and everything outside
+    the stretches is the viper body's text."""
+    kernels = {"gm_channels", "pll_window_cordic"}
+    for name, hal in (("tick_fused_thumb_compute", set()),
+                      ("tick_fused_thumb", {"hal_ticks_us", "adc_read", "pwm_set",
+                                            "pwm_off"})):
+        tree = ast.parse((paths.FIRMWARE_DIR / (name + ".py")).read_text())
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Name)}
+        assert calls <= {"int", "ptr32"} | kernels | hal, (name, calls)
+        assert kernels <= calls
+    viper = (paths.FIRMWARE_DIR / "tick_fused_compute.py").read_text().splitlines()
+    thumb = (paths.FIRMWARE_DIR / "tick_fused_thumb_compute.py").read_text().splitlines()
+    start = viper.index("def compute(m: ptr32) -> int:")
+    assert [ln for ln in viper[start + 3:] if ln not in thumb] != []  # the stretches
+    first = [k[0] for k in gen_tick.THUMB_KERNELS]
+    assert all(("    " + f) in viper and ("    " + f) not in thumb for f in first)
+
+
+def test_thumb_stretch_that_changed_stops_the_generator(monkeypatch):
+    kernels = list(gen_tick.THUMB_KERNELS)
+    kernels[0] = ("pll_fr = 0",) + kernels[0][1:]
+    monkeypatch.setattr(gen_tick, "THUMB_KERNELS", tuple(kernels))
+    with pytest.raises(gen_tick.GenError, match="not in the fused code once"):
+        gen_tick.render()

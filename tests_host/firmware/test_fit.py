@@ -114,8 +114,18 @@ def test_manifest_freezes_every_firmware_module(name):
     start = text.index("FIRMWARE = ") + len("FIRMWARE = ")
     listed = set(ast.literal_eval(text[start:text.index(")\n", start) + 1]))
     expect = {p.name for p in paths.FIRMWARE_DIR.glob("*.py")} - {
-        "boot.py", "main.py", "tick_fused_compute.py"}
+        "boot.py", "main.py", "tick_fused_compute.py", "tick_fused_thumb_compute.py",
+        "tick_fused_thumb.py"}
     assert listed == expect
+    # ARM boards also freeze the fused tick with the asm_thumb kernels and the kernels
+    # (firmware/thumb/, which compiles only where the inline Thumb assembler exists)
+    if board_data(name)["mpy_arch"].startswith("armv"):
+        start = text.index("THUMB = ") + len("THUMB = ")
+        assert ast.literal_eval(text[start:text.index("\n", start)]) == ("tick_fused_thumb.py",)
+        assert "for _name in FIRMWARE + THUMB:" in text
+        assert 'module("tick_thumb.py", base_path="../../firmware/thumb"' in text
+    else:
+        assert "thumb" not in text
     assert 'module("hal.py"' in text
     assert 'package("services", base_path="../../firmware"' in text
     start = text.index("DRIVERS = ") + len("DRIVERS = ")

@@ -818,9 +818,13 @@ def _header(what):
             '"""\n\nimport micropython\n' % (what, ISR_TEMPLATE))
 
 
-def render(fw_dir=None, block=BLOCK, isr=True):
+def render(fw_dir=None, block=BLOCK, isr=True, thumb=None):
     """{module name: text} of the generated modules; GenError names what cannot be
-    inlined. ``isr`` False leaves out the interrupt body (templates without one)."""
+    inlined. ``isr`` False leaves out the interrupt body (templates without one);
+    ``thumb`` (default: the firmware's own tree) adds THUMB_OUTPUT, the body calling the
+    asm_thumb kernels."""
+    if thumb is None:
+        thumb = fw_dir is None and block is BLOCK
     fn, globs = fused_function(fw_dir, block)
     comp = copy.deepcopy(fn)  # the compute on its own: a register left for a hot local
     _hint_register_local(comp)
@@ -834,17 +838,141 @@ def render(fw_dir=None, block=BLOCK, isr=True):
         _header("The tick's compute() with every step inlined"), imports,
         ast.unparse(ast.fix_missing_locations(comp)))}
     text = _header("The tick's state block and interrupt body with every step inlined")
+    layout_text = ""
     if block is not None:
         parts, words, tables = block_layout(block)
-        text += ("\n# the block: (part, offset, words) of tick.compute's arrays, end to end,\n"
-                 "# then word copies of the lookup tables it reads (TABLES)\n"
-                 "LAYOUT = %r\nBLOCK_WORDS = %d\nTABLES = %r\n"
-                 % (parts, words, tuple(sorted(tables))))
+        layout_text = ("\n# the block: (part, offset, words) of tick.compute's arrays, end to "
+                       "end,\n# then word copies of the lookup tables it reads (TABLES)\n"
+                       "LAYOUT = %r\nBLOCK_WORDS = %d\nTABLES = %r\n"
+                       % (parts, words, tuple(sorted(tables))))
+        text += layout_text
     if isr:
+        run_fn = fused_run(fn)
         text += "\n\n@micropython.viper\n%s\n" % ast.unparse(
-            ast.fix_missing_locations(fused_run(fn)))
+            ast.fix_missing_locations(run_fn))
+        if thumb:
+            out.update(render_thumb(fn, run_fn, layout_text))
     out[OUTPUT_MODULE] = text
     return out
+
+
+# ------------------------------------------------------------- the Thumb variant
+THUMB_OUTPUT = "tick_fused_thumb"  # layout and run calling the asm_thumb kernels
+THUMB_COMPUTE = "tick_fused_thumb_compute"  # compute calling them (bench, tests)
+THUMB_KERNEL_MODULE = "tick_thumb"  # firmware/thumb/tick_thumb.py: the kernels
+# Each kernel replaces one stretch of top-level statements of the fused compute (and of
+# the same statements inlined into run): (first statement, last statement, statements
+# the stretch must hold (the kernel's arguments use them), replacement, words the kernel
+# writes that the stretch left to a later statement: nothing after the stretch may read
+# them before that statement writes them). Statements are
+# matched on their ast.unparse text, so a change to a step that touches a stretch stops
+# the generator (GenError) until the kernel and this table follow it.
+THUMB_KERNELS = (
+    ("pll_fr = pll_win_q8 - (pll_ni << 8) << 6",
+     "pll_v_pos = (pll_x >> 8) * ((pll_w_r >> 8) * 19898 >> 12) >> 15",
+     ("pll_fr2 = pll_fr * pll_fr >> 15",),
+     "pll_phi = int(pll_window_cordic(m))\npll_v_pos = m[29]", ("m[29]",)),
+    ("grid_measure_jd = grid_measure_pos - (grid_measure_win_q8 + 256 >> 9) & 127",
+     "m[868] = grid_measure_m_c",
+     ("grid_measure_m = m[902] // grid_measure_win_q8", "m[866] = grid_measure_m_a",
+      "m[867] = grid_measure_m_b"),
+     "gm_channels(m, m[902] // grid_measure_win_q8)\n"
+     "grid_measure_m_a = m[866]\ngrid_measure_m_b = m[867]\ngrid_measure_m_c = m[868]",
+     ()),
+)
+
+
+def _names(nodes, ctx):
+    return {n.id for s in nodes for n in ast.walk(s)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
+
+
+def _thumb_body(body, where):
+    """``body`` (top-level statements) with each THUMB_KERNELS stretch replaced."""
+    body = list(body)
+    for first, last, holds, repl, early in THUMB_KERNELS:
+        text = [ast.unparse(s) for s in body]
+        if text.count(first) != 1 or text.count(last) != 1:
+            raise GenError("%s: the Thumb kernel stretch %r .. %r is not in the fused code "
+                           "once: update firmware/thumb/tick_thumb.py and THUMB_KERNELS"
+                           % (where, first, last))
+        i, j = text.index(first), text.index(last) + 1
+        stretch = text[i:j]
+        for h in holds:
+            if h not in stretch:
+                raise GenError("%s: the Thumb kernel stretch from %r no longer holds %r"
+                               % (where, first, h))
+        new = ast.parse(repl).body
+        # a value the stretch leaves in a local must come from the replacement, or be
+        # assigned again before the rest reads it (the first statement naming it)
+        given = _names(new, ast.Store)
+        rest = body[j:]
+        for name in sorted(_names(body[i:j], ast.Store) - given):
+            for s in rest:
+                if name in _names([s], ast.Load):
+                    raise GenError("%s: %s, set in the Thumb kernel stretch from %r, is read "
+                                   "after it" % (where, name, first))
+                if name in _names([s], ast.Store):
+                    break
+        for word in early:
+            for s in rest:
+                if isinstance(s, ast.Assign) and ast.unparse(s.targets[0]) == word:
+                    break
+                if word in ast.unparse(s):
+                    raise GenError("%s: %s, written early by the Thumb kernel replacing %r, "
+                                   "is read before the fused code writes it" % (where, word, first))
+            else:
+                raise GenError("%s: nothing after the stretch from %r writes %s"
+                               % (where, first, word))
+        body[i:j] = new
+    # locals only the stretches read: drop their top-level assignments (no call in them,
+    # so nothing else happens), until none is left
+    while True:
+        loaded = _names(body, ast.Load)
+        dead = [s for s in body if isinstance(s, ast.Assign) and len(s.targets) == 1
+                and isinstance(s.targets[0], ast.Name) and s.targets[0].id not in loaded
+                and not any(isinstance(n, ast.Call) for n in ast.walk(s.value))]
+        if not dead:
+            return body
+        body = [s for s in body if not any(s is d for d in dead)]
+
+
+def render_thumb(fn, run_fn, layout_text):
+    """{THUMB_OUTPUT: the block layout (``layout_text``) and ``run``, THUMB_COMPUTE:
+    ``compute``}, both calling the kernels where the viper code has THUMB_KERNELS."""
+    comp = copy.deepcopy(fn)
+    comp.body = comp.body[:1] + _thumb_body(comp.body[1:], "compute")
+    comp.body[0] = ast.Expr(ast.Constant(
+        "tick.compute fused (generated), its heaviest stretches in %s's asm_thumb "
+        "kernels. Context: tick." % THUMB_KERNEL_MODULE))
+    _hint_register_local(comp)
+    run = copy.deepcopy(run_fn)
+    run.body = run.body[:1] + _thumb_body(run.body[1:], "run")
+    run.body[0] = ast.Expr(ast.Constant(
+        "tick.%s with the fused compute inlined, calling the asm_thumb kernels "
+        "(generated). Context: tick." % ISR_TEMPLATE))
+    kernels = sorted({n.func.id for k in THUMB_KERNELS for n in ast.walk(ast.parse(k[3]))
+                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                      and n.func.id != "int"})
+
+    def head(what):
+        return ('"""%s: generated, do not edit.\n\n'
+                "The stretches of THUMB_KERNELS (``v2g.build.gen_tick``) call the kernels of "
+                "``%s``\n(firmware/thumb/); importing this module fails where that one "
+                "cannot be compiled\n(no asm_thumb), and ``tick`` keeps the viper body. "
+                "Regenerate with\n``python -m v2g.build.gen_tick``. Context: tick "
+                "(allocation-free).\n"
+                '"""\n\nimport micropython\n\nfrom %s import %s\n'
+                % (what, THUMB_KERNEL_MODULE, THUMB_KERNEL_MODULE, ", ".join(kernels)))
+
+    return {
+        THUMB_OUTPUT: "%s%s\n\n@micropython.viper\n%s\n" % (
+            head("``tick_fused`` (block layout and interrupt body) for cores with the inline "
+                 "Thumb\nassembler"), layout_text,
+            ast.unparse(ast.fix_missing_locations(run))),
+        THUMB_COMPUTE: "%s\n\n@micropython.viper\n%s\n" % (
+            head("``tick_fused_compute`` for cores with the inline Thumb assembler"),
+            ast.unparse(ast.fix_missing_locations(comp)))}
 
 
 def main():

@@ -8,7 +8,14 @@ Cortex-M4F/armv7emsp), run with the board's GC heap (``v2g.targets.BOARDS``):
   ``(count(N2 ticks) - count(N1 ticks)) / (N2 - N1)`` on fresh Controls, so set-up
   cancels; the Python loop and the call into the handler are included, as in
   ``v2g bench``'s ``instr_per_tick_viper``;
-- ``instr_per_compute``: ``tick_fused_compute.compute`` alone (fixed ADC words);
+- ``instr_per_compute``: ``tick_fused_compute.compute`` alone (fixed ADC words), or
+  ``tick_fused_thumb_compute.compute`` where the asm_thumb kernels load
+  (``thumb_kernels``: true on both cores, the boards freeze firmware/thumb/);
+  ``instr_per_compute_call``: the same Python loop calling an empty viper function of the
+  same signature (the harness: loop and call into viper, about 450 instructions);
+  ``instr_per_compute_net`` = compute - call, the figure comparable with C's compute
+  (whose own loop and call, a few instructions, stay in ``instr_per_compute_c``);
+  ``ratio_compute_vs_c`` (raw) and ``ratio_compute_net_vs_c``;
 - ``instr_per_tick_c`` / ``instr_per_compute_c``: the C reference (arm-none-eabi-gcc -O2
   for the same core, bare metal) counted the same way; ``ratio_tick_vs_c``;
 - ``pct_of_period``: instr_per_tick_fused * CPI / (clock_hz / tick_hz) * 100 with CPI =
@@ -37,6 +44,9 @@ from v2g.targets import (BOARDS, NO_TARGET, STOP_SYSTICK, available, compile_mod
                          firmware_modules, run_cref, run_script)
 
 N1, N2 = 500, 2500
+# the asm_thumb kernels (firmware/thumb/): both cores are Thumb, and the ARM boards freeze
+# them (boards/<board>/manifest.py), so the tick figures are those of the kernel body
+THUMB_FILES = sorted((paths.FIRMWARE_DIR / "thumb").glob("*.py"))
 # GC heap of the tick runs when the board's own is too small for firmware + harness
 # (bytes): the most each core's image takes (M0: 256 KB RAM in the port's linker script).
 ROOMY_HEAP = {"m0": 229376, "m4": 1048576}
@@ -50,7 +60,15 @@ import tick_harness as h
 h.CYCLES = %(cycles)d
 hal = h.BenchHal(h.make_samples())
 gc.collect()
-import tick, tick_fused_compute
+import tick
+if tick.THUMB:  # the board runs the body with the asm_thumb kernels: measure that compute
+    import tick_fused_thumb_compute as tick_fused_compute
+else:
+    import tick_fused_compute
+print("thumb", int(tick.THUMB))
+@micropython.viper
+def empty(m: ptr32) -> int:
+    return 0
 m = time.ticks_cpu
 def loop(f, n):
     for _ in range(n):
@@ -81,6 +99,8 @@ for n in (%(n1)d, %(n2)d):
         c2.raw[i] = hal.src[i]
     gc.collect()
     m(); loopc(tick_fused_compute.compute, c2.mem, n); m()
+for n in (%(n1)d, %(n2)d):
+    m(); loopc(empty, c2.mem, n); m()
 ctl = fresh()
 isr = tick.make_tick(hal, ctl)
 gc.collect()
@@ -114,7 +134,7 @@ print(json.dumps({"mem_free": gc.mem_free(), "mem_alloc": gc.mem_alloc(), "error
 
 def _harness(core):
     mods = firmware_modules(core)
-    mods.update(compile_modules(core, [paths.MP_DIR / "tick_harness.py"]))
+    mods.update(compile_modules(core, [paths.MP_DIR / "tick_harness.py"] + THUMB_FILES))
     return mods
 
 
@@ -133,12 +153,16 @@ def measure_tick(board_name, heap=None, cycles=None):
         return out, r
     seg = r.segments()
     loops = seg[0::2]  # m(); loop; m() pairs: the loops are every other segment
-    if len(loops) != 6:
-        out["error"] = "expected 6 measured loops, got %d marks" % len(r.marks)
+    if len(loops) != 8:
+        out["error"] = "expected 8 measured loops, got %d marks" % len(r.marks)
         return out, r
     out["instr_per_tick_fused"] = (loops[1] - loops[0]) / (N2 - N1)
     out["instr_per_tick_wired"] = (loops[3] - loops[2]) / (N2 - N1)
     out["instr_per_compute"] = (loops[5] - loops[4]) / (N2 - N1)
+    # the same loop calling an empty viper function of the same signature: the Python
+    # loop and the call into viper, which the C figure (a C loop calling compute) lacks
+    out["instr_per_compute_call"] = (loops[7] - loops[6]) / (N2 - N1)
+    out["instr_per_compute_net"] = out["instr_per_compute"] - out["instr_per_compute_call"]
     for line in r.output.splitlines():
         p = line.split()
         if p and p[0] == "tick":
@@ -146,6 +170,8 @@ def measure_tick(board_name, heap=None, cycles=None):
             out["n_set_" + p[1]] = int(p[3])
         elif p and p[0] == "lock":
             out["heap_lock"] = p[1]
+        elif p and p[0] == "thumb":
+            out["thumb_kernels"] = bool(int(p[1]))
     out["heap_lock_ticks"] = LOCK_TICKS
     return out, r
 
@@ -185,6 +211,10 @@ def measure(boards=None):
         fig["tick_hz"] = board["tick_hz"]
         if "instr_per_tick_fused" in fig:
             fig["ratio_tick_vs_c"] = round(fig["instr_per_tick_fused"] / c["instr_per_tick"], 2)
+            fig["ratio_compute_vs_c"] = round(fig["instr_per_compute"]
+                                              / c["instr_per_compute"], 2)
+            fig["ratio_compute_net_vs_c"] = round(fig["instr_per_compute_net"]
+                                                  / c["instr_per_compute"], 2)
             if clock:
                 cyc = clock / board["tick_hz"]
                 fig["cycles_per_period"] = cyc

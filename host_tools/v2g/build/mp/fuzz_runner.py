@@ -10,8 +10,9 @@ re-enables.
 
 Usage: ``micropython fuzz_runner.py SEED TICKS [TICK_HZ [IMPL]]`` (or ``python``, with
 the shim and firmware on the path). IMPL is ``fused`` (default: ``tick_fused_compute.compute``,
-what the interrupt runs) or ``wired`` (``tick.compute``, the steps called one by one);
-the two must print the same lines. Prints ``k <tick> <checksum>`` every 10 000 ticks, a ``cover`` line counting the
+what the interrupt runs) or ``wired`` (``tick.compute``, the steps called one by one)
+or ``thumb`` (``tick_fused_thumb_compute.compute``, the fused compute calling the asm_thumb
+kernels of ``tick_thumb``: Thumb cores only); all must print the same lines. Prints ``k <tick> <checksum>`` every 10 000 ticks, a ``cover`` line counting the
 ticks spent switching, saturated, tripped, idle and locked, and a final
 ``end <checksum> <digest> <ticks>`` line.
 Context: host test tool.
@@ -61,8 +62,13 @@ def digest(arrays):
 
 
 def main(seed, ticks, tick_hz, impl="fused"):
-    if impl not in ("fused", "wired"):
-        raise SystemExit("IMPL must be fused or wired, not %r" % impl)
+    if impl not in ("fused", "wired", "thumb"):
+        raise SystemExit("IMPL must be fused, wired or thumb, not %r" % impl)
+    fused = tick_fused_compute.compute
+    if impl == "thumb":
+        import tick_fused_thumb_compute
+
+        fused = tick_fused_thumb_compute.compute
     rng = Rng(seed)
     ctl = tick.Control(tick_hz, 50, [32768] * 7, [8192] * 7, 2500, 20,
                        (5242, 263, 327, 4505, 2097, 1 << 25), (8192, 15114))
@@ -118,8 +124,8 @@ def main(seed, ticks, tick_hz, impl="fused"):
         else:
             for ch in range(7):
                 raw[ch] = 65535 if rng.below(2) else 0
-        if impl == "fused":
-            state = tick_fused_compute.compute(ctl.mem)
+        if impl != "wired":
+            state = fused(ctl.mem)
         else:
             state = tick.compute(raw, ctl.cal, ctl.pll, ctl.cc, ctl.prot, ctl.pw, ctl.gm)
         h = (h * 131 + state + ctl.pll[pll.THETA] + ctl.pw[2] + ctl.pw[3] * 3 + ctl.pw[4] * 7

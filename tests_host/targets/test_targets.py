@@ -227,3 +227,20 @@ def test_available_names_every_instrument():
                 "mpy-cross"):
         assert key in av
         assert av[key]["ok"] or av[key]["reason"]
+
+
+def test_bench_targets_key_without_instruments(monkeypatch, tmp_path):
+    """CONTRACTS.md: ``targets`` has one object per board with the six keys, null with a
+    reason when the instruments are not built (at once: no qemu run)."""
+    from v2g.targets import bench
+
+    monkeypatch.setenv("V2G_TARGETS_DIR", str(tmp_path / "none"))
+    t = bench.figures()
+    assert {"rp2", "stm32", "esp32", "rp2040"} <= set(t) and "sim" not in t
+    for name, fig in t.items():
+        assert set(bench.KEYS) <= set(fig)
+        assert fig["instr_per_tick"] is None and fig["reason"]
+        assert fig["heap_bytes"] > 0 and fig["isa"]
+    assert "no qemu target" in t["esp32"]["reason"]
+    assert "make targets" in t["rp2"]["reason"]
+    assert "rp2" in bench.format_table(t)

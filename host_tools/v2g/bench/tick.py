@@ -484,10 +484,14 @@ def run(args):
             log("simulated board figures")
         with tempfile.TemporaryDirectory() as tmp:
             res["sim"] = bench_system.sim_figures(Path(tmp))
+    from v2g.targets import bench as targets_bench  # null figures at once when not built
+
+    res["targets"] = targets_bench.figures(log)
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
         print(format_table(res))
+        print(targets_bench.format_table(res["targets"]))
         if "pll" in res:
             from v2g.bench import system as bench_system
 

@@ -230,7 +230,7 @@ def test_available_names_every_instrument():
 
 
 def test_bench_targets_key_without_instruments(monkeypatch, tmp_path):
-    """CONTRACTS.md: ``targets`` has one object per board with the six keys, null with a
+    """docs/formats.md section 5: ``targets`` has one object per board with the six keys, null with a
     reason when the instruments are not built (at once: no qemu run)."""
     from v2g.targets import bench
 

@@ -1,4 +1,4 @@
-"""The target figures of ``v2g bench`` (key ``targets`` of its JSON, ../shared/CONTRACTS.md).
+"""The target figures of ``v2g bench`` (key ``targets`` of its JSON, docs/formats.md section 5).
 
     from v2g.targets import bench
     t = bench.figures()        # {board: {"isa", "instr_per_tick", "instr_per_tick_c",
@@ -69,7 +69,7 @@ def _measured(log=None):
 
 
 def figures(log=None):
-    """{board: figures} as CONTRACTS.md's ``targets`` key says (see the module doc)."""
+    """{board: figures} as docs/formats.md section 5 says (see the module doc)."""
     out = {}
     av = available()
     need = ["qemu", "plugin", "arm-gcc", "mpy-cross"] + ["qemu-" + c for c in CORES]

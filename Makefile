@@ -92,7 +92,7 @@ conformance: venv
 	done; exit $$rc
 
 # Target instruments (host_tools/v2g/targets): a 32-bit unix MicroPython, MicroPython's
-# qemu port for a Cortex-M0 and a Cortex-M4F, an instruction-counting qemu plugin and
+# qemu port for a Cortex-M0, a Cortex-M4F and a Cortex-M7, an instruction-counting qemu plugin and
 # the C reference for both cores, built into build/targets from a MicroPython source tree:
 #   make targets MICROPYTHON_SRC=DIR
 # (DIR: e.g. `git clone --depth 1 https://github.com/micropython/micropython`; no

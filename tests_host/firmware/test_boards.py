@@ -201,7 +201,7 @@ def test_hal_compiles_with_mpy_cross(name, tmp_path):
     hal = paths.BOARDS_DIR / name / "hal.py"
     if not hal.is_file():
         pytest.skip("boards/%s/hal.py not written yet" % name)
-    arch = boards.load(name)["mpy_arch"]
+    arch = boards.mpy_arch(boards.load(name))
     for src in [hal] + flash.driver_files(hal):     # the HAL and the drivers it imports
         out = tmp_path / (src.stem + ".mpy")
         r = subprocess.run([mpy_cross_exe(), "-march=" + arch, "-o", str(out), str(src)],
@@ -215,7 +215,7 @@ def test_firmware_compiles_for_the_boards_arch(name, tmp_path):
     """Every firmware module, the generated fused tick (one large viper function) among
     them, compiles to native code for the board's architecture."""
     need_board(name)
-    arch = boards.load(name)["mpy_arch"]
+    arch = boards.mpy_arch(boards.load(name))
     for src in sorted(paths.FIRMWARE_DIR.glob("*.py")):
         out = tmp_path / (src.stem + ".mpy")
         r = subprocess.run([mpy_cross_exe(), "-march=" + arch, "-o", str(out), str(src)],

@@ -25,7 +25,7 @@ from v2g.common import paths
 RUNNER = paths.MP_DIR / "fuzz_runner.py"
 THUMB = sorted((paths.FIRMWARE_DIR / "thumb").glob("*.py"))
 CORES = sorted(targets.CORES)
-FUZZ_HEAP = {"m0": 229376, "m4": 262144}
+FUZZ_HEAP = {"m0": 229376, "m4": 262144, "m7": 450000}
 
 
 def _need(*keys):

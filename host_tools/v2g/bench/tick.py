@@ -491,10 +491,14 @@ def run(args):
         if log:
             log("Modbus load figure (8 clients x 100 registers at 10 Hz, 5 s)")
         res["modbus_load"] = modbus_load(seconds=5.0)
+    from v2g.targets import bench as targets_bench  # null figures at once when not built
+
+    res["targets"] = targets_bench.figures(log)
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
         print(format_table(res))
+        print(targets_bench.format_table(res["targets"]))
         if "pll" in res:
             from v2g.bench import system as bench_system
 

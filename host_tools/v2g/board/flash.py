@@ -58,9 +58,7 @@ CODE_SUFFIXES = (".py", ".mpy")  # live files a flash may remove when the tree d
 SMALL_INT_BITS = {"x64": 63, "rv64imc": 63}
 
 # MicroPython's MP_NATIVE_ARCH_* numbers (bits 10.. of sys.implementation._mpy)
-NATIVE_ARCHES = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em",
-                 7: "armv7emsp", 8: "armv7emdp", 9: "xtensa", 10: "xtensawin",
-                 11: "rv32imc"}
+NATIVE_ARCHES = boards.NATIVE_ARCHES
 
 
 def add_arguments(p):
@@ -305,6 +303,8 @@ def run(args):
                 tree_source = True
                 note = ("the board runs .mpy v%d.%d, mpy-cross emits v%d.%d: copying source"
                         % (mpy[0], mpy[1], want[0], want[1]))
+            elif mpy[2] and board["mpy_arch"] == boards.RUNTIME_ARCH:
+                board = dict(board, mpy_arch=mpy[2])  # the sim board: the runtime's arch
             elif mpy[2] and mpy[2] != boards.mpy_arch(board):
                 raise UsageError("board %s: its mpy_arch is %s, but the board on %s runs %s "
                                  "code; is this the right board or port?"

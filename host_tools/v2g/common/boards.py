@@ -9,6 +9,10 @@ the bad value and what is allowed, e.g.::
 
     boards/rp2/board.json: key 'tick_hz': value 50000 is outside 2000..20000 (Hz)
 
+The sim board's ``mpy_arch`` is ``"runtime"``: the sim "board" is the MicroPython unix
+runtime itself, so its code is compiled for whatever arch that runtime runs (x64, or x86
+for a 32-bit build); ``mpy_arch(board)`` asks the runtime (``sys.implementation._mpy``).
+
 Derived values: ``d_min_counts(board)``, the dead-time allowance of the modulator (dead
 time + minimum on-time in PWM counts, rounded up so no pulse is shorter than the gate
 driver can honour); ``pwm_period_ns(board)``.
@@ -17,7 +21,7 @@ Usage::
 
     from v2g.common import boards
     board = boards.load("rp2")            # or a path to a board.json / board folder
-    arch = boards.mpy_arch(board)         # "armv6m"
+    arch = boards.mpy_arch(board)         # "armv7emsp" (sim: the unix runtime's own arch)
     d_min = boards.d_min_counts(board)
 
 Context: host only.
@@ -33,6 +37,14 @@ PORTS = ("rp2", "stm32", "esp32", "unix")
 # mpy-cross -march values (mpy-cross 1.29 --help), without its "host" and "debug" pseudo-arches
 MPY_ARCHES = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
               "xtensa", "xtensawin", "rv32imc", "rv64imc")
+RUNTIME_ARCH = "runtime"  # port "unix" only: the arch of the unix runtime that runs it
+# MicroPython's MP_NATIVE_ARCH_* numbers (bits 10.. of sys.implementation._mpy)
+NATIVE_ARCHES = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em",
+                 7: "armv7emsp", 8: "armv7emdp", 9: "xtensa", 10: "xtensawin",
+                 11: "rv32imc"}
+# the core a board's MicroPython runs on (optional key "cpu"; v2g.targets takes its
+# cycles-per-instruction assumption from it)
+CPUS = ("cortex-m0plus", "cortex-m33", "cortex-m4f", "cortex-m7", "xtensa-lx6", "host")
 TICK_IRQS = ("hard", "soft")
 FILESYSTEMS = ("littlefs", "posix")
 ADC_CHANNELS = ("VA", "VB", "VC", "IA", "IB", "IC", "VDC")  # tick order (firmware/tick.py)
@@ -48,12 +60,14 @@ PU4_Q12 = 16384  # firmware/tick.py: raw words must map inside +/-4 pu (Q12)
 #   pins.gate_enable  gate-driver enable line: the second, independent way to switch off
 #   pwm_clock_hz      the counter clock pwm_period_counts is counted in (centre-aligned)
 #   ext_adc           the external simultaneous-sampling ADC (AD7606 over SPI)
+#   cpu_hz            the core clock MicroPython runs the CPU at (the tick's budget:
+#                     cpu_hz / tick_hz cycles per tick; v2g.targets)
 _LOW_SIDE = ("pwm_a_n", "pwm_b_n", "pwm_c_n")
 PORT_PIN_KEYS = {"rp2": _LOW_SIDE + ("gate_enable",),
                  "stm32": _LOW_SIDE + ("gate_enable",),
                  "esp32": ("gate_enable",)}
-PORT_KEYS = {"rp2": ("pwm_clock_hz", "ext_adc"), "stm32": ("pwm_clock_hz",),
-             "esp32": ("ext_adc",)}
+PORT_KEYS = {"rp2": ("pwm_clock_hz", "ext_adc", "cpu_hz"), "stm32": ("pwm_clock_hz", "cpu_hz"),
+             "esp32": ("ext_adc", "cpu_hz")}
 
 EXT_ADC_CHIPS = ("ad7606",)
 EXT_ADC_PINS = ("sck", "mosi", "miso", "cs", "convst", "busy")
@@ -144,8 +158,17 @@ def validate(data, source="board.json"):
     if need("port") and port not in PORTS:
         bad("port", port, "is unknown; allowed: %s" % ", ".join(PORTS))
     if need("mpy_arch") and data["mpy_arch"] not in MPY_ARCHES:
-        bad("mpy_arch", data["mpy_arch"],
-            "is not an mpy-cross -march value; allowed: %s" % ", ".join(MPY_ARCHES))
+        if data["mpy_arch"] == RUNTIME_ARCH and port != "unix":
+            bad("mpy_arch", data["mpy_arch"], "is only allowed for port unix (the sim board "
+                "runs on the unix runtime); give the board's mpy-cross -march value")
+        elif data["mpy_arch"] != RUNTIME_ARCH:
+            bad("mpy_arch", data["mpy_arch"],
+                "is not an mpy-cross -march value; allowed: %s, or %s (port unix)"
+                % (", ".join(MPY_ARCHES), RUNTIME_ARCH))
+    if "cpu_hz" in data:
+        _check_int(bad, "cpu_hz", data["cpu_hz"], 1000000, 2000000000, "Hz")
+    if "cpu" in data and data["cpu"] not in CPUS:
+        bad("cpu", data["cpu"], "is unknown; allowed: %s" % ", ".join(CPUS))
     for key, unit, lo, hi in _INT_RANGES:
         if need(key):
             _check_int(bad, key, data[key], lo, hi, unit)
@@ -184,9 +207,38 @@ def pwm_period_ns(board):
     return 1000000000 // board["pwm_freq_hz"]
 
 
-def mpy_arch(board):
-    """The ``mpy-cross -march`` value for the board's .mpy files."""
-    return board["mpy_arch"]
+def mpy_arch(board, exe=None):
+    """The ``mpy-cross -march`` value for the board's .mpy files; for ``"runtime"`` (the
+    sim board) the arch of the unix runtime ``exe`` (default: the configured one)."""
+    arch = board["mpy_arch"]
+    if arch != RUNTIME_ARCH:
+        return arch
+    got = runtime_arch(exe or paths.micropython_exe())
+    if got is None:
+        raise UsageError("board %s: mpy_arch %r, but the unix runtime %s reports no native "
+                         "arch (sys.implementation._mpy); use --source"
+                         % (board.get("name", "?"), RUNTIME_ARCH, exe or paths.micropython_exe()))
+    return got
+
+
+_runtime_arch = {}  # exe -> arch name or None (asked once per process)
+
+
+def runtime_arch(exe):
+    """The mpy-cross -march name of a MicroPython runtime's native code (from its
+    ``sys.implementation._mpy``), or None when it reports none."""
+    exe = str(exe)
+    if exe not in _runtime_arch:
+        import subprocess
+
+        try:
+            r = subprocess.run([exe, "-c", "import sys; print(sys.implementation._mpy)"],
+                               capture_output=True, text=True, timeout=30)
+            word = int(r.stdout.strip())
+        except (OSError, ValueError, subprocess.SubprocessError):
+            word = 0
+        _runtime_arch[exe] = NATIVE_ARCHES.get(word >> 10)
+    return _runtime_arch[exe]
 
 
 # --- checks -------------------------------------------------------------------------------

@@ -4,11 +4,13 @@ What lives here (docs/design.md section 5):
 - ``build.sh``: builds the instruments from a MicroPython source tree into
   ``build/targets/`` (``make targets MICROPYTHON_SRC=DIR``): a 32-bit unix MicroPython
   (``micropython-32``), MicroPython's qemu port for a Cortex-M0 (ARMv6-M, the RP2040's
-  ISA; nRF51 "microbit" machine, viper switched on) and for a Cortex-M4F (ARMv7E-M with
-  single-precision FPU, hard float: the STM32F4's ISA; MPS2 AN386 machine), and the
-  qemu plugin ``insn_count.so`` (``insn_count.c``);
+  ISA, kept as the reference ISA; nRF51 "microbit" machine, viper switched on), for a
+  Cortex-M4F (ARMv7E-M with single-precision FPU, hard float: armv7emsp, the code the
+  Pico 2's Cortex-M33 runs; MPS2 AN386 machine) and for a Cortex-M7 with double-precision
+  FPU (armv7emdp: the STM32H743's; MPS2 AN500), and the qemu plugin ``insn_count.so``
+  (``insn_count.c``);
 - ``cref_main.c``: the C reference ``bench/c_reference/tick_ref.c`` as a bare-metal
-  program for the same two cores (``build_cref``);
+  program for the same cores (``build_cref``);
 - this module: ``available()`` (what is built, and why not), ``run_script()`` (a
   MicroPython script on an emulated core with a given GC heap and extra modules, returning
   its output and the instruction counts between markers), ``run_cref()``;
@@ -45,9 +47,9 @@ TARGETS_DIR = paths.REPO_ROOT / "build" / "targets"
 HERE = Path(__file__).resolve().parent
 QEMU = "qemu-system-arm"
 
-# The two emulated cores. ``ram_blob``: guest RAM that MicroPython's image leaves alone
-# (the M0's SRAM is enlarged to 1 MB, its image uses the first 256 KB; the MPS2's second
-# SSRAM bank is free).
+# The emulated cores. ``ram_blob``: guest RAM that MicroPython's image leaves alone (the
+# M0's SRAM is enlarged to 1 MB, its image uses the first 256 KB; the MPS2's second SSRAM
+# bank is free on AN386 and AN500).
 CORES = {
     "m0": {"cpu": "Cortex-M0", "arch": "armv6m", "machine": "microbit",
            "qemu_args": ["-global", "nrf51-soc.sram-size=1048576"],
@@ -58,21 +60,88 @@ CORES = {
            "qemu_args": [], "ram_blob": 0x20000000, "blob_max": 0x400000,
            "gcc": ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
            "cref_mem": ("0x00000000", "2M", "0x00200000", "2M")},
+    "m7": {"cpu": "Cortex-M7 (double-precision FPU)", "arch": "armv7emdp",
+           "machine": "mps2-an500", "qemu_args": [], "ram_blob": 0x20000000,
+           "blob_max": 0x400000,
+           "gcc": ["-mcpu=cortex-m7", "-mfloat-abi=hard", "-mfpu=fpv5-d16"],
+           "cref_mem": ("0x00000000", "2M", "0x00200000", "2M")},
 }
+# A board's mpy_arch -> the core whose image runs that code (same ISA and float ABI).
+ARCH_CORE = {"armv6m": "m0", "armv7emsp": "m4", "armv7emdp": "m7"}
 
-# Boards with an emulated core, and the GC heap each is run with (bytes).
-# rp2 (RP2040): about 186 KB free at main.py on a Pico; the port's heap is 192 KB here
-#   (mem_free at the start of a script: about 187 KB).
-# stm32 (NUCLEO-F446RE): the port's linker script gives RAM 112 KB (16 KB more are the
-#   flash cache) with a 16 KB stack above the heap; .bss takes about 8 KB: 86 KB heap.
-# esp32: Xtensa (LX6), no qemu target here (Debian's qemu-system-xtensa has no ESP32
-#   machine, and MicroPython's qemu port has no Xtensa board).
-BOARDS = {
-    "rp2": {"core": "m0", "heap": 196608, "mpy_arch": "armv6m"},
-    "stm32": {"core": "m4", "heap": 88064, "mpy_arch": "armv7emsp"},
-}
-NO_TARGET = {"esp32": "xtensawin: no qemu target (MicroPython's qemu port has no Xtensa "
-                      "board, Debian's qemu has no ESP32 machine)"}
+# Cycles per instruction assumed for a board's real core (pct_of_period): qemu counts
+# instructions, not cycles.
+# - cortex-m0plus 1.3: 2-stage pipeline, single-cycle ALU ops, loads/stores 2 cycles,
+#   taken branches 2 (ARM Cortex-M0+ TRM, "Instruction timings"); viper code is about a
+#   third loads/stores and a tenth taken branches; flash runs from XIP cache.
+# - cortex-m33 1.2: 3-stage pipeline, single-cycle ALU/MUL, loads 1-2 cycles (pipelined),
+#   taken branches 2-3 (ARM Cortex-M33 TRM); the code runs from SRAM or XIP cache.
+# - cortex-m4f 1.2: the same figures for the M4 (ARM Cortex-M4 TRM "Instruction set
+#   summary").
+# - cortex-m7 1.0: 6-stage dual-issue superscalar with branch prediction; MicroPython
+#   runs from flash through the 16 KB I-cache (ART) with the heap in DTCM/AXI SRAM: about
+#   one instruction per cycle on this load-heavy code (issue rate up to 2).
+CPI = {"cortex-m0plus": 1.3, "cortex-m33": 1.2, "cortex-m4f": 1.2, "cortex-m7": 1.0}
+
+# The ISA reference kept although no board uses it now: the RP2040 (Cortex-M0+, ARMv6-M)
+# of the original Pico, the ISA the control-core issue's viper/C target was stated for.
+# Its board data is rp2's (the HAL supports both chips) with the RP2040's arch, clock and
+# heap: the rp2 port gives MicroPython about 186 KB at main.py; the M0 image's heap is
+# 192 KB (about 187 KB free when a script starts). The app does not boot in it (the heap
+# figures say so); its tick is counted with the largest heap the M0 image takes
+# (``tick_heap``: 224 KB of its 256 KB RAM).
+REFERENCE = {"rp2040": {"board_data": "rp2", "mpy_arch": "armv6m", "cpu": "cortex-m0plus",
+                        "cpu_hz": 125000000, "heap_bytes": 196608, "tick_heap": 229376,
+                        "why": "ISA reference (RP2040 Pico, ARMv6-M): no board uses it; "
+                               "its heap does not leave 30 % free (boards/rp2/README.md)"}}
+
+
+def _boards():
+    """{name: figures' inputs} for every board under boards/ with an emulated core and
+    the ISA reference, plus {name: reason} for the boards without one. From board.json:
+    ``mpy_arch`` -> core, ``heap_bytes`` -> the run's GC heap, ``cpu``/``cpu_hz``/``tick_hz``
+    -> pct_of_period."""
+    from v2g.common import boards as board_data
+
+    have, missing = {}, {}
+    for name in board_data.list_boards():
+        b = board_data.load(name)
+        if b["port"] == "unix":
+            continue  # the sim board is the host runtime itself
+        core = ARCH_CORE.get(b["mpy_arch"])
+        if core is None:
+            missing[name] = ("%s (%s): no qemu target (MicroPython's qemu port has no "
+                             "Xtensa board, Debian's qemu has no ESP32 machine)"
+                             % (b["mpy_arch"], b.get("cpu", "?")))
+            continue
+        have[name] = {"core": core, "heap": b["heap_bytes"], "mpy_arch": b["mpy_arch"],
+                      "cpu": b.get("cpu"), "cpu_hz": b["cpu_hz"], "tick_hz": b["tick_hz"],
+                      "board_data": name, "reference": False}
+    for name, r in REFERENCE.items():
+        b = board_data.load(r["board_data"])
+        have[name] = {"core": ARCH_CORE[r["mpy_arch"]], "heap": r["heap_bytes"],
+                      "mpy_arch": r["mpy_arch"], "cpu": r["cpu"], "cpu_hz": r["cpu_hz"],
+                      "tick_hz": b["tick_hz"], "board_data": r["board_data"],
+                      "reference": True, "why": r["why"], "tick_heap": r["tick_heap"]}
+    return have, missing
+
+
+# Boards (and the reference) with an emulated core, and the boards without one (reason).
+BOARDS, NO_TARGET = _boards()
+
+
+def board_json(name):
+    """The board data a target run uses for ``name`` (a board or the reference), with
+    the reference's arch, clock and heap put in."""
+    from v2g.common import boards as board_data
+
+    b = dict(board_data.load(BOARDS[name]["board_data"]))
+    if BOARDS[name]["reference"]:
+        r = REFERENCE[name]
+        b.update(mpy_arch=r["mpy_arch"], cpu=r["cpu"], cpu_hz=r["cpu_hz"],
+                 heap_bytes=r["heap_bytes"])
+    return b
+
 
 MARKER_SYMBOL = "mp_hal_ticks_cpu"
 CREF_MARKER = "clock_gettime"
@@ -385,7 +454,7 @@ def _parse_marks(text):
 
 
 def run_script(core, script, heap=None, modules=None, count=True, timeout=RUN_TIMEOUT_S):
-    """Run MicroPython ``script`` (str) on the emulated ``core`` ("m0" or "m4") with a
+    """Run MicroPython ``script`` (str) on the emulated ``core`` ("m0", "m4", "m7") with a
     GC heap of ``heap`` bytes (default: the core's first board's) and ``modules``
     ({file name: bytes}, e.g. from ``firmware_modules``) importable from ``/blob``.
     With ``count``, the plugin counts instructions between ``time.ticks_cpu()`` calls.

@@ -2,8 +2,9 @@
 # Build the target instruments from a MicroPython source tree (never from this repo).
 #
 #   build.sh SRC OUT [STEP...]
-#   STEP: deps mpy-cross unix32 qemu-m0 qemu-m4 plugin cref (default: all of them), or
-#         heap-m0=BYTES / heap-m4=BYTES (relink that core's image with another GC heap)
+#   STEP: deps mpy-cross unix32 qemu-m0 qemu-m4 qemu-m7 plugin cref (default: all of them),
+#         or heap-m0=BYTES / heap-m4=BYTES / heap-m7=BYTES (relink that core's image with
+#         another GC heap)
 #
 # SRC: a MicroPython source tree (git checkout or `git archive` export; submodules are
 # not needed: what needs them is switched off). OUT: where binaries and object files go
@@ -16,10 +17,14 @@
 #                    ARMv6-M, the RP2040's ISA) with the viper/native emitter switched on,
 #                    GC heap N bytes (run with -global nrf51-soc.sram-size=1048576)
 #   qemu-m4-heapN.elf  the qemu port on an MPS2 AN386 (Cortex-M4F, ARMv7E-M with
-#                    single-precision FPU, hard float: the STM32F4's ISA and float ABI), a
-#                    board folder written here (upstream has AN385/M3 and AN500/M7 only)
+#                    single-precision FPU, hard float: the mpy_arch armv7emsp of the Pico 2's
+#                    Cortex-M33), a board folder written here (upstream has AN385/M3 and
+#                    AN500/M7 only)
+#   qemu-m7-heapN.elf  upstream's MPS2_AN500 board (Cortex-M7 with double-precision FPU,
+#                    ARMv7E-M, armv7emdp: the STM32H743's ISA and float ABI); viper is on
+#                    there by default (mpconfigport.h: MICROPY_EMIT_THUMB on Thumb-2 cores)
 #   insn_count.so    the qemu plugin counting instructions between markers
-#   cref-m0.elf, cref-m4.elf  the C reference for each core (v2g.targets.build_cref, which
+#   cref-m0.elf, cref-m4.elf, cref-m7.elf  the C reference for each core (v2g.targets.build_cref, which
 #                    also rebuilds them on use: the header follows firmware/); $PYTHON
 #                    (default python3) runs it
 #   micropython_src  the source tree used, for later heap relinks
@@ -32,12 +37,14 @@ SRC=${1:?usage: build.sh MICROPYTHON_SRC OUT_DIR [STEP...]}
 OUT=${2:?usage: build.sh MICROPYTHON_SRC OUT_DIR [STEP...]}
 shift 2
 STEPS=("$@")
-[ ${#STEPS[@]} -gt 0 ] || STEPS=(deps mpy-cross unix32 qemu-m0 qemu-m4 plugin cref)
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(deps mpy-cross unix32 qemu-m0 qemu-m4 qemu-m7 plugin cref)
 HERE=$(cd "$(dirname "$0")" && pwd)
-# Default GC heaps (bytes), one image per supported board: rp2 (RP2040) on the M0,
-# stm32 (NUCLEO-F446RE) on the M4F. v2g.targets.HEAP_BYTES explains the figures.
+# Default GC heaps (bytes): each board's heap_bytes (boards/<name>/board.json) on its
+# core: the RP2040 reference (M0, v2g.targets.REFERENCE), rp2 = Pico 2 (M4F), stm32 =
+# NUCLEO-H743ZI (M7). Other heaps are relinked on demand (v2g.targets.image).
 HEAP_M0=${HEAP_M0:-196608}
-HEAP_M4=${HEAP_M4:-88064}
+HEAP_M4=${HEAP_M4:-440000}
+HEAP_M7=${HEAP_M7:-450000}
 
 JOBS=${JOBS:-2}
 SRC=$(cd "$SRC" && pwd)
@@ -121,6 +128,7 @@ MICROPY_FLOAT_IMPL = float
 SUPPORTS_HARDWARE_FP_SINGLE = 1
 MK
         args=(BOARD_DIR="$OBJ/boards/$board") ;;
+    m7) board=MPS2_AN500 ;;
   esac
   (
     flock 9
@@ -152,7 +160,8 @@ for s in "${STEPS[@]}"; do
     unix32) step_unix32 ;;
     qemu-m0) qemu_make m0 "$HEAP_M0" ;;
     qemu-m4) qemu_make m4 "$HEAP_M4" ;;
-    heap-m0=*|heap-m4=*) c=${s%%=*}; qemu_make "${c#heap-}" "${s#*=}" ;;
+    qemu-m7) qemu_make m7 "$HEAP_M7" ;;
+    heap-m0=*|heap-m4=*|heap-m7=*) c=${s%%=*}; qemu_make "${c#heap-}" "${s#*=}" ;;
     plugin) step_plugin ;;
     cref) step_cref ;;
     *) echo "build.sh: unknown step $s" >&2; exit 2 ;;

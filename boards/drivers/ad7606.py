@@ -11,9 +11,25 @@ One read: CONVST pulse (all 8 track-and-holds sample at once), BUSY poll (bounde
 ``BUSY_POLLS``), one ``SPI.readinto`` of 16 bytes into a preallocated buffer, and a viper
 unpack from big-endian two's complement to offset binary words 0..65535 (0 V = 32768).
 
-RAM: 16 + 7 bytes of buffers, one ``array('i')`` counter, the bound methods it keeps.
-Tick-context cost, ESTIMATED (not measured on silicon): 2 pin writes, the BUSY poll over
-the conversion, 16 bytes at the SPI clock (10 us at 12.5 MHz), the unpack.
+Two tick-context readers with the same result:
+- ``adc_read`` (method): the lines through the port's ``Pin`` methods; any port.
+- ``fast_reader(win, gpio)``: a viper closure that drives CONVST and CS and polls BUSY
+  through the MCU's GPIO set / clear / input registers (``win``: a buffer over the GPIO
+  register block, e.g. ``uctypes.bytearray_at``, made by the board HAL from its register
+  data; ``gpio``: the three registers' word offsets in it), with the unpack inlined: one
+  Python-level call per read (``SPI.readinto``) instead of seven. Timing it keeps by
+  construction: CONVST high for a 4-pass spin (>= 12 core cycles: >= 80 ns at 150 MHz;
+  AD7606 t2 >= 25 ns, and BUSY rises
+  within t1 = 40 ns of the CONVST edge, so the poll never starts before BUSY is up), the
+  BUSY poll bounded by ``FAST_BUSY_POLLS`` (>= 3 cycles a pass: >= 20 us at 150 MHz, t_CONV
+  is 4.15 us max). The three lines must be GPIO 0..31 in SIO/GPIO function (Pin objects made
+  here do that). Lines shared with another core's writes are safe: the set / clear
+  registers are atomic.
+
+RAM: 16 bytes of buffer, one ``array('I')`` of 14 words (the fast reader's registers, pin
+masks, channel order and the BUSY timeout counter), the bound methods it keeps.
+Tick-context cost: measured on the emulated core by ``v2g.targets.measure`` (README table);
+the conversion (4.15 us) and 16 bytes at the SPI clock (10.24 us at 12.5 MHz) come on top.
 
 Used by: boards/rp2, boards/esp32. Context: ``AD7606(...)`` at boot; ``adc_read`` in the
 tick (no allocation, no floats, never raises by design).
@@ -26,6 +42,17 @@ import micropython
 from micropython import const
 
 BUSY_POLLS = const(16)  # bound on the BUSY wait (~15-25 us); a conversion takes ~4 us
+FAST_BUSY_POLLS = const(1000)  # the fast reader's bound (register reads: 20-40 us)
+# words of the fast reader's state array
+_IN = const(0)  # word offset of the GPIO input register in the window
+_SET = const(1)  # ... of the GPIO output set register
+_CLR = const(2)  # ... of the GPIO output clear register
+_CV = const(3)  # CONVST pin mask
+_CS = const(4)  # CS pin mask
+_BUSY = const(5)  # BUSY pin mask
+_TIMEOUTS = const(6)  # BUSY never fell within the bound
+_ORDER = const(7)  # 7 words: AD7606 channel (0..7) of tick channel k
+_WORDS = const(14)
 
 
 @micropython.viper
@@ -58,7 +85,62 @@ class AD7606:
             rst.off()
         self._buf = bytearray(16)  # 8 channels x 16 bit, DOUTA order V1..V8
         self._order = bytearray(int(ch["pin"][1:]) - 1 for ch in adc)  # V1..V8 -> 0..7
-        self.timeouts = array("i", [0])  # BUSY never fell within the poll bound
+        self._pins = (ext["convst"], ext["cs"], ext["busy"])
+        self._st = array("I", range(_WORDS))
+        for k in range(7):
+            self._st[_ORDER + k] = self._order[k]
+        self._st[_TIMEOUTS] = 0
+        # BUSY never fell within the poll bound (both readers count here)
+        self.timeouts = memoryview(self._st)[_TIMEOUTS:_TIMEOUTS + 1]
+
+    def fast_reader(self, win, gpio):
+        """The register-level reader (module docstring): ``win`` a buffer over the GPIO
+        register block, ``gpio`` = word offsets of its input, output set and output clear
+        registers (the bank holding CONVST, CS and BUSY). Raises ValueError for a line
+        beyond GPIO 31. Context: boot."""
+        st = self._st
+        st[_IN], st[_SET], st[_CLR] = gpio
+        for word, pin in zip((_CV, _CS, _BUSY), self._pins):
+            if not 0 <= pin < 32:
+                raise ValueError("ext_adc line GPIO %r is not in GPIO 0..31" % (pin,))
+            st[word] = 1 << pin
+        buf = self._buf
+        readinto = self._readinto
+
+        @micropython.viper
+        def adc_read(raw):
+            """Sample all channels at once; fill raw[0..6] (VA VB VC IA IB IC VDC)."""
+            # tick context: no allocation, never raises (registers, one C call)
+            s = ptr32(st)
+            g = ptr32(win)
+            gset = s[_SET]
+            gclr = s[_CLR]
+            gin = s[_IN]
+            cv = s[_CV]
+            g[gset] = cv  # rising edge: all 8 track-and-holds sample now
+            n = 4
+            while n:  # CONVST high >= t2; BUSY up within t1 before the poll
+                n -= 1
+            g[gclr] = cv
+            busy = s[_BUSY]
+            n = FAST_BUSY_POLLS
+            while (g[gin] & busy) and n:
+                n -= 1
+            if not n:
+                s[_TIMEOUTS] = s[_TIMEOUTS] + 1  # the words are the previous conversion's
+            cs = s[_CS]
+            g[gclr] = cs
+            readinto(buf)
+            g[gset] = cs
+            b = ptr8(buf)
+            r = ptr32(raw)
+            k = 0
+            while k < 7:
+                j = s[_ORDER + k] << 1
+                r[k] = ((b[j] << 8) | b[j + 1]) ^ 0x8000
+                k += 1
+
+        return adc_read
 
     def adc_read(self, raw):
         """Sample all channels at once; fill raw[0..6] (VA VB VC IA IB IC VDC), 16-bit."""

@@ -22,15 +22,22 @@ Wiring (numbers in board.json):
   contactor is closed (input with pull-up). Fan: 25 kHz PWM, open-collector tach.
 - All gate and contactor lines need pull-downs: they float during reset and boot.
 
-Registers: the gate PWM is written with ``machine.mem32`` (CC, TOP, DIV, CSR, EN of the
-PWM block); addresses are picked for RP2040 or RP2350 from ``sys.implementation``.
-The tick timer is ``machine.Timer(..., hard=True)`` (MicroPython >= 1.26 on rp2).
+Registers (board.json ``regs``, hex strings: the chip's PWM block base and EN register,
+the SIO GPIO input / output-set / output-clear registers; the Pico 2's are the RP2350's,
+an RP2040 board would give its own): the gate PWM is set up with ``machine.mem32`` at
+boot. The tick-context methods are viper closures built at boot over one ``array('I')``
+of word offsets and values and over ``uctypes.bytearray_at`` windows onto the PWM and SIO
+blocks: ``pwm_set`` writes the three CC registers and sets
+``gate_enable`` through SIO GPIO_OUT_SET, ``pwm_off`` clears ``gate_enable`` through
+GPIO_OUT_CLR first, then writes the all-off compares; ``adc_read`` is the AD7606 driver's
+``fast_reader`` (CONVST, CS and BUSY through the same SIO registers, one
+``SPI.readinto``). Nothing in them looks up an attribute, allocates or can raise, so
+``pwm_off`` always works once ``build`` has returned. ``gate_enable`` and the AD7606 lines
+must be GPIO 0..31 (checked in build). The tick timer is ``machine.Timer(...,
+hard=True)`` (MicroPython >= 1.26 on rp2).
 
-Tick-context cost, ESTIMATED for 125 MHz (not measured): interrupt entry ~20 us,
-adc_read ~30 us (2 pin writes, BUSY poll over the 4 us conversion, 16 bytes at
-12.5 MHz = 10 us, viper unpack), pwm_set ~12 us, pwm_off ~10 us. That leaves ~140 us of
-the 200 us tick (5 kHz) for the control step; the tick publishes its measured cost in
-``tick.STATS`` -- read COST_MAX_US on the bench before raising the rate.
+Tick-context cost: measured on the emulated core (``python -m v2g.targets.measure``; the
+README's board table); the AD7606 conversion and the SPI transfer are waits on top.
 
 Verified: compiles with ``mpy-cross -march=armv6m``; smoke-tested with fake
 ``machine`` modules under CPython and under the MicroPython unix runtime with the heap
@@ -44,8 +51,11 @@ Usage (boot)::
 """
 
 import sys
+from array import array
 
 import machine
+import micropython
+import uctypes
 from micropython import const
 
 import ad7606
@@ -61,8 +71,7 @@ _SAFE_KEYS = ("pwm_a", "pwm_a_n", "pwm_b", "pwm_b_n", "pwm_c", "pwm_c_n", "gate_
 _DUTY_A = const(2)  # svpwm.DUTY_A..C, checked in build()
 _DUTY_B = const(3)
 _DUTY_C = const(4)
-# PWM block: (base, EN register) per chip; slice registers every 0x14 bytes
-_PWM_REGS = {"RP2040": (0x40050000, 0x400500A0), "RP2350": (0x400A8000, 0x400A80F0)}
+# slice registers every 0x14 bytes from board.json regs.pwm
 _CSR = const(0x00)
 _DIV = const(0x04)
 _CTR = const(0x08)
@@ -88,20 +97,89 @@ def build(board):
     return power_stage.build(Pico, board)
 
 
-def _chip():
-    return "RP2350" if "RP2350" in getattr(sys.implementation, "_machine", "") else "RP2040"
+_REG_KEYS = ("pwm", "pwm_en", "sio_in", "sio_set", "sio_clr")
+# words of the PWM closures' state array
+_CC_A = const(0)  # word offsets of the three slices' CC registers in the PWM window
+_CC_B = const(1)
+_CC_C = const(2)
+_LEAD = const(3)
+_LAG = const(4)
+_CC_OFF = const(5)
+_SIO_SET = const(6)  # word offsets in the SIO window
+_SIO_CLR = const(7)
+_EN_MASK = const(8)
+_PWM_WORDS = const(9)
+
+
+def _regs(b):
+    """board.json ``regs`` as ints (hex strings or ints); ValueError if one is missing or
+    the chip MicroPython reports is not the one the data is for."""
+    regs = b.get("regs")
+    if not isinstance(regs, dict) or any(k not in regs for k in _REG_KEYS):
+        raise ValueError("board.json regs needs %s" % ", ".join(_REG_KEYS))
+    chip = regs.get("chip", "")
+    running = getattr(sys.implementation, "_machine", "")
+    if "RP2" in running and chip not in running:
+        raise ValueError("board.json regs are for %s, this is %s" % (chip, running))
+    return {k: int(v, 16) if isinstance(v, str) else v for k, v in regs.items()
+            if k in _REG_KEYS}
+
+
+def _pwm_closures(st, pwm, sio):
+    """The tick-context ``pwm_set`` and ``pwm_off`` over the state array ``st`` and the
+    PWM and SIO register windows: viper, register stores only. Context: boot."""
+
+    @micropython.viper
+    def pwm_set(pw):
+        """Apply pw[DUTY_A..C] (counts of high-side on-time) and enable the gates."""
+        # tick context: no allocation; CC words < 2**30 (checked in build); svpwm keeps
+        # D_MIN <= d <= PERIOD - D_MIN, and D_MIN >= lead, so no field goes negative
+        s = ptr32(st)
+        p = ptr32(pw)
+        r = ptr32(pwm)
+        lead = s[_LEAD]
+        lag = s[_LAG]
+        d = p[_DUTY_A]
+        r[s[_CC_A]] = ((d + lag) << 16) | (d - lead)
+        d = p[_DUTY_B]
+        r[s[_CC_B]] = ((d + lag) << 16) | (d - lead)
+        d = p[_DUTY_C]
+        r[s[_CC_C]] = ((d + lag) << 16) | (d - lead)
+        # new compares latch at the next wrap, so enable can follow at once
+        ptr32(sio)[s[_SIO_SET]] = s[_EN_MASK]
+
+    @micropython.viper
+    def pwm_off():
+        """All gates off: driver enable low now, all-off compares from the next wrap."""
+        # tick context: no allocation
+        s = ptr32(st)
+        ptr32(sio)[s[_SIO_CLR]] = s[_EN_MASK]
+        off = s[_CC_OFF]
+        r = ptr32(pwm)
+        r[s[_CC_A]] = off
+        r[s[_CC_B]] = off
+        r[s[_CC_C]] = off
+
+    return pwm_set, pwm_off
 
 
 class Pico(power_stage.PowerStage):
     def __init__(self, b):
         power_stage.PowerStage.__init__(self, machine, b, _SAFE_KEYS, SAFE_LOW_PINS)
         self._m = machine.mem32
-        self._init_pwm(b, b["pins"])
+        regs = _regs(b)
+        sio = min(regs["sio_in"], regs["sio_set"], regs["sio_clr"])
+        self._sio = uctypes.bytearray_at(sio, 0x40)  # register windows the closures use
+        self._pwm_win = uctypes.bytearray_at(regs["pwm"], 0x100)
+        self._init_pwm(b, b["pins"], regs, sio)
         adc = ad7606.AD7606(machine, b["ext_adc"], b["adc"])
-        self.adc_read = adc.adc_read  # tick context: the driver's method, no extra call
+        # tick context: the driver's viper reader on the SIO registers, no extra call
+        self.adc_read = adc.fast_reader(self._sio, ((regs["sio_in"] - sio) >> 2,
+                                                    (regs["sio_set"] - sio) >> 2,
+                                                    (regs["sio_clr"] - sio) >> 2))
         self.adc_timeouts = adc.timeouts
 
-    def _init_pwm(self, b, pins):
+    def _init_pwm(self, b, pins, regs, sio):
         clk = machine.freq()
         if clk != b["pwm_clock_hz"]:
             raise ValueError("system clock %d Hz but board.json pwm_clock_hz %d: set "
@@ -112,12 +190,15 @@ class Pico(power_stage.PowerStage):
             raise ValueError("pwm_period_counts %d does not give pwm_freq_hz %d at %d Hz"
                              % (period, b["pwm_freq_hz"], clk))
         dead = -(-b["dead_time_ns"] * (clk // 1000) // 1000000)  # clocks per edge, rounded up
-        self._lead = dead >> 1  # A off this early, B on this late; lead <= D_MIN
-        self._lag = dead - self._lead
-        if period + self._lag > 16383:  # keeps every CC word below 2**30 (a small int)
+        lead = dead >> 1  # A off this early, B on this late; lead <= D_MIN
+        lag = dead - lead
+        if period + lag > 16383:  # keeps every CC word below 2**30 (a small int)
             raise ValueError("pwm_period_counts + dead time > 16383 counts")
-        self._cc_off = period << 16  # A never high, inverted B never high
-        base, en_reg = _PWM_REGS[_chip()]
+        en = pins["gate_enable"]
+        if not 0 <= en < 32:
+            raise ValueError("pins.gate_enable %r is not in GPIO 0..31" % (en,))
+        cc_off = period << 16  # A never high, inverted B never high
+        base, en_reg = regs["pwm"], regs["pwm_en"]
         m = self._m
         mask = 0
         self._pwm = []
@@ -134,39 +215,21 @@ class Pico(power_stage.PowerStage):
             m[r + _CSR] = _CSR_PH_CORRECT | _CSR_B_INV  # EN clear until all three are set
             m[r + _DIV] = 1 << 4  # integer divider 1: one count per system clock
             m[r + _TOP] = period - 1
-            m[r + _CC] = self._cc_off
+            m[r + _CC] = cc_off
             m[r + _CTR] = 0
-            cc.append(r + _CC)
+            cc.append((r + _CC - base) >> 2)
             mask |= 1 << s
-        self._cc_a, self._cc_b, self._cc_c = cc
         m[en_reg] = m[en_reg] | mask  # start the three counters on the same clock
+        st = array("I", range(_PWM_WORDS))
+        st[_CC_A], st[_CC_B], st[_CC_C] = cc
+        st[_LEAD], st[_LAG], st[_CC_OFF] = lead, lag, cc_off
+        st[_SIO_SET] = (regs["sio_set"] - sio) >> 2
+        st[_SIO_CLR] = (regs["sio_clr"] - sio) >> 2
+        st[_EN_MASK] = 1 << en
+        self._pwm_st = st
+        self.pwm_set, self.pwm_off = _pwm_closures(st, self._pwm_win, self._sio)
 
-    # ---- tick context: no allocation, no floats, nothing raises by design ----
 
-    def pwm_set(self, pw):
-        """Apply pw[DUTY_A..C] (counts of high-side on-time) and enable the gates."""
-        # tick context: no allocation; CC words < 2**30 (checked in build); svpwm keeps
-        # D_MIN <= d <= PERIOD - D_MIN, and D_MIN >= lead, so no field goes negative
-        m = self._m
-        lead = self._lead
-        lag = self._lag
-        d = pw[_DUTY_A]
-        m[self._cc_a] = ((d + lag) << 16) | (d - lead)
-        d = pw[_DUTY_B]
-        m[self._cc_b] = ((d + lag) << 16) | (d - lead)
-        d = pw[_DUTY_C]
-        m[self._cc_c] = ((d + lag) << 16) | (d - lead)
-        self._en_on()  # new compares latch at the next wrap, so enable can follow at once
-
-    def pwm_off(self):
-        """All gates off: driver enable low now, all-off compares from the next wrap."""
-        # tick context: no allocation
-        self._en_off()
-        m = self._m
-        off = self._cc_off
-        m[self._cc_a] = off
-        m[self._cc_b] = off
-        m[self._cc_c] = off
 
     # ---- boot / supervisor context ----
 

@@ -23,10 +23,16 @@ Wiring (pin names in board.json):
   context. (``machine.Timer`` on stm32 is a 1 ms soft timer: too slow for the tick.)
 - All gate and contactor lines need pull-downs: they float during reset and boot.
 
-Tick-context cost, ESTIMATED for a 168 MHz F446 (not measured; the 400 MHz M7 is
-faster): interrupt entry ~5 us, adc_read ~25 us (7 conversions), pwm_set ~6 us (4 register stores + 1 pin), pwm_off
-~3 us. At 10 kHz the control step has ~60 us; read tick.STATS COST_MAX_US on the bench
-first and lower tick_hz to 8000 if it overruns.
+Tick-context methods: viper closures built at boot over one ``array('I')`` of register
+word offsets and values and two ``uctypes.bytearray_at`` windows (port constants of the
+``stm`` module: TIM1's CCR1..3 and BDTR, the ``gate_enable`` port's BSRR), so no attribute
+is looked up per call. ``pwm_set`` writes
+the three CCRs, BDTR with MOE and sets ``gate_enable`` (BSRR set half); ``pwm_off`` writes
+BDTR without MOE first, then resets ``gate_enable`` (BSRR reset half). Register stores
+only: nothing allocates or can raise, so ``pwm_off`` always works once ``build`` has
+returned. ``adc_read`` calls the seven ``read_u16`` bound methods from a list made at boot.
+Tick-context cost: measured on the emulated core (``python -m v2g.targets.measure``; the
+README's board table); the seven conversions are a wait on top (about 1 us each).
 
 Verified: compiles with ``mpy-cross -march=armv7emdp``; smoke-tested with fake
 ``machine``/``pyb``/``stm`` modules under CPython and under the MicroPython unix runtime
@@ -40,9 +46,13 @@ Usage (boot)::
     h = hal.build(json.load(open("board.json")))
 """
 
+from array import array
+
 import machine
+import micropython
 import pyb
 import stm
+import uctypes
 from micropython import const
 
 import power_stage
@@ -66,6 +76,66 @@ _BDTR_MOE = const(1 << 15)
 _BDTR_OSSR = const(1 << 11)
 _BDTR_OSSI = const(1 << 10)
 _CR2_OIS_ALL = const(0x3F00)  # OIS1, OIS1N .. OIS3, OIS3N
+# words of the PWM closures' state array
+_CCR1 = const(0)  # word offsets in the TIM1 window
+_CCR2 = const(1)
+_CCR3 = const(2)
+_BDTR = const(3)
+_BDTR_ON = const(4)  # values
+_BDTR_OFF = const(5)
+_BSRR = const(6)  # word offset of BSRR in gate_enable's GPIO port window
+_EN_SET = const(7)
+_EN_RESET = const(8)
+_PWM_WORDS = const(9)
+
+
+def _pwm_closures(st, tim, gpio):
+    """The tick-context ``pwm_set`` and ``pwm_off`` over the state array ``st`` and the
+    TIM1 and GPIO port register windows: viper, register stores only. Context: boot."""
+
+    @micropython.viper
+    def pwm_set(pw):
+        """Apply pw[DUTY_A..C] (counts of high-side on-time) and enable the gates."""
+        # tick context: no allocation; CCR preload: new duties at the next update event
+        s = ptr32(st)
+        p = ptr32(pw)
+        t = ptr32(tim)
+        t[s[_CCR1]] = p[_DUTY_A]
+        t[s[_CCR2]] = p[_DUTY_B]
+        t[s[_CCR3]] = p[_DUTY_C]
+        t[s[_BDTR]] = s[_BDTR_ON]
+        ptr32(gpio)[s[_BSRR]] = s[_EN_SET]
+
+    @micropython.viper
+    def pwm_off():
+        """All gates off at once: MOE = 0 (outputs to idle low), then driver enable low."""
+        # tick context: no allocation
+        s = ptr32(st)
+        ptr32(tim)[s[_BDTR]] = s[_BDTR_OFF]
+        ptr32(gpio)[s[_BSRR]] = s[_EN_RESET]
+
+    return pwm_set, pwm_off
+
+
+def _adc_closure(rd):
+    """The tick-context ``adc_read`` over the list ``rd`` of seven ``read_u16`` bound
+    methods. Context: boot."""
+
+    @micropython.viper
+    def adc_read(raw):
+        """Fill raw[0..6] (VA VB VC IA IB IC VDC) with 16-bit words, one after another."""
+        # tick context: no allocation
+        r = ptr32(raw)
+        f = rd
+        r[0] = int(f[0]())
+        r[1] = int(f[1]())
+        r[2] = int(f[2]())
+        r[3] = int(f[3]())
+        r[4] = int(f[4]())
+        r[5] = int(f[5]())
+        r[6] = int(f[6]())
+
+    return adc_read
 
 
 def safe_outputs():
@@ -89,8 +159,8 @@ class Nucleo(power_stage.PowerStage):
         Pin = machine.Pin
         self._m = stm.mem32
         self._init_pwm(b, b["pins"])
-        rd = [machine.ADC(Pin(ch["pin"])).read_u16 for ch in b["adc"]]
-        self._r0, self._r1, self._r2, self._r3, self._r4, self._r5, self._r6 = rd
+        self._rd = [machine.ADC(Pin(ch["pin"])).read_u16 for ch in b["adc"]]
+        self.adc_read = _adc_closure(self._rd)
 
     def _init_fan(self, pins):
         self._fan = pyb.Timer(_FAN_TIMER, freq=power_stage.FAN_HZ).channel(
@@ -121,46 +191,27 @@ class Nucleo(power_stage.PowerStage):
                     for n, leg in enumerate("abc")]
         m = self._m
         base = stm.TIM1
-        self._bdtr = base + stm.TIM_BDTR
-        self._ccr1 = base + stm.TIM_CCR1
-        self._ccr2 = base + stm.TIM_CCR2
-        self._ccr3 = base + stm.TIM_CCR3
         m[base + stm.TIM_CR2] = m[base + stm.TIM_CR2] & ~_CR2_OIS_ALL  # idle levels low
-        bdtr = (m[self._bdtr] | _BDTR_OSSR | _BDTR_OSSI) & ~_BDTR_MOE
-        self._bdtr_off = bdtr
-        self._bdtr_on = bdtr | _BDTR_MOE
-        m[self._bdtr] = bdtr  # all six outputs idle (low) until the first pwm_set
+        bdtr = (m[base + stm.TIM_BDTR] | _BDTR_OSSR | _BDTR_OSSI) & ~_BDTR_MOE
+        m[base + stm.TIM_BDTR] = bdtr  # all six outputs idle (low) until the first pwm_set
         for leg in "abc":  # low sides: CHxN pins to AF1 (pyb only routes the CHx pin)
             machine.Pin(pins["pwm_" + leg + "_n"], machine.Pin.ALT, alt=_AF1_TIM1)
-
-    # ---- tick context: no allocation, no floats, nothing raises by design ----
-
-    def adc_read(self, raw):
-        """Fill raw[0..6] (VA VB VC IA IB IC VDC) with 16-bit words, one after another."""
-        # tick context: no allocation
-        raw[0] = self._r0()
-        raw[1] = self._r1()
-        raw[2] = self._r2()
-        raw[3] = self._r3()
-        raw[4] = self._r4()
-        raw[5] = self._r5()
-        raw[6] = self._r6()
-
-    def pwm_set(self, pw):
-        """Apply pw[DUTY_A..C] (counts of high-side on-time) and enable the gates."""
-        # tick context: no allocation; CCR preload: new duties at the next update event
-        m = self._m
-        m[self._ccr1] = pw[_DUTY_A]
-        m[self._ccr2] = pw[_DUTY_B]
-        m[self._ccr3] = pw[_DUTY_C]
-        m[self._bdtr] = self._bdtr_on
-        self._en_on()
-
-    def pwm_off(self):
-        """All gates off at once: MOE = 0 (outputs to idle low), then driver enable low."""
-        # tick context: no allocation
-        self._m[self._bdtr] = self._bdtr_off
-        self._en_off()
+        en = pins["gate_enable"]  # "E15": port E, pin 15 (an output since PowerStage)
+        gpio = getattr(stm, "GPIO" + en[0], None)
+        if gpio is None or not en[1:].isdigit() or not 0 <= int(en[1:]) < 16:
+            raise ValueError("pins.gate_enable %r is not a GPIO pin name like E15" % (en,))
+        st = array("I", range(_PWM_WORDS))
+        st[_CCR1] = stm.TIM_CCR1 >> 2
+        st[_CCR2] = stm.TIM_CCR2 >> 2
+        st[_CCR3] = stm.TIM_CCR3 >> 2
+        st[_BDTR] = stm.TIM_BDTR >> 2
+        st[_BDTR_ON], st[_BDTR_OFF] = bdtr | _BDTR_MOE, bdtr
+        st[_BSRR] = stm.GPIO_BSRR >> 2
+        st[_EN_SET], st[_EN_RESET] = 1 << int(en[1:]), 1 << (16 + int(en[1:]))
+        self._pwm_st = st
+        self._tim_win = uctypes.bytearray_at(base, 0x100)  # register windows of the closures
+        self._gpio_win = uctypes.bytearray_at(gpio, 0x40)
+        self.pwm_set, self.pwm_off = _pwm_closures(st, self._tim_win, self._gpio_win)
 
     # ---- boot / supervisor context ----
 

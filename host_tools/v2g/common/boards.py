@@ -60,13 +60,16 @@ PU4_Q12 = 16384  # firmware/tick.py: raw words must map inside +/-4 pu (Q12)
 #   pins.gate_enable  gate-driver enable line: the second, independent way to switch off
 #   pwm_clock_hz      the counter clock pwm_period_counts is counted in (centre-aligned)
 #   ext_adc           the external simultaneous-sampling ADC (AD7606 over SPI)
+#   regs              rp2: register addresses of the chip (hex strings: pwm, pwm_en, sio_in,
+#                     sio_set, sio_clr; chip) the HAL's viper tick methods write directly
 #   cpu_hz            the core clock MicroPython runs the CPU at (the tick's budget:
 #                     cpu_hz / tick_hz cycles per tick; v2g.targets)
 _LOW_SIDE = ("pwm_a_n", "pwm_b_n", "pwm_c_n")
 PORT_PIN_KEYS = {"rp2": _LOW_SIDE + ("gate_enable",),
                  "stm32": _LOW_SIDE + ("gate_enable",),
                  "esp32": ("gate_enable",)}
-PORT_KEYS = {"rp2": ("pwm_clock_hz", "ext_adc", "cpu_hz"), "stm32": ("pwm_clock_hz", "cpu_hz"),
+PORT_KEYS = {"rp2": ("pwm_clock_hz", "ext_adc", "cpu_hz", "regs"),
+             "stm32": ("pwm_clock_hz", "cpu_hz"),
              "esp32": ("ext_adc", "cpu_hz")}
 
 EXT_ADC_CHIPS = ("ad7606",)

@@ -162,15 +162,18 @@ real_machine.mem32[0xE000E010] = 7  # SysTick on: the HAL's set-up sleeps (sleep
 hb = board_hal.build(board)
 scratch = bytearray(64)
 reg = uctypes.addressof(scratch)
-if "ext_adc" in board:
+if "ext_adc" in board and not hasattr(hb, "adc_timeouts"):
     import ad7606
     drv = ad7606.AD7606(fake_hw.machine, board["ext_adc"], board["adc"])
     drv._cv_on = drv._cv_off = drv._cs_on = drv._cs_off = drv._busy = [].clear
     drv._readinto = [].count
     adc_read = drv.adc_read
-else:
+else:  # the HAL's own tick reader (rp2: registers in scratch RAM, fake_hw's C readinto)
     for k in range(7):
         setattr(hb, "_r%%d" %% k, time.ticks_ms)
+    if hasattr(hb, "_rd"):  # stm32: the list of read_u16 methods the reader calls
+        for k in range(7):
+            hb._rd[k] = time.ticks_ms
     adc_read = hb.adc_read
 real_machine.mem32[0xE000E010] = 0  # SysTick off again: exact counts
 hb._m = real_machine.mem32

@@ -8,6 +8,13 @@ so that a whole board tree (firmware + the board's HAL + board.json) boots off t
 Nothing is recorded (``tests_host/test_boards.py`` has the recording fakes that check what
 the HALs write where); every object is small, so a heap measurement of the boot is not
 distorted by the fakes. ADC reads return mid-scale (32768), pins read 1 (pull-ups idle).
+``SPI.readinto`` is the C method ``[].count`` (a C-level call, as on a port; reads nothing).
+
+Registers the HALs' viper tick methods write directly: on MicroPython ``install`` points
+them at scratch RAM (one 256-byte page per register page: board.json ``regs`` values and
+the fake ``stm`` block bases), so a boot on the unix runtime or the emulated core writes
+RAM, not an unmapped address; under CPython ``install`` puts a ``uctypes`` stand-in whose
+``bytearray_at`` windows read 0 and ignore writes.
 Context: host test harness only.
 """
 
@@ -66,10 +73,10 @@ class _ADC(_Obj):
 class _SPI(_Obj):
     MSB = 0
 
-    def write_readinto(self, wbuf, rbuf):
-        pass
+    def __init__(self, *args, **kw):
+        self.readinto = [].count  # C-level call of readinto(buf)'s shape
 
-    def readinto(self, buf, write=0):
+    def write_readinto(self, wbuf, rbuf):
         pass
 
 
@@ -130,13 +137,55 @@ class stm:
     TIM_CCR1 = 0x34
     TIM_CCR2 = 0x38
     TIM_CCR3 = 0x3C
+    GPIOE = 0x58021000
+    GPIO_BSRR = 0x18
+
+
+_pages = {}
+
+
+def _scratch(addr):
+    """``addr`` moved into a 256-byte scratch page standing for its register page."""
+    import uctypes
+
+    page = _pages.get(addr >> 8)
+    if page is None:
+        page = _pages[addr >> 8] = bytearray(256)
+    return uctypes.addressof(page) + (addr & 0xFF)
+
+
+class _Window:
+    def __getitem__(self, i):
+        return 0
+
+    def __setitem__(self, i, v):
+        pass
+
+
+class uctypes:
+    @staticmethod
+    def bytearray_at(addr, size):
+        return _Window()
 
 
 def install(board):
-    """Put the fakes in ``sys.modules`` with the clock the board data expects."""
+    """Put the fakes in ``sys.modules`` with the clock the board data expects; on
+    MicroPython, move the registers the HAL writes directly into scratch RAM (the
+    board dict's ``regs``, the fake ``stm`` block bases)."""
+    if sys.implementation.name == "micropython":
+        regs = board.get("regs")
+        if regs:
+            for k, v in regs.items():
+                if k != "chip":
+                    regs[k] = _scratch(int(v, 16) if isinstance(v, str) else v)
+        if not isinstance(stm.TIM1, int) or stm.TIM1 == 0x40010000:
+            stm.TIM1 = _scratch(0x40010000)
+            stm.GPIOE = _scratch(0x58021000)
     clk = board.get("pwm_clock_hz", 0)
     machine.clock_hz = clk
     _Timer.clock_hz = clk
     sys.modules["machine"] = machine
     sys.modules["pyb"] = pyb
     sys.modules["stm"] = stm
+    if sys.implementation.name != "micropython":
+        sys.modules.setdefault("uctypes", uctypes)

@@ -1,0 +1,88 @@
+"""A session's energy from the firmware's register image (the meter behind OCPP).
+
+The v1 register image carries the firmware's energy counters (integrated on the board
+from the measured power) in whole Wh: over a short session that is too coarse for a
+TransactionEvent that must equal the firmware's metered energy within 0.5 %. ``Meter``
+takes the whole Wh from the firmware's counters and only the two sub-Wh ends from the
+power in force between images:
+
+    energy = head + (counter now - counter at its first step) + tail
+
+``head`` is the energy integrated from the session's start to the counter's first step
+(the part of a Wh the board had already counted before the session), ``tail`` the energy
+integrated since its newest step, each clamped to 0..1 Wh. Without any step yet it is the
+integral alone. The error is the integration's over at most two Wh, whatever the session's
+length. An image type with a finer counter (``energy_export_mwh``) is taken as is.
+Context: host (the daemon's event loop; fed every register image).
+"""
+
+
+class _Dir:
+    """One direction (import or export): counter in Wh, power in W (>= 0)."""
+
+    def __init__(self):
+        self.start_wh = None  # counter at start
+        self.first_wh = None  # counter at its first step after the start
+        self.last_wh = None
+        self.head_mwh = 0.0
+        self.tail_mwh = 0.0
+
+    def start(self, wh):
+        self.start_wh = self.last_wh = wh
+        self.first_wh = None
+        self.head_mwh = self.tail_mwh = 0.0
+
+    def feed(self, wh, p_w, dt):
+        if self.start_wh is None:
+            return
+        e = max(0.0, p_w) * dt / 3.6  # mWh
+        if wh != self.last_wh:
+            if self.first_wh is None:
+                self.first_wh = wh - 1
+                self.head_mwh = min(1000.0, self.tail_mwh + e)
+            self.tail_mwh = 0.0
+            self.last_wh = wh
+        else:
+            self.tail_mwh = min(1000.0, self.tail_mwh + e)
+
+    def mwh(self):
+        if self.start_wh is None:
+            return 0.0
+        if self.first_wh is None:
+            return self.tail_mwh
+        return self.head_mwh + 1000.0 * (self.last_wh - self.first_wh - 1) + self.tail_mwh
+
+
+class Meter:
+    def __init__(self):
+        self.imp = _Dir()
+        self.exp = _Dir()
+        self.t = None
+        self.p_w = 0.0
+        self.fine = None  # (import, export) mWh at start, when the image has them
+
+    def start(self, image):
+        """The session starts now (``image``: the newest register image)."""
+        self.imp.start(image.get("energy_import_wh", 0))
+        self.exp.start(image.get("energy_export_wh", 0))
+        if "energy_export_mwh" in image:
+            self.fine = (image["energy_import_mwh"], image["energy_export_mwh"])
+        self.t = None
+
+    def feed(self, image, now):
+        """One register image received at ``now`` (s, monotonic)."""
+        dt = 0.0 if self.t is None else max(0.0, now - self.t)
+        p = self.p_w
+        self.imp.feed(image.get("energy_import_wh", 0), p, dt)
+        self.exp.feed(image.get("energy_export_wh", 0), -p, dt)
+        self.t = now
+        self.p_w = float(image.get("p_meas_w", image.get("p_cmd_w", 0)) or 0)
+        self.image = image
+
+    def energy_mwh(self):
+        """(import, export) mWh since ``start``."""
+        img = getattr(self, "image", None)
+        if self.fine is not None and img is not None and "energy_export_mwh" in img:
+            return (img["energy_import_mwh"] - self.fine[0],
+                    img["energy_export_mwh"] - self.fine[1])
+        return self.imp.mwh(), self.exp.mwh()

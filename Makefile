@@ -67,7 +67,8 @@ bench: venv tools
 sim: venv
 	$(VENV)/bin/v2g sim demo
 
-# car (Josev EVCC) + daemon (SECC, OCPP client, firmware stand-in) + CSMS, one machine;
+# car (Josev EVCC) + v2g daemon (link, Modbus, SECC, OCPP) + firmware on the simulated
+# board (v2g sim board) + CSMS, one machine;
 # needs root and iproute2 (network namespaces); last stdout line: CONTRACTS JSON
 V2G_DEMO_ARGS ?=
 v2g-demo: venv tools

@@ -8,7 +8,8 @@ power in force between images:
 
     energy = head + (counter now - counter at its first step) + tail
 
-``head`` is the energy integrated from the session's start to the counter's first step
+``head`` is the energy integrated (power in force x the board's clock between images) from the session's start
+to the counter's first step
 (the part of a Wh the board had already counted before the session), ``tail`` the energy
 integrated since its newest step, each clamped to 0..1 Wh. Without any step yet it is the
 integral alone. The error is the integration's over at most two Wh, whatever the session's
@@ -69,15 +70,32 @@ class Meter:
             self.fine = (image["energy_import_mwh"], image["energy_export_mwh"])
         self.t = None
 
-    def feed(self, image, now):
-        """One register image received at ``now`` (s, monotonic)."""
-        dt = 0.0 if self.t is None else max(0.0, now - self.t)
+    def feed(self, image, now=None):
+        """One register image. The time between images is the board's (``t_ms``), the
+        clock its own integrators run on (a simulated board may slip against the host's
+        clock under load); ``now`` (s) only for images without ``t_ms``."""
+        t = image["t_ms"] / 1000.0 if "t_ms" in image else now
+        dt = 0.0 if self.t is None else (t - self.t) % 4294967.296
+        if dt > 5.0:
+            dt = 0.0  # a gap (link lost, board restarted): integrate nothing over it
         p = self.p_w
         self.imp.feed(image.get("energy_import_wh", 0), p, dt)
         self.exp.feed(image.get("energy_export_wh", 0), -p, dt)
-        self.t = now
-        self.p_w = float(image.get("p_meas_w", image.get("p_cmd_w", 0)) or 0)
+        self.t = t
+        # the firmware integrates its measured power while ENERGIZED (4) or DERATED (5);
+        # once ceased (flags bit 2) until it leaves that state it goes on integrating the
+        # last measured value (the tick no longer updates it): modelled as held
+        if image.get("state") not in (4, 5):
+            self.p_w = 0.0
+        elif not image.get("flags", 0) & 0x04 or "p_meas_w" in image:
+            self.p_w = float(image.get("p_meas_w", image.get("p_cmd_w", 0)) or 0)
         self.image = image
+
+    def describe(self):
+        d = self.exp
+        return ("export: counter %s..%s (first step to %s), head %.1f mWh, tail %.1f mWh"
+                % (d.start_wh, d.last_wh, None if d.first_wh is None else d.first_wh + 1,
+                   d.head_mwh, d.tail_mwh))
 
     def energy_mwh(self):
         """(import, export) mWh since ``start``."""

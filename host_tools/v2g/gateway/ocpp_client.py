@@ -261,6 +261,8 @@ class StationOcpp:
         self.enqueue("StatusNotification", timestamp=_now(), connector_status="Available",
                      evse_id=self.s.evse_id, connector_id=self.s.connector_id)
         imp, exp = self.tx_energy_mwh()
+        if self.meter is not None:
+            log.info("transaction %s ended: %s", self.tx["id"], self.meter.describe())
         self.events("tx_ended", export_wh=round(exp / 1000.0, 3),
                     import_wh=round(imp / 1000.0, 3))
         self.tx = None

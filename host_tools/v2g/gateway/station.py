@@ -66,14 +66,15 @@ def check_config(cfg):
 class Events:
     """JSON lines on stdout, stamped with the monotonic clock."""
 
-    def __init__(self, out=sys.stdout):
-        self.out = out
+    def __init__(self, out=None):
+        self.out = out  # None: sys.stdout at the time of each event
         self.listeners = []
 
     def __call__(self, kind, **kw):
         rec = {"t": round(time.monotonic(), 4), "event": kind, **kw}
-        self.out.write(json.dumps(rec, default=str) + "\n")
-        self.out.flush()
+        out = self.out or sys.stdout
+        out.write(json.dumps(rec, default=str) + "\n")
+        out.flush()
         for fn in self.listeners:
             fn(kind, kw)
 

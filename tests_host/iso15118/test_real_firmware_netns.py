@@ -4,8 +4,13 @@ namespace) -> the link -> the firmware on the simulated board (``v2g sim board``
 test CSMS. Measured at the plant over the board's console (``board_rig.Rig.plant``).
 
 Needs root, iproute2 and java (skipped naming what is missing). Each test starts a board,
-a daemon (one JVM) and a car (another JVM): 25-60 s each on a busy 2-core machine. The
-10-session leak check runs with ``make v2g-soak`` (V2G_SOAK=1).
+a daemon (one JVM) and a car (another JVM): 25-60 s each on a busy 2-core machine.
+``make test`` runs the AC_BPT session; the kill -9, expired-certificate and 10-session
+leak checks run with ``make v2g-long`` (V2G_LONG=1).
+
+On a loaded machine Josev's car may give up waiting for an answer (its own message
+timeouts, e.g. ``Timeouts.AC_CHARGE_LOOP_REQ``): the session test then runs once more and
+says so; a second timeout fails naming it.
 """
 
 import os
@@ -27,16 +32,14 @@ pytestmark = pytest.mark.skipif(not ok, reason=why)
 
 
 @pytest.fixture
-def rig(tmp_path, request):
+def rig(tmp_path):
     with netns.VethPair() as pair:
         r = Rig(pair, tmp_path, log=lambda m: print("[rig] %s" % m))
         try:
             yield r
         finally:
             r.close()
-            if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") \
-                    else False:
-                print(r.daemon_log()[-3000:])
+            print("daemon log tail:\n%s" % r.daemon_log()[-3000:])
 
 
 def _kinds(rig):
@@ -57,7 +60,39 @@ def _sample_until(rig, pred, timeout, every=0.1):
                          % (timeout, out[-3:]))
 
 
-def test_ac_bpt_session_on_the_board(rig):
+LONG = pytest.mark.skipif(not os.environ.get("V2G_LONG"), reason="long form: make v2g-long "
+                          "(V2G_LONG=1)")
+
+
+def _car_timeout(rig):
+    for line in rig.ev_log().splitlines():
+        if "Reason: TimeoutError occurred" in line:
+            return line[line.index("Reason"):][:160]
+    return None
+
+
+def test_ac_bpt_session_on_the_board(tmp_path):
+    with netns.VethPair() as pair:
+        for attempt in (1, 2):
+            rig = Rig(pair, tmp_path / ("try%d" % attempt),
+                      log=lambda m: print("[rig] %s" % m))
+            try:
+                _ac_bpt_session(rig)
+                return
+            except (AssertionError, RigError):
+                why = _car_timeout(rig)
+                print("daemon log tail:\n%s" % rig.daemon_log()[-3000:])
+                if why is None:
+                    raise
+                if attempt == 2:
+                    pytest.fail("the car gave up waiting twice (load): %s" % why)
+                print("attempt 1: the car gave up waiting (%s); once more" % why)
+            finally:
+                rig.close()
+
+
+def _ac_bpt_session(rig):
+    rig.tmp.mkdir(parents=True, exist_ok=True)
     rig.start_board().start_csms()
     start_s = rig.start_daemon()
     rss = rss_mb(rig.daemon.pid)
@@ -102,6 +137,7 @@ def test_ac_bpt_session_on_the_board(rig):
           % (t["energy"] - t["sdp"], t["energy_start"] - t["sdp"]))
 
 
+@LONG
 def test_kill_9_of_the_daemon_mid_session(rig):
     rig.start_board().start_csms()
     rig.start_daemon()
@@ -142,6 +178,7 @@ def test_kill_9_of_the_daemon_mid_session(rig):
     assert "ready" in [e["event"] for e in rig.events[n:]]
 
 
+@LONG
 def test_expired_secc_certificate_no_energy(rig, tmp_path):
     pki.make_cert(tmp_path / "old.pem", tmp_path / "old.key", valid_s=1)
     time.sleep(1.5)
@@ -166,8 +203,7 @@ def test_expired_secc_certificate_no_energy(rig, tmp_path):
     assert after["contactor"] == 1
 
 
-@pytest.mark.skipif(not os.environ.get("V2G_SOAK"), reason="10 sessions take minutes: "
-                    "make v2g-soak (V2G_SOAK=1)")
+@LONG
 def test_ten_sessions_leak_nothing(rig):
     rig.start_board().start_csms()
     rig.start_daemon()

@@ -8,10 +8,10 @@ power in force between images:
 
     energy = head + (counter now - counter at its first step) + tail
 
-``head`` is the energy integrated (power in force x the board's clock between images) from the session's start
-to the counter's first step
-(the part of a Wh the board had already counted before the session), ``tail`` the energy
-integrated since its newest step, each clamped to 0..1 Wh. Without any step yet it is the
+``head`` is the energy integrated (power in force x the board's clock between images)
+from the session's start to the counter's first step (the part of a Wh the board had
+not counted before the session), ``tail`` the energy integrated since its newest step,
+each clamped to 0..1 Wh. Without any step yet it is the
 integral alone. The error is the integration's over at most two Wh, whatever the session's
 length. An image type with a finer counter (``energy_export_mwh``) is taken as is.
 Context: host (the daemon's event loop; fed every register image).

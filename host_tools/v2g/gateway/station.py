@@ -269,21 +269,30 @@ class Station:
         if not self.mapping.session_open:
             asyncio.ensure_future(self.mapping._command("session", False, 0))
 
+    def _on_image(self, img, now=None):
+        """Every register image (the meters must see each one: images that arrive in a
+        burst after the event loop was busy each carry their own board time)."""
+        self.meter.feed(img, now)
+        if self.ocpp is not None and self.ocpp.meter is not None:
+            self.ocpp.meter.feed(img, now)
+
     async def _monitor(self):
         fw, st = self.fw, self.state
-        was, seen, loop = False, object(), asyncio.get_running_loop()
+        was, loop = False, asyncio.get_running_loop()
+        peer = None
+        get_peer = getattr(fw, "get_peer", None)
         while True:
             await asyncio.sleep(0.005)
+            if get_peer is not None:  # the link: a listener on the current LinkPeer
+                cur = get_peer()
+                if cur is not None and cur is not peer:
+                    peer = cur
+                    peer.image_listeners.append(self._on_image)
             img = fw.image
             if not img:
                 continue
-            n = getattr(fw, "images", None)
-            if n is None or n != seen:  # a new register image
-                seen = n
-                now = loop.time()
-                self.meter.feed(img, now)
-                if self.ocpp is not None and self.ocpp.meter is not None:
-                    self.ocpp.meter.feed(img, now)
+            if get_peer is None:  # the stand-in: polled
+                self._on_image(img, loop.time())
             p = float(img.get("p_cmd_w", 0))
             flowing = abs(p) > 1.0 and img.get("contactor_status") == 2
             if flowing and not was:

@@ -13,7 +13,9 @@ Commands return a ``Result`` matched by the request's seq, with a timeout: a tim
 setpoint may or may not have been applied, and sending it again with the same id is safe
 (the board's setpoint path is idempotent). Energy records arrive on ``records`` (an
 ``asyncio.Queue`` of dicts) and are acknowledged with ``energy_ack(record_no)`` once
-stored. ``image`` holds the newest register image (dict), ``peer_counters`` the board's.
+stored. ``image`` holds the newest register image (dict), ``peer_counters`` the board's;
+``image_listeners`` are called with every image as it arrives (a meter that must not miss
+one while the event loop was busy).
 
 Time: ``clock`` (seconds, monotonic; ``loop.time`` by default), never wall time.
 Transports: ``open_serial(device)`` (pyserial, non-blocking, on the event loop's reader)
@@ -69,6 +71,7 @@ class LinkPeer:
         self.peer_counters = {}
         self.image = None
         self.images = 0
+        self.image_listeners = []  # callables(image dict), for every image received
         self.records = asyncio.Queue()
         self.service_rsp = asyncio.Queue()
         self.hello = None
@@ -150,6 +153,8 @@ class LinkPeer:
         if f.msg_id == msgs.REGISTER_IMAGE:
             self.image = values
             self.images += 1
+            for fn in self.image_listeners:
+                fn(values)
         elif f.msg_id == msgs.HEARTBEAT:
             self._heartbeat(values)
 

@@ -141,7 +141,7 @@ def _ac_bpt_session(rig):
 def test_kill_9_of_the_daemon_mid_session(rig):
     rig.start_board().start_csms()
     rig.start_daemon()
-    rig.start_ev("AC_BPT", loops=200)
+    rig.start_ev("AC_BPT", loops=80)  # Josev: soc = int(soc + 100/loops): +1 %/loop
     rig.wait_event("energy", 120, what="energy flowing at the firmware")
     _sample_until(rig, lambda s: s["p_w"] < -6500, 10)
     t_kill = time.monotonic()
@@ -215,7 +215,7 @@ def test_ten_sessions_leak_nothing(rig):
             rig.wait_event("session_ended", 180, since=n, what="session %d's end" % (i + 1))
         except RigError:
             raise
-        rig.ev.wait(60)
+        rig.stop_ev()  # unplug (Josev's car stays up after a normal SessionStop)
         time.sleep(1.0)
         rss.append(rss_mb(rig.daemon.pid))
         print("session %d: daemon RSS %.1f MB" % (i + 1, rss[-1]))

@@ -237,6 +237,16 @@ class Rig:
             cwd=self.tmp)
         return self.ev
 
+    def stop_ev(self, timeout=15):
+        """Unplug: Josev's EVCC stays up after a normal SessionStop; end it."""
+        if self.ev is not None and self.ev.poll() is None:
+            self.ev.send_signal(signal.SIGTERM)
+            try:
+                self.ev.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.ev.kill()
+                self.ev.wait()
+
     def ev_log(self):
         try:
             return self.ev_log_path.read_text()

@@ -140,10 +140,7 @@ def run(args):
             stop.set()
             after = rig.plant()
             rss = rss_mb(rig.daemon.pid)
-            try:
-                rig.ev.wait(60)
-            except Exception:  # noqa: BLE001
-                pass
+            rig.stop_ev()  # unplug: Josev's car stays up after a normal SessionStop
             st = rig.status()
             rec = rig.csms_record()
         except RigError as e:

@@ -63,6 +63,24 @@ def check_config(cfg):
                          "threshold_pct" % ", ".join(bad))
 
 
+JVM_OPTIONS = "-Xmx96m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+# an ISO 15118-20 SessionSetupReq as Josev's car sends it (EXI)
+_WARM_EXI = "808c0400000000000000000bd8accd80620b2ba6a4ab1899199a1a9b1b9c1c9820a121a222ac00"
+
+
+def warm_up_codec(codec):
+    """Decode and encode one message before the SECC listens: the JVM's first EXI calls
+    are slow (class loading, JIT: seconds on a busy machine), and the car's first answer
+    (SessionSetupRes) must come within its 2 s timeout."""
+    from iso15118.shared.messages.enums import Namespace
+
+    try:
+        text = codec.decode(bytes.fromhex(_WARM_EXI), Namespace.ISO_V20_COMMON_MSG)
+        codec.encode(text, Namespace.ISO_V20_COMMON_MSG)
+    except Exception as e:  # noqa: BLE001 - a warm-up only
+        log.warning("EXI codec warm-up failed: %s", e)
+
+
 class Events:
     """JSON lines on stdout, stamped with the monotonic clock."""
 
@@ -362,7 +380,12 @@ class Station:
             self.write_status()
             return
         await self.ctl.set_status(ServiceStatus.STARTING)
+        # the EXI codec's JVM: a bounded heap and the serial collector (a 2-core controller;
+        # the default heap grows towards a quarter of RAM), C1 only (warm in ~1 s);
+        # JAVA_TOOL_OPTIONS set by the operator wins
+        os.environ.setdefault("JAVA_TOOL_OPTIONS", JVM_OPTIONS)
         codec = ExificientEXICodec()  # one JVM per process, shared by every session
+        await asyncio.get_running_loop().run_in_executor(None, warm_up_codec, codec)
         handler = SECCHandler(exi_codec=codec, evse_controller=self.ctl, config=config)
         self.secc_task = asyncio.ensure_future(handler.start(self.iface))
         self.write_status()

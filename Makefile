@@ -15,7 +15,7 @@ export MICROPYTHON
 PYTEST_ARGS ?=
 
 .PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo \
-	update-sweep e2e-sweep billing-demo billing-sweep
+	update-sweep e2e-sweep billing-demo billing-sweep v2g-long
 
 venv: $(STAMP)
 
@@ -62,6 +62,13 @@ tools:
 test: venv tools
 	$(VENV)/bin/python -m pytest tests_host -q -rs $(PYTEST_ARGS)
 
+# ISO 15118 on the real firmware, long form: kill -9 of the daemon mid-session, expired
+# certificate, 10 sessions in a row through one daemon (RSS within 5 %); a few minutes;
+# needs root, iproute2 and java like the session tests
+v2g-long: venv tools
+	V2G_LONG=1 $(VENV)/bin/python -m pytest tests_host/iso15118/test_real_firmware_netns.py \
+	  -q -s -rs $(PYTEST_ARGS)
+
 # Modbus fuzzer, full form: 100 000 frames plus connection abuse against v2g daemon on
 # loopback, with the board side of the link on the unix runtime (make test runs 5 000).
 fuzz: venv
@@ -78,7 +85,8 @@ bench: venv tools
 sim: venv
 	$(VENV)/bin/v2g sim demo
 
-# car (Josev EVCC) + daemon (SECC, OCPP client, firmware stand-in) + CSMS, one machine;
+# car (Josev EVCC) + v2g daemon (link, Modbus, SECC, OCPP) + firmware on the simulated
+# board (v2g sim board) + CSMS, one machine;
 # needs root and iproute2 (network namespaces); last stdout line: CONTRACTS JSON
 V2G_DEMO_ARGS ?=
 v2g-demo: venv tools

@@ -1,6 +1,6 @@
 """``v2g status`` and ``v2g repl``: look at a running board.
 
-    v2g status --port P [--json]
+    v2g status --port P [--json] [--daemon-status FILE]
     v2g repl --port P
 
 ``status`` runs one snippet on the board (``SNIPPET``) that reads the running controller
@@ -29,6 +29,12 @@ as JSON. Keys:
   after the one before, since boot or since a tool reset ``_app.sup_late_max_ms``);
 - ``sim`` (simulated board only): the real-time pump's figures (``sim_board.stats``).
 A board with no running controller (main.py stopped) answers ``{"running": false}``.
+
+``--daemon-status FILE`` adds ``iso15118``: the ISO 15118 station's figures as the daemon
+writes them (config ``station.status_path``): ``handshake_timeouts``, ``v2g_502``
+(message loss above the threshold during a negotiation), ``messages``, ``messages_lost``,
+``handshakes_refused``, ``sessions``, ``session`` (state of the current one), ``t``;
+without ``--port`` only that part is printed.
 
 ``repl`` hands the terminal to ``mpremote connect P resume repl`` (Ctrl-] leaves).
 
@@ -115,8 +121,10 @@ del _status
 
 
 def add_arguments(p):
-    p.add_argument("--port", required=True, help="serial port of the board")
+    p.add_argument("--port", help="serial port of the board")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--daemon-status", metavar="FILE",
+                   help="the daemon's ISO 15118 status file (config station.status_path)")
 
 
 def add_repl_arguments(p):
@@ -164,6 +172,8 @@ def format_text(st):
                          "" if lk.get("session", True) else "  (session stopped)"))
     for ev in f["recent"]:
         lines.append("event       t=%.3f s %s %s %s %s" % (ev[0] / 1000, *ev[1:]))
+    if st.get("iso15118"):
+        lines.append(format_iso15118(st["iso15118"]))
     if "sim" in st:
         s = st["sim"]
         lines.append("sim         %d ms simulated, %d ms slipped (stalls), largest pass %d ms"
@@ -171,12 +181,36 @@ def format_text(st):
     return "\n".join(lines)
 
 
+def read_daemon_status(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError("--daemon-status %s: cannot read the daemon's status: %s"
+                         % (path, e)) from None
+
+
+def format_iso15118(d):
+    return ("iso15118    sessions %d (%s)  handshake timeouts %d  V2G-502 %d  messages %d "
+            "lost %d  handshakes refused %d" % (
+                d.get("sessions", 0), d.get("session") or "idle",
+                d.get("handshake_timeouts", 0), d.get("v2g_502", 0), d.get("messages", 0),
+                d.get("messages_lost", 0), d.get("handshakes_refused", 0)))
+
+
 def run(args):
-    st = read_status(args.port)
+    if not args.port and not args.daemon_status:
+        raise UsageError("v2g status: give --port PORT (the board) and/or --daemon-status "
+                         "FILE (the daemon's ISO 15118 figures)")
+    st = read_status(args.port) if args.port else {}
+    if args.daemon_status:
+        st["iso15118"] = read_daemon_status(args.daemon_status)
     if args.json:
         print(json.dumps(st, sort_keys=True))
-    else:
+    elif args.port:
         print(format_text(st))
+    else:
+        print(format_iso15118(st["iso15118"]))
     return 0
 
 

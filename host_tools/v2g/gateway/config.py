@@ -20,6 +20,11 @@ Keys (unknown keys are refused at every level)::
       serial: "V2G-0001"        # SunSpec model 1 serial number (<= 32 characters)
     log:
       level: info               # debug | info | warning | error
+    station:                    # optional: the ISO 15118 SECC and OCPP client in the daemon
+      iface: eth1               # the interface the car's PLC modem is on (SDP, IPv6)
+      config: /etc/v2g/station.json   # the station's JSON (v2g.gateway.station: iso15118,
+                                      # ocpp, modem, message_loss, ... unknown keys refused)
+      status_path: /run/v2g/iso15118.json   # figures for `v2g status --daemon-status`
 
 ``load(path)`` -> ``Config`` or ``ConfigError`` naming the file, the key (dotted path), the
 bad value and what is allowed. The daemon refuses to start on an error; on SIGHUP it keeps
@@ -69,6 +74,7 @@ class Config:
     writes: Writes = field(default_factory=Writes)
     device_serial: str = "V2G-0001"
     log_level: str = "info"
+    station: dict = None  # {"iface", "config" (parsed JSON), "config_path", "status_path"}
 
 
 _SCHEMA = {
@@ -78,6 +84,7 @@ _SCHEMA = {
                           "unlock_s": float}},
     "device": {"serial": str},
     "log": {"level": str},
+    "station": {"iface": str, "config": str, "status_path": str},
 }
 _RANGES = {
     "link.baudrate": (1200, 4000000),
@@ -153,9 +160,11 @@ def parse(data, path="config"):
     serial = flat.get("device.serial", "V2G-0001")
     if len(serial.encode()) > 32:
         errors.append("key 'device.serial': value %r longer than 32 bytes" % serial)
+    station = _station(flat, errors)
     if errors:
         raise ConfigError("%s: %s" % (path, "; ".join(errors)))
     return Config(
+        station=station,
         path=str(path),
         link_device=flat["link.device"],
         link_baudrate=flat.get("link.baudrate", 115200),
@@ -169,6 +178,31 @@ def parse(data, path="config"):
         device_serial=serial,
         log_level=level,
     )
+
+
+def _station(flat, errors):
+    """The ``station`` section: its JSON config read and checked now (unknown keys,
+    the SECC's and the OCPP client's keys), so a bad one stops the daemon at start."""
+    if not any(k.startswith("station.") for k in flat):
+        return None
+    if "station.iface" not in flat:
+        errors.append("key 'station.iface' is missing (the interface the car is on)")
+        return None
+    out = {"iface": flat["station.iface"], "config": {}, "config_path": None,
+           "status_path": flat.get("station.status_path")}
+    cpath = flat.get("station.config")
+    if cpath:
+        from v2g.gateway.station import check_config, load_config
+
+        try:
+            out["config"] = load_config(cpath)
+            check_config(out["config"])
+        except OSError as e:
+            errors.append("key 'station.config': cannot read %s: %s" % (cpath, e.strerror or e))
+        except ValueError as e:
+            errors.append("key 'station.config': %s" % e)
+        out["config_path"] = cpath
+    return out
 
 
 def load(path):

@@ -80,6 +80,14 @@ class _Central:
                                   {"type": type, "tech_info": tech_info}))
         return self._res.SecurityEventNotification()
 
+    @on("NotifyEvent")
+    async def on_notify_event(self, generated_at, seq_no, event_data, **kw):
+        for e in event_data:
+            self.rec.messages.append(("NotifyEvent", {
+                "component": e["component"]["name"], "variable": e["variable"]["name"],
+                "actual_value": e["actual_value"], "trigger": e["trigger"]}))
+        return self._res.NotifyEvent()
+
     @on("TransactionEvent")
     async def on_tx(self, event_type, seq_no, transaction_info, meter_value=None, **kw):
         tx_id = transaction_info["transaction_id"]

@@ -8,6 +8,14 @@ from the mirrored register image (``server``). It prints one line when it serves
 
     v2g daemon: serving Modbus TCP on 127.0.0.1:1502, link /dev/pts/5
 
+With a ``station`` section in the config the daemon also runs the ISO 15118-20 SECC
+(Josev, one JVM) and the OCPP client (``station.Station``) over its own link session: one
+owner of the link. The station's events are JSON lines on stdout (``{"t", "event", ...}``:
+ready, sdp, ev_limits, energy_start, energy, charge_loop, energy_stop, contactors_open,
+session_ended, fault, ...); its figures go to ``station.status_path`` for
+``v2g status --daemon-status``. At every new link session with no ISO 15118 session open
+the firmware is told SESSION stop: without a car the contactors stay open.
+
 Signals: SIGTERM or SIGINT stop it cleanly (server closed, link closed, exit 0); SIGHUP
 reloads the config: a bad file is logged and the last good config stays; write
 permissions, ``stale_s`` and the log level change at once, the link device and the Modbus
@@ -73,8 +81,16 @@ def run(args):
 
 
 def _setup_logging(level):
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    # force: the station's config check imports Josev, whose import configures the root
+    # logger onto stdout (stdout carries the daemon's lines and the station's events)
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
     logging.getLogger("v2g").setLevel(level.upper())
+    if "iso15118" in sys.modules:
+        from v2g.gateway.station import josev_logs_to_root
+
+        josev_logs_to_root()
+        logging.getLogger("iso15118").setLevel(logging.INFO)
     # pymodbus logs every malformed frame a client sends; the daemon counts refusals itself
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -88,6 +104,7 @@ class Daemon:
         self.stop = None
         self.peer = None
         self.device_error = None
+        self.station = None
 
     async def main(self):
         from v2g.gateway.server import GatewayServer
@@ -105,8 +122,12 @@ class Daemon:
         print("v2g daemon: serving Modbus TCP on %s:%d, link %s" % (
             self.cfg.modbus_host, self.cfg.modbus_port, self.cfg.link_device), flush=True)
         tasks = [asyncio.ensure_future(self.updater()), asyncio.ensure_future(self.link())]
+        if self.cfg.station:
+            await self._start_station()
         await self.stop.wait()
         log.info("daemon: stopping")
+        if self.station is not None:
+            await self.station.stop()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -114,6 +135,17 @@ class Daemon:
         await self._close_peer()
         print("v2g daemon: stopped", flush=True)
         return 0
+
+    async def _start_station(self):
+        from v2g.gateway.station import LinkFirmware, Station
+
+        sc = self.cfg.station
+        self.station = Station(sc["config"], LinkFirmware(lambda: self.peer), sc["iface"],
+                               status_path=sc["status_path"])
+        _setup_logging(self.cfg.log_level)  # Josev's imports reconfigure logging
+        await self.station.start()
+        if self.peer is not None and self.peer.state == "UP":
+            self.station.link_up()
 
     async def updater(self):
         """The one writer of the datastore (``Gateway.refresh``), every UPDATE_S."""
@@ -150,6 +182,8 @@ class Daemon:
                     hello = await self.peer.open(timeout=2.0)
                     log.info("link: session up, version %d, board %r", hello["version"],
                              hello.get("tail", ""))
+                    if self.station is not None:
+                        self.station.link_up()
                 except (asyncio.TimeoutError, ConnectionError) as e:
                     log.warning("link: no session with the board: %s", e)
             await asyncio.sleep(cfg.link_hb_timeout_s)

@@ -1,26 +1,28 @@
-"""``make v2g-demo``: car (Josev's EVCC simulator) + daemon (SECC, mapping, OCPP client,
-firmware stand-in) + CSMS (``ocpp`` central system) on one machine.
+"""``make v2g-demo``: car (Josev's EVCC simulator) + ``v2g daemon`` (link, Modbus, SECC,
+mapping, OCPP client) + the firmware on the simulated board (``v2g sim board``) + CSMS
+(``ocpp`` central system) on one machine (``board_rig.Rig``).
 
     python -m v2g.gateway.demo [--service AC_BPT|DC_BPT] [--mode dynamic|scheduled]
-                               [--setpoint-w -7000] [--loops 20]
+                               [--setpoint-w -7000] [--loops 40]
 
 The car runs in one network namespace, the charger (daemon and CSMS, the CSMS on that
 namespace's loopback) in another, joined by a veth pair (SDP is IPv6 link-local
 multicast). Needs root and iproute2; exits 2 naming what is missing. The session is shown
 on stderr as it happens; the last stdout line is the CONTRACTS object
 ``{"mode", "ev_target_w", "exported_wh", "transaction_ended_wh", "sdp_to_energy_s"}``
-plus measurements (charge-loop round trip p50/p99 seen by the car, the daemon's start time
-and peak RSS, JVM included). Exit 0 on a complete session (energy exported, session
-ended, TransactionEvent Ended equal to the firmware's metered export within 0.5 %).
+plus measurements (the plant's measured export power over the board's console, charge-loop
+round trip p50/p99 seen by the car, the daemon's start time and peak RSS, JVM included).
+``exported_wh`` is the firmware's own energy integrator (read over the board's console,
+before and after the session), ``transaction_ended_wh`` what the CSMS received. Exit 0 on
+a complete session (energy exported, session ended, contactors open, TransactionEvent
+Ended equal to the firmware's metered export within 0.5 %).
 Context: host.
 """
 
 import argparse
 import datetime
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -85,84 +87,91 @@ def say(msg):
     print("[v2g-demo] %s" % msg, file=sys.stderr, flush=True)
 
 
+def _sampler(rig, out, stop):
+    """The plant side every ~0.3 s over the board's console (measured power, contactor,
+    state, the firmware's energy integrators)."""
+    while not stop.is_set():
+        try:
+            p = rig.plant()
+            p["t"] = time.monotonic()
+            out.append(p)
+        except Exception:  # noqa: BLE001 - the console busy for a moment
+            pass
+        stop.wait(0.3)
+
+
 def run(args):
+    import threading
+
+    from v2g.gateway.board_rig import Rig, RigError, rss_mb
+
     ok, why = netns.available()
     if not ok:
         print("error: v2g-demo %s" % why, file=sys.stderr)
         return 2
-    import iso15118
-
     tmp = Path(tempfile.mkdtemp(prefix="v2g-demo-"))
-    env = dict(os.environ, PYTHONPATH=str(HOST_TOOLS), MESSAGE_LOG_JSON="False")
-    ex_dir = Path(iso15118.__file__).parent / "shared/examples/evcc/iso15118_20"
-    ev_cfg = json.loads((ex_dir / ("evcc_config_%s.json" % args.service.lower())).read_text())
-    ev_cfg["chargeLoopCycle"] = args.loops
-    (tmp / "ev.json").write_text(json.dumps(ev_cfg))
-    (tmp / "station.json").write_text(json.dumps({
-        "iso15118": {"control_mode": args.mode},
-        "ocpp": {"url": "ws://127.0.0.1:%d" % args.port, "meter_interval_s": 1.0}}))
     result = {"mode": args.service}
     with netns.VethPair() as pair:
         say("namespaces %s (car) and %s (charger), veth %s <-> %s"
             % (pair.ns_ev, pair.ns_se, pair.if_ev, pair.if_se))
-        csms = subprocess.Popen(pair.exec_argv("se", [
-            sys.executable, "-m", "v2g.gateway.csms", "--port", str(args.port),
-            "--setpoint-w", str(args.setpoint_w), "--out", str(tmp / "csms.json")]),
-            stdout=subprocess.PIPE, text=True, env=env)
-        csms.stdout.readline()
-        say("CSMS listening (OCPP 2.1 / 2.0.1), V2X setpoint %.0f W" % args.setpoint_w)
-        t0 = time.monotonic()
-        err = open(tmp / "daemon.log", "w")
-        st = subprocess.Popen(pair.exec_argv("se", [
-            sys.executable, "-m", "v2g.gateway.station", "--iface", pair.if_se, "--config",
-            str(tmp / "station.json"), "--timeout-s", "90"]),
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=tmp)
-        events = []
-        for line in st.stdout:
-            if line.startswith("{"):
-                events.append(json.loads(line))
-                if events[-1]["event"] == "ready":
-                    break
-        start_s = time.monotonic() - t0
-        rss0 = _tree_rss_mb(st.pid)
-        say("daemon ready in %.2f s (JVM included), RSS %.0f MB" % (start_s, rss0))
-        ev = subprocess.Popen(pair.exec_argv("ev", [sys.executable, "-m",
-                                                    "iso15118.evcc.main"]),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=dict(env, NETWORK_INTERFACE=pair.if_ev,
-                                       EVCC_CONFIG_PATH=str(tmp / "ev.json")), cwd=tmp)
-        say("car plugged in (EVCC %s)" % args.service)
-        rss_peak = rss0
-        for line in st.stdout:
-            if not line.startswith("{"):
-                continue
-            e = json.loads(line)
-            events.append(e)
-            k = e["event"]
-            if k == "charge_loop":
-                rss_peak = max(rss_peak, _tree_rss_mb(st.pid))
-                say("charge loop: EV target %+.0f W, plant %+.0f W"
-                    % (e["target_w"], e.get("plant_w", 0)))
-            elif k != "summary":
-                say("%s %s" % (k, {x: y for x, y in e.items() if x not in ("t", "event")}))
-        st.wait(timeout=30)
-        err.close()
-        ev_log = ev.communicate(timeout=60)[0]
-        (tmp / "ev.log").write_text(ev_log)
-        csms.send_signal(signal.SIGTERM)
-        csms.wait(timeout=15)
-    rec = json.loads((tmp / "csms.json").read_text())
-    summary = events[-1] if events and events[-1]["event"] == "summary" else {}
-    t = {e["event"]: e["t"] for e in reversed(events)}
+        rig = Rig(pair, tmp, setpoint_w=args.setpoint_w, csms_port=args.port, log=say,
+                  station={"iso15118": {"control_mode": args.mode}})
+        samples, stop = [], threading.Event()
+        try:
+            rig.start_board()
+            say("firmware on the simulated board: console %s, link %s (enter-service delay "
+                "0.2 s)" % (rig.console, rig.link))
+            rig.start_csms()
+            say("CSMS listening (OCPP 2.1 / 2.0.1), V2X setpoint %.0f W" % args.setpoint_w)
+            start_s = rig.start_daemon()
+            rss0 = rss_mb(rig.daemon.pid)
+            say("daemon (link + Modbus + SECC + OCPP) ready in %.2f s (JVM included), "
+                "RSS %.0f MB" % (start_s, rss0))
+            before = rig.plant()
+            say("board before the car: state %s, contactor %d, link %s"
+                % (before["state"], before["contactor"], before["link"]))
+            threading.Thread(target=_sampler, args=(rig, samples, stop), daemon=True).start()
+            rig.start_ev(args.service, args.loops)
+            say("car plugged in (EVCC %s, %d charge loops)" % (args.service, args.loops))
+            rig.wait_event("session_ended", 240, what="the end of the session")
+            rig.wait_event("tx_ended", 30, what="TransactionEvent Ended")
+            rig.wait_event("contactors_open", 10, what="the contactors open")
+            time.sleep(0.5)
+            stop.set()
+            after = rig.plant()
+            rss = rss_mb(rig.daemon.pid)
+            rig.stop_ev()  # unplug: Josev's car stays up after a normal SessionStop
+            st = rig.status()
+            rec = rig.csms_record()
+        except RigError as e:
+            say("FAILED: %s" % e)
+            stop.set()
+            rig.close()
+            print(json.dumps(dict(result, error=str(e)[:2000], logs=str(tmp))))
+            return 1
+        finally:
+            stop.set()
+            rig.close()
+    events = rig.events
+    t = {}
+    for e in events:
+        t.setdefault(e["event"], e["t"])
+    targets = [e["target_w"] for e in events if e["event"] == "charge_loop"]
     distinct = []
-    for x in summary.get("ev_targets", []):
+    for x in targets:
         if x not in distinct:
             distinct.append(x)
-    exported_wh = round(summary.get("exported_mwh", 0.0) / 1000.0, 3)
+    exported_wh = round(after["export_wh"] - before["export_wh"], 3)
     txs = list(rec.get("transactions", {}).values())
     ended = [x for x in txs if x["events"] and x["events"][-1] == "Ended"]
     tx_wh = ended[-1].get("export_wh") if ended else None
-    rtts = loop_rtts_ms(ev_log, args.service)
+    rtts = loop_rtts_ms(rig.ev_log(), args.service)
+    # steady export at the plant: samples with the contactor closed and the command at
+    # the setpoint (after the car's SoC floor was passed)
+    steady = [s["p_w"] for s in samples if s["contactor"] == 2 and s["p_w"] < -0.5 *
+              abs(args.setpoint_w)]
+    p_mean = sum(steady) / len(steady) if steady else None
+    floor_i = targets.index(args.setpoint_w) if args.setpoint_w in targets else None
     result.update({
         "ev_target_w": distinct, "exported_wh": exported_wh, "transaction_ended_wh": tx_wh,
         "sdp_to_energy_s": round(t["energy"] - t["sdp"], 3) if "energy" in t and "sdp" in t
@@ -170,13 +179,28 @@ def run(args):
         "control_mode": args.mode,
         "sdp_to_power_delivery_s": round(t["energy_start"] - t["sdp"], 3)
         if "energy_start" in t and "sdp" in t else None,
+        "plant_export_w_mean": round(p_mean, 1) if p_mean is not None else None,
+        "plant_export_err_pct": round(100 * abs(abs(p_mean) - abs(args.setpoint_w))
+                                      / abs(args.setpoint_w), 3) if p_mean else None,
+        "plant_samples": len(steady),
+        "energy_diff_pct": round(100 * abs(tx_wh - exported_wh) / exported_wh, 3)
+        if tx_wh is not None and exported_wh > 0 else None,
+        "target_after_floor_all_setpoint": floor_i is not None and all(
+            x == args.setpoint_w for x in targets[floor_i:]),
         "loop_rtt_ms_p50": _pct(rtts, 0.5), "loop_rtt_ms_p99": _pct(rtts, 0.99),
         "loops": len(rtts), "daemon_start_s": round(start_s, 2),
-        "daemon_rss_mb": round(rss_peak, 1), "ocpp_version": (rec.get("versions") or [None])[0],
+        "daemon_rss_mb": round(max(rss0, rss), 1),
+        "board_after": {"state": after["state"], "contactor": after["contactor"]},
+        "link": st.get("link", {}).get("state"),
+        "ocpp_version": (rec.get("versions") or [None])[0],
         "ocpp_duplicates_dropped": rec.get("duplicates"),
         "csms_profiles": rec.get("profiles"), "logs": str(tmp)})
+    say("plant: export %.1f W mean over %d samples; firmware metered %.3f Wh, "
+        "TransactionEvent Ended %s Wh; contactor after: %d"
+        % (p_mean or 0, len(steady), exported_wh, tx_wh, after["contactor"]))
     complete = (exported_wh > 0 and tx_wh is not None and "session_ended" in t
-                and abs(tx_wh - exported_wh) <= 0.005 * exported_wh)
+                and abs(tx_wh - exported_wh) <= 0.005 * exported_wh
+                and after["contactor"] == 1)
     print(json.dumps(result))
     return 0 if complete else 1
 
@@ -186,7 +210,7 @@ def main(argv=None):
     ap.add_argument("--service", choices=("AC_BPT", "DC_BPT"), default="AC_BPT")
     ap.add_argument("--mode", choices=("dynamic", "scheduled"), default=None)
     ap.add_argument("--setpoint-w", type=float, default=-7000.0)
-    ap.add_argument("--loops", type=int, default=20)
+    ap.add_argument("--loops", type=int, default=40)
     ap.add_argument("--port", type=int, default=9000)
     args = ap.parse_args(argv)
     if args.mode is None:

@@ -207,6 +207,7 @@ class ProductEVSEController(EVSEControllerInterface):
         self.authorized = True
         self.cert_rejection = None  # text when a certificate check failed
         self._last_ev = None
+        self.on_message = None  # callable(state) per message exchanged (diagnostics)
 
     # ---------------------------------------------------------------- helpers
 
@@ -448,7 +449,10 @@ class ProductEVSEController(EVSEControllerInterface):
         return None
 
     async def set_present_protocol_state(self, state):
+        # Josev calls this after every response sent: one message exchanged (diagnostics)
         log.debug("ISO 15118 state %s", state)
+        if self.on_message is not None:
+            self.on_message(state)
 
     # ---------------------------------------------------------------- AC
 

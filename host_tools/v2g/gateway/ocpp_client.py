@@ -5,7 +5,12 @@ SetChargingProfile periods with ``setpoint``, ``discharge_limit``, ``operation_m
 OCPP 2.0.1 when the CSMS offers only that (a negative ``limit`` is a discharge setpoint).
 Sends BootNotification, Heartbeat, StatusNotification, TransactionEvent Started/Updated/
 Ended (energy import/export registers from the firmware's energy records, export power,
-SoC) and SecurityEventNotification (certificate failures).
+SoC) and SecurityEventNotification (certificate failures), NotifyEvent for the ISO 15118
+diagnostics (handshake timeouts, ``V2G-502``: component ``ISO15118Ctrlr``).
+
+The transaction's energy: with a ``meter`` (``meter.Meter``, fed the firmware's register
+image by the station) the firmware's counters since the transaction started; without one,
+the sum of the firmware's energy records (``energy_record``).
 
 Outbox (STYLE 18): every message gets its unique id when it is queued (the generator is
 injectable); ``ocpp``'s ChargePoint sends one call at a time under its lock and matches
@@ -143,6 +148,8 @@ class StationOcpp:
         self.tx_count = itertools.count(1)
         self.sent = []  # (unique id, action) confirmed by the CSMS, in order
         self.reconnects = 0
+        self.meter = None  # meter.Meter: the transaction's energy from the firmware
+        self.event_ids = itertools.count(1)
         self._tasks = []
         ctl_events = ctl.events
 
@@ -163,6 +170,8 @@ class StationOcpp:
         if kind in ("ev_rated", "energy_start") and self.tx is None:
             self.tx = {"id": "tx-%d" % next(self.tx_count), "seq": 0, "import_mwh": 0.0,
                        "export_mwh": 0.0, "last": None}
+            if self.meter is not None:
+                self.meter.start(getattr(self.fw, "image", None) or {})
             self.enqueue("StatusNotification", timestamp=_now(),
                          connector_status="Occupied", evse_id=self.s.evse_id,
                          connector_id=self.s.connector_id)
@@ -183,12 +192,29 @@ class StationOcpp:
         self.enqueue("SecurityEventNotification", timestamp=_now(),
                      type="InvalidChargingStationCertificate", tech_info=text[:255])
 
+    def diagnostic(self, variable, value, alerting=False):
+        """An ISO 15118 diagnostic counter or fault (``HandshakeTimeouts``,
+        ``MessageLossFault`` = ``V2G-502``) as a NotifyEvent of component
+        ``ISO15118Ctrlr``."""
+        self.enqueue("NotifyEvent", generated_at=_now(), seq_no=0, event_data=[{
+            "event_id": next(self.event_ids), "timestamp": _now(),
+            "trigger": "Alerting" if alerting else "Delta", "actual_value": str(value)[:2500],
+            "event_notification_type": "HardWiredNotification",
+            "component": {"name": "ISO15118Ctrlr"}, "variable": {"name": variable}}])
+
+    def tx_energy_mwh(self):
+        """(import, export) mWh of the transaction so far."""
+        if self.meter is not None:
+            return self.meter.energy_mwh()
+        return self.tx["import_mwh"], self.tx["export_mwh"]
+
     def _meter(self):
         soc = self.mapping.ev.get("soc")
+        imp, exp = self.tx_energy_mwh()
         vals = [
-            {"value": round(self.tx["import_mwh"] / 1000.0, 3),
+            {"value": round(imp / 1000.0, 3),
              "measurand": "Energy.Active.Import.Register", "unit_of_measure": {"unit": "Wh"}},
-            {"value": round(self.tx["export_mwh"] / 1000.0, 3),
+            {"value": round(exp / 1000.0, 3),
              "measurand": "Energy.Active.Export.Register", "unit_of_measure": {"unit": "Wh"}},
             {"value": max(0.0, -float(self.fw.image.get("p_cmd_w", 0))),
              "measurand": "Power.Active.Export", "unit_of_measure": {"unit": "W"}},
@@ -227,13 +253,18 @@ class StationOcpp:
                      _v2x=v2x)
 
     async def _end_tx(self, reason):
-        await asyncio.sleep(0.1)  # the firmware's final energy record of the session
+        # the firmware's final energy record of the session, or (meter) the last of its
+        # counters after the power ceased
+        await asyncio.sleep(0.1 if self.meter is None else 0.3)
         self._tx_event("Ended", "StopAuthorized" if reason == "CSMS" else "EVDeparted",
                        "Local" if reason in ("EV", "") else "Other")
         self.enqueue("StatusNotification", timestamp=_now(), connector_status="Available",
                      evse_id=self.s.evse_id, connector_id=self.s.connector_id)
-        self.events("tx_ended", export_wh=round(self.tx["export_mwh"] / 1000.0, 3),
-                     import_wh=round(self.tx["import_mwh"] / 1000.0, 3))
+        imp, exp = self.tx_energy_mwh()
+        if self.meter is not None:
+            log.info("transaction %s ended: %s", self.tx["id"], self.meter.describe())
+        self.events("tx_ended", export_wh=round(exp / 1000.0, 3),
+                    import_wh=round(imp / 1000.0, 3))
         self.tx = None
 
     # ---- sending ----

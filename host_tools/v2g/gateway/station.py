@@ -26,7 +26,8 @@ import time
 log = logging.getLogger("v2g.gateway.station")
 
 CONFIG_KEYS = {"secc_cert", "contract_cert", "iso15118", "ocpp", "csms_setpoint_w", "modem",
-               "protocols", "enforce_tls", "auth_modes", "grid_limit_w", "derate_pct"}
+               "protocols", "enforce_tls", "auth_modes", "grid_limit_w", "derate_pct",
+               "message_loss"}
 
 
 def load_config(path):
@@ -41,23 +42,64 @@ def load_config(path):
     return cfg
 
 
+def check_config(cfg):
+    """Every section's keys and values (``ValueError`` naming the key), without starting
+    anything (the daemon checks its station config before it serves)."""
+    from v2g.gateway import diagnostics
+    from v2g.gateway.iso15118_secc import SeccSettings
+    from v2g.gateway.ocpp_client import OcppSettings
+
+    SeccSettings(**cfg.get("iso15118", {}))
+    if cfg.get("ocpp"):
+        OcppSettings(**cfg["ocpp"])
+    try:
+        diagnostics.PlcModem(**cfg.get("modem", {}))
+    except TypeError as e:
+        raise ValueError("modem config: %s (allowed: %s)"
+                         % (e, ", ".join(diagnostics.PlcModem.KEYS))) from None
+    bad = sorted(set(cfg.get("message_loss", {})) - {"threshold_pct", "min_messages"})
+    if bad:
+        raise ValueError("message_loss config: unknown key(s) %s; allowed: min_messages, "
+                         "threshold_pct" % ", ".join(bad))
+
+
+JVM_OPTIONS = "-Xmx96m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+# an ISO 15118-20 SessionSetupReq as Josev's car sends it (EXI)
+_WARM_EXI = "808c0400000000000000000bd8accd80620b2ba6a4ab1899199a1a9b1b9c1c9820a121a222ac00"
+
+
+def warm_up_codec(codec):
+    """Decode and encode one message before the SECC listens: the JVM's first EXI calls
+    are slow (class loading, JIT: seconds on a busy machine), and the car's first answer
+    (SessionSetupRes) must come within its 2 s timeout."""
+    from iso15118.shared.messages.enums import Namespace
+
+    try:
+        text = codec.decode(bytes.fromhex(_WARM_EXI), Namespace.ISO_V20_COMMON_MSG)
+        codec.encode(text, Namespace.ISO_V20_COMMON_MSG)
+    except Exception as e:  # noqa: BLE001 - a warm-up only
+        log.warning("EXI codec warm-up failed: %s", e)
+
+
 class Events:
     """JSON lines on stdout, stamped with the monotonic clock."""
 
-    def __init__(self, out=sys.stdout):
-        self.out = out
+    def __init__(self, out=None):
+        self.out = out  # None: sys.stdout at the time of each event
         self.listeners = []
 
     def __call__(self, kind, **kw):
         rec = {"t": round(time.monotonic(), 4), "event": kind, **kw}
-        self.out.write(json.dumps(rec, default=str) + "\n")
-        self.out.flush()
+        out = self.out or sys.stdout
+        out.write(json.dumps(rec, default=str) + "\n")
+        out.flush()
         for fn in self.listeners:
             fn(kind, kw)
 
 
 class _SdpLogTap(logging.Handler):
-    """Josev logs "SDPRequest received" when the car's discovery arrives: an event."""
+    """Josev logs "SDPRequest received" when the car's discovery arrives, and
+    "TimeoutError occurred. Waited for N s ..." when a message timed out: events."""
 
     def __init__(self, events):
         super().__init__(logging.INFO)
@@ -67,7 +109,9 @@ class _SdpLogTap(logging.Handler):
         msg = record.getMessage()
         if msg.startswith("SDPRequest received"):
             self.events("sdp")
-        elif "Timeout" in msg or "timeout" in msg:
+        elif "TimeoutError occurred" in msg:
+            # comm_session's message timeout (a message the peer never answered); logged
+            # more than once per timeout: the station counts one per session
             self.events("iso_timeout", detail=msg[:200])
 
 
@@ -88,119 +132,327 @@ def check_certificates(cfg, ctl, ocpp=None, events=None):
                     events("certificate_rejected", reason=text)
 
 
-async def run(args):
-    from iso15118.secc import SECCHandler
-    from iso15118.secc.controller.interface import ServiceStatus
-    from iso15118.secc.secc_settings import Config
-    from iso15118.shared.exificient_exi_codec import ExificientEXICodec
-    from iso15118.shared.settings import load_shared_settings
-    from iso15118.shared.utils import load_requested_auth_modes, load_requested_protocols
+class LinkFirmware:
+    """The daemon's ``LinkPeer`` as the station's firmware. The daemon may reopen the
+    device (a new peer): every call asks ``get_peer`` for the current one. A command
+    while the link is not UP raises ``ConnectionError`` (the mapping sends it again); the
+    register image reads as none while the link is not UP (no stale contactor state)."""
 
-    from v2g.gateway import diagnostics
-    from v2g.gateway.firmware_model import FirmwareModel
-    from v2g.gateway.iso15118_secc import ProductEVSEController, SeccSettings
-    from v2g.gateway.session import SessionMapping
+    def __init__(self, get_peer):
+        self.get_peer = get_peer
+        self.records = asyncio.Queue()  # this firmware sends no energy records (v1)
 
-    setup_logging(args.log)  # after the iso15118 imports: they install their own config
-    cfg = load_config(args.config)
-    events = Events()
-    settings = SeccSettings(**cfg.get("iso15118", {}))
-    fw = FirmwareModel(rated_w=int(settings.rated_w)).start()
-    fw.grid_limit_w = cfg.get("grid_limit_w")
-    fw.derate_pct = cfg.get("derate_pct", 0)
-    mapping = SessionMapping(fw, rated_w=settings.rated_w)
-    mapping.start()
-    ctl = ProductEVSEController(mapping, settings, events=events)
-    modem = diagnostics.PlcModem(**cfg.get("modem", {}))
+    def _peer(self):
+        peer = self.get_peer()
+        if peer is None or peer.state != "UP":
+            raise ConnectionError("link to the firmware is not up")
+        return peer
 
-    ocpp = None
-    if cfg.get("ocpp"):
-        from v2g.gateway.ocpp_client import OcppSettings, StationOcpp
-        ocpp = StationOcpp(OcppSettings(**cfg["ocpp"]), mapping, ctl, fw, events)
-        await ocpp.start()
-    check_certificates(cfg, ctl, ocpp, events)
-    if cfg.get("csms_setpoint_w") is not None:
-        mapping.update_csms(setpoint_w=cfg["csms_setpoint_w"])
+    @property
+    def image(self):
+        peer = self.get_peer()
+        return peer.image if peer is not None and peer.state == "UP" else None
 
-    logging.getLogger("iso15118").addHandler(_SdpLogTap(events))
-    os.environ.setdefault("MESSAGE_LOG_JSON", "False")
-    load_shared_settings()
-    config = Config()
-    config.iface = args.iface
-    config.log_level = "INFO"
-    config.enforce_tls = bool(cfg.get("enforce_tls", False))
-    config.free_charging_service = bool(settings.free_charging)
-    config.supported_protocols = load_requested_protocols(
-        cfg.get("protocols", ["ISO_15118_20_AC", "ISO_15118_20_DC"]))
-    config.supported_auth_options = load_requested_auth_modes(cfg.get("auth_modes", ["EIM"]))
-    config.standby_allowed = False
-    config.allow_cert_install_service = False
-    config.free_cert_install_service = False
-    config.use_cpo_backend = False
-    config.env_dump = {}
+    @property
+    def images(self):
+        peer = self.get_peer()
+        return (id(peer), peer.images) if peer is not None else None
 
-    ended = asyncio.Event()
-    state = {"sessions": 0, "energy_t": None, "open_t": None}
+    async def setpoint(self, setpoint_id, p_w, q_var, timeout=5.0):
+        return await self._peer().setpoint(setpoint_id, p_w, q_var, timeout=timeout)
 
-    def on_event(kind, kw):
-        if kind == "session_ended":
-            state["sessions"] += 1
-            if state["sessions"] >= args.sessions:
-                ended.set()
+    async def ev_limits(self, max_charge_w, max_discharge_w, soc_min_permille, timeout=5.0):
+        return await self._peer().ev_limits(max_charge_w, max_discharge_w, soc_min_permille,
+                                            timeout=timeout)
 
-    events.listeners.append(on_event)
+    async def session(self, start, session_id=0, timeout=5.0):
+        return await self._peer().session(start, session_id, timeout=timeout)
 
-    async def monitor():
-        was = False
+    async def energy_ack(self, record_no, timeout=5.0):
+        return await self._peer().energy_ack(record_no, timeout=timeout)
+
+
+class Station:
+    """SECC + mapping + OCPP client over one firmware object (``FirmwareModel`` in unit
+    tests, ``LinkFirmware`` in the daemon). ``start`` returns once the SECC listens for
+    SDP (or the handshake was refused); ``link_up`` is called by the daemon at every new
+    link session: with no ISO 15118 session open the firmware is told SESSION stop (no
+    car, no energy: the contactors stay open)."""
+
+    def __init__(self, cfg, firmware, iface, events=None, status_path=None):
+        from v2g.gateway import diagnostics
+        from v2g.gateway.iso15118_secc import ProductEVSEController, SeccSettings
+        from v2g.gateway.meter import Meter
+        from v2g.gateway.session import SessionMapping
+
+        self.cfg = cfg
+        self.fw = firmware
+        self.iface = iface
+        self.events = events or Events()
+        self.status_path = status_path
+        self.settings = SeccSettings(**cfg.get("iso15118", {}))
+        self.mapping = SessionMapping(firmware, rated_w=self.settings.rated_w)
+        self.ctl = ProductEVSEController(self.mapping, self.settings, events=self.events)
+        self.ctl.on_message = self._on_message
+        self.modem = diagnostics.PlcModem(**cfg.get("modem", {}))
+        self.loss_cfg = dict(cfg.get("message_loss", {}))
+        bad = sorted(set(self.loss_cfg) - {"threshold_pct", "min_messages"})
+        if bad:
+            raise ValueError("message_loss config: unknown key(s) %s; allowed: "
+                             "min_messages, threshold_pct" % ", ".join(bad))
+        self.loss = diagnostics.MessageLoss(**self.loss_cfg)
+        self.meter = Meter()  # the station's lifetime (summary)
+        self.ocpp = None
+        self.figures = {"sessions": 0, "handshake_timeouts": 0, "v2g_502": 0, "messages": 0,
+                        "messages_lost": 0, "handshakes_refused": 0, "session": None}
+        self.in_negotiation = False
+        self.timeout_seen = False
+        self.state = {"energy_t": None, "open_t": None, "ended": False}
+        self.tasks = []
+        self.secc_task = None
+        self.refused = None
+        self.events.listeners.append(self._on_event)
+
+    # ---- diagnostics (fed from the SECC) ----
+
+    def _on_event(self, kind, kw):
+        f = self.figures
+        if kind == "sdp":
+            self.in_negotiation, self.timeout_seen = True, False
+            f["session"] = "negotiating"
+        elif kind == "charge_loop" and self.in_negotiation:
+            self.in_negotiation = False
+            f["session"] = "charging"
+        elif kind == "iso_timeout":
+            self.on_timeout(kw.get("detail", ""))
+        elif kind == "session_ended":
+            f["sessions"] += 1
+            f["session"] = None
+            self.in_negotiation = False
+        else:
+            return
+        self.write_status()
+
+    def _on_message(self, state):
+        self.figures["messages"] += 1
+        if self.in_negotiation:
+            self._loss(False)
+
+    def _loss(self, lost):
+        if self.loss.message(lost) is None:
+            return
+        from v2g.gateway import diagnostics
+
+        self.figures["v2g_502"] += 1
+        self.events("fault", code=diagnostics.V2G_502, lost=self.loss.lost,
+                    messages=self.loss.sent)
+        if self.ocpp is not None:
+            self.ocpp.diagnostic("MessageLossFault", "%s %d/%d" % (
+                diagnostics.V2G_502, self.loss.lost, self.loss.sent), alerting=True)
+        self.loss = diagnostics.MessageLoss(**self.loss_cfg)  # a new window
+
+    def on_timeout(self, detail):
+        """A message timeout of the SECC (Josev's "TimeoutError occurred. Waited ..."):
+        during the negotiation (before the first charge loop) a handshake timeout, and a
+        lost message either way (``V2G-502`` above the threshold). One per session."""
+        if self.timeout_seen:
+            return
+        self.timeout_seen = True
+        self.figures["messages_lost"] += 1
+        if self.in_negotiation:
+            self.modem.handshake_timeout(detail[:120])
+            self.figures["handshake_timeouts"] = self.modem.handshake_timeouts
+            if self.ocpp is not None:
+                self.ocpp.diagnostic("HandshakeTimeouts", self.modem.handshake_timeouts)
+            self._loss(True)
+        self.write_status()
+
+    def write_status(self):
+        if not self.status_path:
+            return
+        d = dict(self.figures, t=round(time.time(), 3), pid=os.getpid(),
+                 modem=self.modem.counters())
+        tmp = "%s.tmp" % self.status_path
+        try:
+            with open(tmp, "w") as f:
+                json.dump(d, f)
+            os.replace(tmp, self.status_path)
+        except OSError as e:
+            log.warning("cannot write %s: %s", self.status_path, e)
+
+    # ---- firmware side ----
+
+    def link_up(self):
+        """A new link session: no ISO 15118 session open -> SESSION stop (idle)."""
+        if not self.mapping.session_open:
+            asyncio.ensure_future(self.mapping._command("session", False, 0))
+
+    def _on_image(self, img, now=None):
+        """Every register image (the meters must see each one: images that arrive in a
+        burst after the event loop was busy each carry their own board time)."""
+        self.meter.feed(img, now)
+        if self.ocpp is not None and self.ocpp.meter is not None:
+            self.ocpp.meter.feed(img, now)
+
+    async def _monitor(self):
+        fw, st = self.fw, self.state
+        was, loop = False, asyncio.get_running_loop()
+        peer = None
+        get_peer = getattr(fw, "get_peer", None)
         while True:
             await asyncio.sleep(0.005)
-            flowing = abs(fw.p_w) > 1.0
+            if get_peer is not None:  # the link: a listener on the current LinkPeer
+                cur = get_peer()
+                if cur is not None and cur is not peer:
+                    peer = cur
+                    peer.image_listeners.append(self._on_image)
+            img = fw.image
+            if not img:
+                continue
+            if get_peer is None:  # the stand-in: polled
+                self._on_image(img, loop.time())
+            p = float(img.get("p_cmd_w", 0))
+            flowing = abs(p) > 1.0 and img.get("contactor_status") == 2
             if flowing and not was:
-                events("energy", p_w=round(fw.p_w))
+                self.events("energy", p_w=round(p))
             was = flowing
-            if not fw.active and fw.contactor == 1 and state["open_t"] is None \
-                    and fw.applied and fw.applied[-1][0] == "session":
-                state["open_t"] = time.monotonic()
-                events("contactors_open")
-            if fw.active:
-                state["open_t"] = None
+            if self.mapping.session_open:
+                st["ended"], st["open_t"] = True, None
+            elif st["ended"] and img.get("contactor_status") == 1 and st["open_t"] is None:
+                st["open_t"] = time.monotonic()
+                self.events("contactors_open")
 
-    async def drain_records():
+    async def _drain_records(self):
         while True:
-            rec = await fw.records.get()
-            if ocpp is not None:
-                ocpp.energy_record(rec)
-            await fw.energy_ack(rec["record_no"])
+            rec = await self.fw.records.get()
+            if self.ocpp is not None:
+                self.ocpp.energy_record(rec)
+            await self.fw.energy_ack(rec["record_no"])
 
-    tasks = [asyncio.ensure_future(monitor()), asyncio.ensure_future(drain_records())]
-    ok, why = modem.check_handshake()
-    if not ok:
-        log.error("REFUSED ISO 15118 handshake: %s", why)
-        events("handshake_refused", reason=why)
-        await asyncio.sleep(args.refused_wait_s)
-        secc_task = None
-    else:
-        await ctl.set_status(ServiceStatus.STARTING)
+    # ---- lifecycle ----
+
+    async def start(self, refused_wait_s=0.0):
+        from iso15118.secc import SECCHandler
+        from iso15118.secc.controller.interface import ServiceStatus
+        from iso15118.secc.secc_settings import Config
+        from iso15118.shared.exificient_exi_codec import ExificientEXICodec
+        from iso15118.shared.settings import load_shared_settings
+        from iso15118.shared.utils import load_requested_auth_modes, load_requested_protocols
+
+        cfg = self.cfg
+        self.mapping.start()
+        if cfg.get("ocpp"):
+            from v2g.gateway.meter import Meter
+            from v2g.gateway.ocpp_client import OcppSettings, StationOcpp
+            self.ocpp = StationOcpp(OcppSettings(**cfg["ocpp"]), self.mapping, self.ctl,
+                                    self.fw, self.events)
+            if isinstance(self.fw, LinkFirmware):
+                self.ocpp.meter = Meter()  # the firmware's counters (no energy records)
+            await self.ocpp.start()
+        check_certificates(cfg, self.ctl, self.ocpp, self.events)
+        if cfg.get("csms_setpoint_w") is not None:
+            self.mapping.update_csms(setpoint_w=cfg["csms_setpoint_w"])
+        logging.getLogger("iso15118").addHandler(_SdpLogTap(self.events))
+        os.environ.setdefault("MESSAGE_LOG_JSON", "False")
+        load_shared_settings()
+        config = Config()
+        config.iface = self.iface
+        config.log_level = "INFO"
+        config.enforce_tls = bool(cfg.get("enforce_tls", False))
+        config.free_charging_service = bool(self.settings.free_charging)
+        config.supported_protocols = load_requested_protocols(
+            cfg.get("protocols", ["ISO_15118_20_AC", "ISO_15118_20_DC"]))
+        config.supported_auth_options = load_requested_auth_modes(
+            cfg.get("auth_modes", ["EIM"]))
+        config.standby_allowed = False
+        config.allow_cert_install_service = False
+        config.free_cert_install_service = False
+        config.use_cpo_backend = False
+        config.env_dump = {}
+        self.tasks = [asyncio.ensure_future(self._monitor()),
+                      asyncio.ensure_future(self._drain_records())]
+        ok, why = self.modem.check_handshake()
+        if not ok:
+            log.error("REFUSED ISO 15118 handshake: %s", why)
+            self.figures["handshakes_refused"] = self.modem.refused
+            self.events("handshake_refused", reason=why)
+            self.refused = why
+            self.write_status()
+            return
+        await self.ctl.set_status(ServiceStatus.STARTING)
+        # the EXI codec's JVM: a bounded heap and the serial collector (a 2-core controller;
+        # the default heap grows towards a quarter of RAM), C1 only (warm in ~1 s);
+        # JAVA_TOOL_OPTIONS set by the operator wins
+        os.environ.setdefault("JAVA_TOOL_OPTIONS", JVM_OPTIONS)
         codec = ExificientEXICodec()  # one JVM per process, shared by every session
-        handler = SECCHandler(exi_codec=codec, evse_controller=ctl, config=config)
-        secc_task = asyncio.ensure_future(handler.start(args.iface))
-        events("ready", pid=os.getpid())
+        await asyncio.get_running_loop().run_in_executor(None, warm_up_codec, codec)
+        handler = SECCHandler(exi_codec=codec, evse_controller=self.ctl, config=config)
+        self.secc_task = asyncio.ensure_future(handler.start(self.iface))
+        self.write_status()
+        self.events("ready", pid=os.getpid())
+
+    async def stop(self):
+        """Daemon stop: an open session is ended through the firmware first."""
+        if self.mapping.session_open:
+            try:
+                await asyncio.wait_for(self.mapping.end("daemon stop"), 3.0)
+            except asyncio.TimeoutError:
+                log.warning("daemon stop: SESSION stop not confirmed by the firmware")
+        if self.ocpp is not None:
+            await self.ocpp.stop()
+        for t in self.tasks + ([self.secc_task] if self.secc_task else []):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.mapping.stop()
+
+    def summary(self):
+        fw, m = self.fw, self.meter
+        imp, exp = m.imp.mwh(), m.exp.mwh()
+        if hasattr(fw, "export_mwh"):  # the stand-in integrates its plant power exactly
+            imp, exp = fw.import_mwh, fw.export_mwh
+        applied = getattr(fw, "applied", None)
+        if applied is None:
+            applied = [(k, *[int(a) if isinstance(a, bool) else a for a in args])
+                       for k, args in self.mapping.commands]
+        return dict(ev_targets=self.ctl.ev_targets, modes=self.ctl.modes,
+                    sessions=self.figures["sessions"], exported_mwh=round(exp, 1),
+                    imported_mwh=round(imp, 1), applied=[list(a) for a in applied][-40:],
+                    refused=self.mapping.refused, modem=self.modem.counters(),
+                    diagnostics=dict(self.figures))
+
+
+async def run(args):
+    from v2g.gateway.firmware_model import FirmwareModel
+
+    setup_logging(args.log)
+    cfg = load_config(args.config)
+    settings_rated = cfg.get("iso15118", {}).get("rated_w", 11000)
+    fw = FirmwareModel(rated_w=int(settings_rated)).start()
+    fw.grid_limit_w = cfg.get("grid_limit_w")
+    fw.derate_pct = cfg.get("derate_pct", 0)
+    events = Events()
+    station = Station(cfg, fw, args.iface, events)
+    setup_logging(args.log)  # after the iso15118 imports: they install their own config
+    ended = asyncio.Event()
+
+    def on_event(kind, kw):
+        if kind == "session_ended" and station.figures["sessions"] >= args.sessions:
+            ended.set()
+
+    events.listeners.append(on_event)
+    await station.start()
+    if station.refused:
+        await asyncio.sleep(args.refused_wait_s)
+    else:
         try:
             await asyncio.wait_for(ended.wait(), args.timeout_s)
         except asyncio.TimeoutError:
             log.error("no complete session within %.0f s", args.timeout_s)
         await asyncio.sleep(0.3)
-    if ocpp is not None:
-        await ocpp.stop()
-    for t in tasks + ([secc_task] if secc_task else []):
-        t.cancel()
-    await mapping.stop()
+    await station.stop()
     await fw.close()
-    events("summary", ev_targets=ctl.ev_targets, modes=ctl.modes, sessions=state["sessions"],
-           exported_mwh=round(fw.export_mwh, 1), imported_mwh=round(fw.import_mwh, 1),
-           applied=[list(a) for a in fw.applied][-40:], refused=mapping.refused,
-           modem=modem.counters())
-    return 0 if state["sessions"] >= args.sessions else 1
+    events("summary", **station.summary())
+    return 0 if station.figures["sessions"] >= args.sessions else 1
 
 
 def setup_logging(path=None):
@@ -211,6 +463,11 @@ def setup_logging(path=None):
         handlers.append(logging.FileHandler(path))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    josev_logs_to_root()
+
+
+def josev_logs_to_root():
+    """Josev's loggers: enabled, their own handlers (stdout) removed, into the root's."""
     for name, lg in logging.Logger.manager.loggerDict.items():
         if isinstance(lg, logging.Logger):
             lg.disabled = False

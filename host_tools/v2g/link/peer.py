@@ -14,7 +14,8 @@ setpoint may or may not have been applied, and sending it again with the same id
 (the board's setpoint path is idempotent). Energy records arrive on ``records`` (an
 ``asyncio.Queue`` of dicts) and are acknowledged with ``energy_ack(record_no)`` once
 stored. ``image`` holds the newest register image (dict; ``image_at``: when it arrived),
-``peer_counters`` the board's.
+``peer_counters`` the board's; ``image_listeners`` are called with every image as it
+arrives (a meter that must not miss one while the event loop was busy).
 
 Time: ``clock`` (seconds, monotonic; ``loop.time`` by default), never wall time.
 Transports: ``open_serial(device)`` (pyserial, non-blocking, on the event loop's reader)
@@ -79,6 +80,7 @@ class LinkPeer:
         self.image = None
         self.images = 0
         self.image_at = None  # clock() when the newest image arrived
+        self.image_listeners = []  # callables(image dict), for every image received
         self.records = asyncio.Queue()
         self.service_rsp = asyncio.Queue()
         self.hello = None
@@ -161,6 +163,8 @@ class LinkPeer:
             self.image = values
             self.images += 1
             self.image_at = now
+            for fn in self.image_listeners:
+                fn(values)
         elif f.msg_id == msgs.HEARTBEAT:
             self._heartbeat(values)
 

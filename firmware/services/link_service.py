@@ -191,6 +191,17 @@ class Wiring(link.Handlers):
     def on_log(self, now_ms, kind, detail):
         pass  # counted in the link's counters; faults and states go to the journal
 
+    # ---- energy records (services/energy_journal.py) ----
+
+    def energy_record(self, min_no):
+        ej = self.app.energy_journal
+        return ej.next_record(min_no) if ej is not None else None
+
+    def on_energy_ack(self, now_ms, record_no):
+        ej = self.app.energy_journal
+        if ej is not None:
+            ej.ack(record_no)
+
     # ---- the register image ----
 
     def pack_image(self, buf, offset, now_ms):

@@ -20,6 +20,8 @@ Keys (unknown keys are refused at every level)::
       serial: "V2G-0001"        # SunSpec model 1 serial number (<= 32 characters)
     log:
       level: info               # debug | info | warning | error
+    billing: {...}              # optional, with mqtt: the billing leg (billing_config)
+    mqtt: {...}
 
 ``load(path)`` -> ``Config`` or ``ConfigError`` naming the file, the key (dotted path), the
 bad value and what is allowed. The daemon refuses to start on an error; on SIGHUP it keeps
@@ -69,6 +71,7 @@ class Config:
     writes: Writes = field(default_factory=Writes)
     device_serial: str = "V2G-0001"
     log_level: str = "info"
+    billing: object = None  # billing_config.BillingConfig when billing:/mqtt: are given
 
 
 _SCHEMA = {
@@ -126,6 +129,17 @@ def parse(data, path="config"):
     errors, flat = [], {}
     if data is None:
         data = {}
+    billing = None
+    if isinstance(data, dict) and ("billing" in data or "mqtt" in data):
+        # the billing leg's sections: validated by billing_config (unknown keys refused,
+        # key files checked), errors name the dotted key and the value
+        from v2g.gateway import billing_config
+
+        try:
+            billing = billing_config.parse(data, str(path))
+        except billing_config.ConfigError as e:
+            errors.append(str(e))
+        data = {k: v for k, v in data.items() if k not in ("billing", "mqtt")}
     _check_types("", data, _SCHEMA, errors, flat)
     if "link.device" not in flat and not any("'link.device'" in e for e in errors):
         errors.append("key 'link.device' is missing (the UART to the controller, "
@@ -168,6 +182,7 @@ def parse(data, path="config"):
                       unlock_token=token, unlock_s=flat.get("modbus.writes.unlock_s", 300.0)),
         device_serial=serial,
         log_level=level,
+        billing=billing,
     )
 
 

@@ -36,8 +36,9 @@ UNIT_NAME = "v2g-daemon.service"
 
 
 def add_arguments(p):
-    p.add_argument("action", nargs="?", choices=("run", "install-unit"), default="run",
-                   help="run the daemon (default) or install its systemd unit")
+    p.add_argument("action", nargs="?", choices=("run", "install-unit", "check-tls"),
+                   default="run", help="run the daemon (default), install its systemd unit, "
+                   "or check-tls: the TLS 1.3 handshake to the billing broker")
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help="YAML config (default %s)" % DEFAULT_CONFIG)
     p.add_argument("--dest", default="/etc/systemd/system",
@@ -64,6 +65,10 @@ def install_unit(dest):
 def run(args):
     if args.action == "install-unit":
         return install_unit(args.dest)
+    if args.action == "check-tls":
+        from v2g.gateway import billing_config, tls
+
+        return tls.check_tls(billing_config.load(args.config))
     cfg = config_mod.load(args.config)
     _setup_logging(cfg.log_level)
     try:
@@ -88,6 +93,11 @@ class Daemon:
         self.stop = None
         self.peer = None
         self.device_error = None
+        self.billing = None
+        if cfg.billing is not None:
+            from v2g.gateway.billing_leg import BillingLeg
+
+            self.billing = BillingLeg(self, cfg.billing)
 
     async def main(self):
         from v2g.gateway.server import GatewayServer
@@ -105,13 +115,22 @@ class Daemon:
         print("v2g daemon: serving Modbus TCP on %s:%d, link %s" % (
             self.cfg.modbus_host, self.cfg.modbus_port, self.cfg.link_device), flush=True)
         tasks = [asyncio.ensure_future(self.updater()), asyncio.ensure_future(self.link())]
+        if self.billing is not None:
+            tasks += self.billing.tasks()
+            print("v2g daemon: billing for %s to mqtts://%s:%d, outbox %s" % (
+                self.cfg.billing.station, self.cfg.billing.host, self.cfg.billing.port,
+                self.cfg.billing.outbox), flush=True)
         await self.stop.wait()
         log.info("daemon: stopping")
+        if self.billing is not None:
+            await self.billing.stop()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.shutdown()
         await self._close_peer()
+        if self.billing is not None:
+            self.billing.close()
         print("v2g daemon: stopped", flush=True)
         return 0
 
@@ -150,6 +169,8 @@ class Daemon:
                     hello = await self.peer.open(timeout=2.0)
                     log.info("link: session up, version %d, board %r", hello["version"],
                              hello.get("tail", ""))
+                    if self.billing is not None:
+                        self.billing.set_fw(hello.get("tail", ""))
                 except (asyncio.TimeoutError, ConnectionError) as e:
                     log.warning("link: no session with the board: %s", e)
             await asyncio.sleep(cfg.link_hb_timeout_s)
@@ -212,7 +233,7 @@ class Daemon:
         except UsageError as e:
             log.error("daemon: reload refused, keeping the last good config: %s", e)
             return
-        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port"):
+        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port", "billing"):
             if getattr(new, key) != getattr(self.cfg, key):
                 log.warning("daemon: %s changed: takes effect at the next start", key)
                 setattr(new, key, getattr(self.cfg, key))

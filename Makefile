@@ -114,9 +114,9 @@ test-targets: venv
 update-sweep: venv
 	V2G_SWEEP=full $(VENV)/bin/python -m pytest tests_host/update -q -s -k "sweep or power_cut" $(PYTEST_ARGS)
 
-# The billing chain on one machine (host only for now: a stand-in record source for the
-# board): outbox + MQTT over TLS 1.3 on 127.0.0.1:8883 + mosquitto + ledger. The last
-# stdout line is the CONTRACTS JSON; exit 0 when credited equals metered within 0.5 %.
+# The billing chain on one machine: v2g sim board (firmware) + v2g daemon (outbox, MQTT
+# over TLS 1.3 on 127.0.0.1:8883) + mosquitto + ledger. The last stdout line is the
+# CONTRACTS JSON; exit 0 when credited equals the firmware's metered export within 0.5 %.
 billing-demo: venv tools
 	$(VENV)/bin/v2g billing-demo
 

@@ -252,6 +252,8 @@ class EnergyJournal:
     def next_record(self, min_seq):
         """The oldest record not acknowledged with seq >= min_seq, as the ENERGY_RECORD
         values (link_msgs order), or None."""
+        if self.ring.last_seq <= self.acked or min_seq > self.ring.last_seq:
+            return None  # nothing to send: no file-system call (asked every link pass)
         lo = max(min_seq - 1, self.acked)
         self.ring.flush()
         gen = eventlog.frames(self.root, lo, FMT)

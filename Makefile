@@ -15,7 +15,7 @@ export MICROPYTHON
 PYTEST_ARGS ?=
 
 .PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo \
-	update-sweep e2e-sweep billing-demo billing-sweep v2g-long
+	update-sweep e2e-sweep billing-demo billing-sweep v2g-long meter-sweep journal-sweep
 
 venv: $(STAMP)
 
@@ -122,9 +122,9 @@ test-targets: venv
 update-sweep: venv
 	V2G_SWEEP=full $(VENV)/bin/python -m pytest tests_host/update -q -s -k "sweep or power_cut" $(PYTEST_ARGS)
 
-# The billing chain on one machine (host only for now: a stand-in record source for the
-# board): outbox + MQTT over TLS 1.3 on 127.0.0.1:8883 + mosquitto + ledger. The last
-# stdout line is the CONTRACTS JSON; exit 0 when credited equals metered within 0.5 %.
+# The billing chain on one machine: v2g sim board (firmware) + v2g daemon (outbox, MQTT
+# over TLS 1.3 on 127.0.0.1:8883) + mosquitto + ledger. The last stdout line is the
+# CONTRACTS JSON; exit 0 when credited equals the firmware's metered export within 0.5 %.
 billing-demo: venv tools
 	$(VENV)/bin/v2g billing-demo
 
@@ -132,6 +132,15 @@ billing-demo: venv tools
 # crash cases repeated); `make test` runs the reduced ones
 billing-sweep: venv tools
 	V2G_BILLING_SWEEP=full $(VENV)/bin/python -m pytest tests_host/billing -q $(PYTEST_ARGS)
+
+# metering accuracy over the issue's 10 minutes of charge, export, ride-through and trips
+# (make test runs 24 s); the energy journal's power-cut sweep at every write (make test
+# samples every 7th write)
+meter-sweep: venv
+	V2G_METER_SECONDS=600 $(VENV)/bin/python -m pytest tests_host/firmware/test_meter.py -q -s
+
+journal-sweep: venv
+	V2G_SWEEP=full $(VENV)/bin/python -m pytest tests_host/firmware/test_energy_journal.py -q -s
 
 # regenerate the generated tables of docs/ (make test fails when they are stale)
 docs: venv

@@ -114,10 +114,30 @@ class App:
         self.tick = tick.make_tick(self.hal, self.ctl)
         self.supervisor = supervisor.Supervisor(self.ctl, self.hal, held, self.journal)
         self.root = root
+        self.energy_journal = None
+        if not board.get("no_log"):
+            self._open_energy_journal(root)
         self.healthy_ms = 0
         self._watchdog_history()
         self.last_count = -1
         self.running = False
+
+    def _open_energy_journal(self, root):
+        """The billing records on flash (services/energy_journal.py); a flash that cannot
+        be read leaves the board without one (metering goes on in RAM)."""
+        from services import energy_journal
+
+        el = self.eventlog
+        try:
+            ej = energy_journal.EnergyJournal(
+                root + "energy", interval_s=self.board.get("energy_interval_s", 60),
+                reset_cause=self.hal.reset_cause(),
+                clock=el.utc_s if el is not None else None)
+        except OSError as e:
+            self.journal.fault(0, "0x30", "energy journal unreadable: %s" % e)
+            return
+        ej.attach(self.journal, self.supervisor.meter)
+        self.energy_journal = ej
 
     def _watchdog_history(self):
         """Count consecutive watchdog resets on flash; k of them lock the unit out."""
@@ -163,6 +183,8 @@ class App:
             if self.healthy_ms >= self.held["wdt_window_s"] * 1000:
                 self.wdt_resets = 0  # long healthy run: earlier resets are forgiven
                 self._store_resets(0)
+        if self.energy_journal is not None:
+            self.energy_journal.step(now_ms, self.supervisor.meter)
         if self.eventlog is not None:
             # a flash write can stall the tick (rp2 runs it with interrupts off): while
             # energized only WARN/ERROR records are written at once, INFO ones wait
@@ -191,6 +213,8 @@ class App:
         self.hal.pwm_off()
         self.hal.contactor(0, 0)
         self.hal.stop_tick()
+        if self.energy_journal is not None:
+            self.energy_journal.close(self.hal.ticks_ms(), self.supervisor.meter)
         if self.eventlog is not None:
             self.eventlog.close()
 

@@ -85,6 +85,11 @@ MAX_PAYLOAD = FIXED + 4 + 24 + 16 + 40 + 96
 MAX_RECORD = HEADER + MAX_PAYLOAD + 4
 SEVERITIES = (events.INFO, events.WARN, events.ERROR)
 SUFFIX = ".log"
+# The frame format the ring stores: (magic, version, smallest and largest payload, segment
+# file suffix, ranged). ``ranged``: the payload's second u32 is the last seq the record
+# covers (a merged record of the energy journal, services/energy_journal.py), so readers
+# skip any later frame whose seq that range already covers. The event log's own format:
+EVENT_FMT = (MAGIC, VERSION, FIXED + 4, MAX_PAYLOAD, SUFFIX, False)
 
 # record tuple fields
 SEQ = 0
@@ -252,7 +257,7 @@ def _join(root, name):
     return root + "/" + name if root else name
 
 
-def segment_numbers(root):
+def segment_numbers(root, suffix=SUFFIX):
     """Segment numbers in ``root``, oldest first ([] when there is no log)."""
     try:
         names = os.listdir(root or ".")
@@ -260,7 +265,7 @@ def segment_numbers(root):
         return []
     out = []
     for name in names:
-        if len(name) == 8 + len(SUFFIX) and name.endswith(SUFFIX):
+        if len(name) == 8 + len(suffix) and name.endswith(suffix):
             try:
                 out.append(int(name[:8], 16))
             except ValueError:
@@ -269,20 +274,20 @@ def segment_numbers(root):
     return out
 
 
-def segment_path(root, num):
-    return _join(root, "%08x%s" % (num, SUFFIX))
+def segment_path(root, num, suffix=SUFFIX):
+    return _join(root, "%08x%s" % (num, suffix))
 
 
-def _next_frame(f):
+def _next_frame(f, fmt=EVENT_FMT):
     """The next good frame of an open segment; ``b""`` at its clean end, None at a bad or
     torn record (nothing after it in that segment is trusted)."""
     h = f.read(HEADER)
     if not h:
         return b""
-    if len(h) < HEADER or h[0] != MAGIC or h[1] != VERSION:
+    if len(h) < HEADER or h[0] != fmt[0] or h[1] != fmt[1]:
         return None
     n = h[2] | h[3] << 8
-    if n < FIXED + 4 or n > MAX_PAYLOAD:
+    if n < fmt[2] or n > fmt[3]:
         return None
     rest = f.read(n + 4)
     if rest is None or len(rest) < n + 4:
@@ -303,7 +308,12 @@ def _seq(frame):
     return struct.unpack_from("<I", frame, HEADER)[0]
 
 
-def segment_info(path):
+def _last(frame, fmt):
+    """The last seq a frame covers: its seq, or a ranged frame's second u32."""
+    return struct.unpack_from("<I", frame, HEADER + 4)[0] if fmt[5] else _seq(frame)
+
+
+def segment_info(path, fmt=EVENT_FMT):
     """``(good records, first seq, last seq, clean)`` of one segment file; ``clean`` is
     False when bytes follow the last good record (a torn or bad tail). A missing file
     reads as empty and clean."""
@@ -314,63 +324,63 @@ def segment_info(path):
         return 0, 0, 0, True
     try:
         while True:
-            fr = _next_frame(f)
+            fr = _next_frame(f, fmt)
             if not fr:
                 return count, first, last, fr is not None
-            last = _seq(fr)
             if not count:
-                first = last
+                first = _seq(fr)
+            last = _last(fr, fmt)
             count += 1
     finally:
         f.close()
 
 
-def _first_seq(path):
+def _first_seq(path, fmt=EVENT_FMT):
     try:
         with open(path, "rb") as f:
-            fr = _next_frame(f)
+            fr = _next_frame(f, fmt)
     except OSError:
         return 0
     return _seq(fr) if fr else 0
 
 
-def frames(root, since_seq=0):
+def frames(root, since_seq=0, fmt=EVENT_FMT):
     """Yield ``(seq, frame bytes)`` of the good records with ``seq > since_seq``, oldest
     first. Starts at the newest segment that can hold ``since_seq + 1`` (one read per
     segment to find it), so polling for new records stays cheap."""
-    segs = segment_numbers(root)
+    segs = segment_numbers(root, fmt[4])
     start = 0
     if since_seq > 0:
         for i in range(len(segs) - 1, -1, -1):
-            first = _first_seq(segment_path(root, segs[i]))
+            first = _first_seq(segment_path(root, segs[i], fmt[4]), fmt)
             if first and first <= since_seq + 1:
                 start = i
                 break
     last = since_seq
     for num in segs[start:]:
         try:
-            f = open(segment_path(root, num), "rb")
+            f = open(segment_path(root, num, fmt[4]), "rb")
         except OSError:
             continue  # removed by the writer's rotation meanwhile
         try:
             while True:
-                fr = _next_frame(f)
+                fr = _next_frame(f, fmt)
                 if not fr:
                     break
                 seq = _seq(fr)
                 if seq > last:
-                    last = seq
+                    last = _last(fr, fmt)
                     yield seq, fr
         finally:
             f.close()
 
 
-def newest_seq(root):
+def newest_seq(root, fmt=EVENT_FMT):
     """The seq of the newest good record in ``root`` (0: none). Reads the newest
     segment(s) only."""
-    segs = segment_numbers(root)
+    segs = segment_numbers(root, fmt[4])
     for i in range(len(segs) - 1, -1, -1):
-        last = segment_info(segment_path(root, segs[i]))[2]
+        last = segment_info(segment_path(root, segs[i], fmt[4]), fmt)[2]
         if last:
             return last
     return 0
@@ -401,10 +411,11 @@ class Log:
     else a new one). Only one ``Log`` per directory at a time."""
 
     def __init__(self, root_dir="log", segments=8, records_per_segment=128, flush_ms=1000,
-                 max_pending=64):
+                 max_pending=64, fmt=EVENT_FMT):
         if segments < 2 or records_per_segment < 1:
             raise ValueError("need segments >= 2 and records_per_segment >= 1")
         self.root = _norm(root_dir)
+        self.fmt = fmt
         self.segments = segments
         self.records_per_segment = records_per_segment
         self.flush_ms = flush_ms
@@ -427,14 +438,14 @@ class Log:
                 os.mkdir(self.root)
             except OSError:
                 pass  # exists (anything else shows at the first flush)
-        segs = segment_numbers(self.root)
+        segs = segment_numbers(self.root, self.fmt[4])
         while len(segs) > self.segments:  # a smaller ring than last time: drop the oldest
             self._remove(segs.pop(0))
         self._segs = segs
         self.last_seq = 0
         self._count = self.records_per_segment  # no room: the first flush starts a segment
         for i in range(len(segs) - 1, -1, -1):
-            count, _, last, clean = segment_info(segment_path(self.root, segs[i]))
+            count, _, last, clean = segment_info(self.path(segs[i]), self.fmt)
             if i == len(segs) - 1 and clean:
                 self._count = count  # append to it (a new one when it is full)
             if last:
@@ -442,9 +453,13 @@ class Log:
                 break
         self.committed_seq = self.last_seq
 
+    def path(self, num):
+        """The file of segment ``num``."""
+        return segment_path(self.root, num, self.fmt[4])
+
     def _remove(self, num):
         try:
-            os.remove(segment_path(self.root, num))
+            os.remove(self.path(num))
         except OSError:
             pass
 
@@ -483,6 +498,16 @@ class Log:
             self.dropped += len(self._pending) - self.max_pending
             del self._pending[:len(self._pending) - self.max_pending]
         return self.last_seq
+
+    def append_frame(self, frame, last_seq, urgent=True):
+        """Queue an already framed record (the caller's format, ``fmt``) covering up to
+        ``last_seq``; ``flush`` commits it. For other record kinds than events (the energy
+        journal); never raises for a file-system problem."""
+        self.last_seq = last_seq
+        self._pending.append(frame)
+        if urgent:
+            self._urgent = True
+        return last_seq
 
     def attach(self, journal, backlog=True):
         """Record every event ``journal`` adds from now on (a listener); with
@@ -527,11 +552,11 @@ class Log:
                 if self._count >= rps:
                     self._new_segment()
                 elif self._f is None:
-                    self._f = open(segment_path(self.root, self._segs[-1]), "ab")
+                    self._f = open(self.path(self._segs[-1]), "ab")
                 take = min(rps - self._count, len(pend))
                 self._f.write(b"".join(pend[:take]) if take > 1 else pend[0])
                 self._f.flush()  # LittleFS: lfs_file_sync, the commit point
-                self.committed_seq = _seq(pend[take - 1])
+                self.committed_seq = _last(pend[take - 1], self.fmt)
                 del pend[:take]
                 self._count += take
         except OSError as e:
@@ -549,19 +574,26 @@ class Log:
         exist with the new one, create the new one."""
         self._close_file()
         segs = self._segs
-        if segs and _size(segment_path(self.root, segs[-1])) == 0:
+        if segs and _size(self.path(segs[-1])) == 0:
             # the newest is empty (created, then a failed write): fill it rather than
             # letting repeated failures rotate the whole log out
-            self._f = open(segment_path(self.root, segs[-1]), "ab")
+            self._f = open(self.path(segs[-1]), "ab")
             self._count = 0
             return
         while len(segs) >= self.segments:
-            self._remove(segs[0])
-            segs.pop(0)
+            if not self._make_room():
+                self._remove(segs[0])
+                segs.pop(0)
         num = segs[-1] + 1 if segs else 0
-        self._f = open(segment_path(self.root, num), "ab")
+        self._f = open(self.path(num), "ab")
         segs.append(num)
         self._count = 0
+
+    def _make_room(self):
+        """Called when the ring is full, before the oldest segment goes: True when the
+        subclass made room itself (the energy journal merges instead of dropping); an
+        OSError fails the flush (records kept pending)."""
+        return False
 
     def _close_file(self):
         f = self._f
@@ -585,6 +617,8 @@ class Log:
     def records(self, since_seq=0):
         """Flush, then yield the records with ``seq > since_seq``, oldest first."""
         self.flush()
+        if self.fmt is not EVENT_FMT:
+            return frames(self.root, since_seq, self.fmt)
         return scan(self.root, since_seq)
 
     def stats(self):

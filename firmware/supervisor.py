@@ -28,6 +28,7 @@ import current
 import events
 import grid_protect
 import islanding
+import meter
 import params
 import pll
 import protect_fast
@@ -111,6 +112,8 @@ class Supervisor:
         self.link_degraded = False
         self.link_alive_ms = 0
         self.hold_ceased = False
+        # energy metering (meter.py): integrated from the tick's measured power each step
+        self.meter = meter.Meter(held["p_rated_w"], getattr(ctl, "gm", None))
 
     # ---- commands (from the link, Modbus, MQTT or a scenario) ----
 
@@ -362,6 +365,7 @@ class Supervisor:
 
     def step(self, now_ms):
         self.now_ms = now_ms
+        self.meter.step(now_ms, self.ctl.cc)
         self._overruns(now_ms)
         locked, v_pu, f_hz = self.grid()
         v_min, v_max = self.phase_voltages()

@@ -18,6 +18,7 @@ FIRMWARE = (
     "grid_measure.py",
     "grid_protect.py",
     "islanding.py",
+    "meter.py",
     "params.py",
     "pll.py",
     "protect_fast.py",

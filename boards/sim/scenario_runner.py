@@ -58,6 +58,7 @@ class Run:
         self.app = None
         self.n = 0
         self.intervals = []
+        self.meter_base = [0.0, 0.0]
         self.energized_since = None
         self.ticks_total = 0
         self.overruns = 0
@@ -66,6 +67,8 @@ class Run:
     # ---- firmware lifecycle ----
     def boot(self, first=False, reset_ms=None):
         if self.app is not None:
+            self.meter_base = [a + b for a, b in zip(self.meter_base,
+                                                     self.app.supervisor.meter.wh())]
             st = self.app.ctl.stats
             self.ticks_total += st[tick_mod.COUNT]
             self.overruns += st[tick_mod.OVERRUNS]
@@ -182,6 +185,12 @@ class Run:
                                    round(self.t_s(n), 4)])
             self.energized_since = None
 
+    def meter_wh(self):
+        """The firmware's own metered energy (supervisor ``meter``), summed over boots."""
+        imp, exp = self.app.supervisor.meter.wh()
+        return {"import": round(imp + self.meter_base[0], 4),
+                "export": round(exp + self.meter_base[1], 4)}
+
     def trace_row(self, n):
         st = self.app.ctl.pll
         sup = self.app.supervisor
@@ -205,6 +214,7 @@ class Run:
             "first_trip_s": trips[0] if trips else None,
             "energized_intervals": self.intervals,
             "energy_wh": {"import": round(e_import, 4), "export": round(e_export, 4)},
+            "meter_wh": self.meter_wh(),
             "final": {"state": sup.state, "contactor_status": sup.contactor_status(),
                       "derate_pct": sup.derate_pct, "t_module_c": round(tr["t_module_c"], 2)},
             "tick": {"count": self.ticks_total + st[tick_mod.COUNT],

@@ -35,9 +35,10 @@ import struct
 
 # 2: REGISTER_IMAGE gained measured P/Q, per-phase V, current, PF, tick cost and the
 # board's link figures (appended); the one table has one image layout, so 1 is dropped
-VERSION = 2  # the version this firmware speaks by default
-VERSION_MIN = 2  # the oldest version it still speaks
-VERSION_MAX = 2
+# 3: ENERGY_RECORD gained seq_last, kind, flags and the EV SoC (the energy journal)
+VERSION = 3  # the version this firmware speaks by default
+VERSION_MIN = 3  # the oldest version it still speaks
+VERSION_MAX = 3
 HEADER_FMT = "<BBHHH"
 HEADER_SIZE = 8
 CRC_SIZE = 4
@@ -164,10 +165,14 @@ MESSAGES = (
     (RESULT, "RESULT", 1, "b2h", "<HBB", ("request_seq", "request_type", "status"), "text",
      "the board's answer to a command: its seq and type, status (OK, REJECTED, DUPLICATE, "
      "MALFORMED, UNSUPPORTED) and a reason"),
-    (ENERGY_RECORD, "ENERGY_RECORD", 1, "b2h", "<IIIIII",
-     ("record_no", "session_id", "t_start_s", "t_end_s", "import_mwh", "export_mwh"), None,
-     "one metered interval from the board's energy journal; kept on the board until an "
-     "ENERGY_ACK names it"),
+    (ENERGY_RECORD, "ENERGY_RECORD", 1, "b2h", "<IIIIIIIBBHH",
+     ("record_no", "session_id", "t_start_s", "t_end_s", "import_mwh", "export_mwh",
+      "seq_last", "kind", "flags", "soc_start_pm", "soc_end_pm"), None,
+     "one record of the board's energy journal (kind 0 interval, 1 session start, 2 session "
+     "end; a merged interval covers record_no..seq_last; flags bit 0 power_cut, 1 "
+     "wdt_reset, 2 merged, 3 clock_unsynced, 4 meter_fault; SoC permille, 0xFFFF unknown); "
+     "kept on the board until an ENERGY_ACK names it, sent again oldest first after a "
+     "reconnect or reboot"),
     (ENERGY_ACK, "ENERGY_ACK", 1, "h2b", "<I", ("record_no",), None,
      "the daemon has stored record_no durably: the board may forget it"),
     (SERVICE_REQ, "SERVICE_REQ", 1, "h2b", "<BB", ("group", "command"), "bytes",

@@ -23,7 +23,7 @@ What each message does (``Wiring``, the link's handlers):
 - REGISTER_IMAGE <- supervisor state every ``link_image_ms`` (default: every supervisor
   period): state, contactor code, flags (PLL lock, permit, ceased, link degraded / lost),
   f, phase voltage extremes, DC link, commands in force, setpoint id, module temperature,
-  energy in and out (integrated here from the tick's measured power), EV limits, fault
+  energy in and out (the supervisor's ``meter``: whole Wh of its mWh totals), EV limits, fault
   count and newest fault code, tick count and overruns; since link version 2 also the
   measured P and Q (the tick's dq measurement, not the commands), per-phase fundamental
   RMS voltages (``grid_measure``), the RMS phase current (positive sequence: the tick
@@ -61,7 +61,6 @@ from services import link
 from services import link_msgs as lm
 
 _MASK = 0x3FFFFFFF  # ticks_ms wraps at 2**30 on MicroPython ports and the sim HAL
-_MJ_PER_WH = 3600000
 _IO_ERRORS = (OSError,)
 
 
@@ -121,11 +120,6 @@ class Wiring(link.Handlers):
         self.last_key = None
         self.fault_count = 0
         self.last_fault = b""
-        self.e_import_wh = 0  # energy from the measured power: whole Wh ...
-        self.e_export_wh = 0
-        self.e_import_rem = 0  # ... and the remainder, W * ms (mJ)
-        self.e_export_rem = 0
-        self.e_ms = None
         held = app.held
         self.rated = held["p_rated_w"]
         self.v_nom_dv = held["v_nom_ln_rms"]  # held in 0.1 V
@@ -197,26 +191,18 @@ class Wiring(link.Handlers):
     def on_log(self, now_ms, kind, detail):
         pass  # counted in the link's counters; faults and states go to the journal
 
-    # ---- the register image ----
+    # ---- energy records (services/energy_journal.py) ----
 
-    def _energy(self, now_ms, p_w):
-        """Integrate the measured power in whole Wh and a mJ remainder (small ints only:
-        no float, no big int on a 32-bit board)."""
-        if self.e_ms is not None:
-            e = p_w * (now_ms - self.e_ms)
-            if e > 0:
-                r = self.e_import_rem + e
-                if r >= _MJ_PER_WH:
-                    self.e_import_wh += r // _MJ_PER_WH
-                    r %= _MJ_PER_WH
-                self.e_import_rem = r
-            elif e < 0:
-                r = self.e_export_rem - e
-                if r >= _MJ_PER_WH:
-                    self.e_export_wh += r // _MJ_PER_WH
-                    r %= _MJ_PER_WH
-                self.e_export_rem = r
-        self.e_ms = now_ms
+    def energy_record(self, min_no):
+        ej = self.app.energy_journal
+        return ej.next_record(min_no) if ej is not None else None
+
+    def on_energy_ack(self, now_ms, record_no):
+        ej = self.app.energy_journal
+        if ej is not None:
+            ej.ack(record_no)
+
+    # ---- the register image ----
 
     def pack_image(self, buf, offset, now_ms):
         """The register image (link_msgs.REGISTER_FIELDS) packed straight into ``buf`` at
@@ -231,7 +217,6 @@ class Wiring(link.Handlers):
         rated = self.rated
         p_meas = (cc[current.P_MEAS] * rated) >> 12
         q_meas = (cc[current.Q_MEAS] * rated) >> 12
-        self._energy(now_ms, p_meas if sup.state in ("ENERGIZED", "DERATED") else 0)
         gm = self.gm
         if gm is not None:
             a_q12 = params.isqrt(gm[grid_measure.MAG2_A])
@@ -282,8 +267,8 @@ class Wiring(link.Handlers):
             int(sup.q_cmd_var),
             sp_id or 0,
             _clamp(int(t_mod * 10), -32768, 32767) if t_mod is not None else 0,
-            self.e_import_wh & 0xFFFFFFFF,
-            self.e_export_wh & 0xFFFFFFFF,
+            (sup.meter.imp_mwh[3] // 1000) & 0xFFFFFFFF,
+            (sup.meter.exp_mwh[3] // 1000) & 0xFFFFFFFF,
             _clamp(int(sup.ev_max_charge_w), -2**31, 2**31 - 1),
             _clamp(int(sup.ev_max_discharge_w), -2**31, 2**31 - 1),
             self.fault_count,

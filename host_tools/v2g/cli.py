@@ -109,7 +109,7 @@ _COMMANDS = {
     ),
     "billing-demo": (
         billing_demo.run,
-        "host-only billing chain (stand-in board, outbox, MQTT over TLS 1.3, ledger)",
+        "the billing chain: firmware board, daemon, MQTT over TLS 1.3, ledger",
         billing_demo.add_arguments,
     ),
 }

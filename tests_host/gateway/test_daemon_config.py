@@ -85,3 +85,46 @@ def test_modbus_map_lists_40001_and_every_model():
     for m in (1, 701, 702, 704, 705, 706, 707, 708, 709, 710, 713):
         assert "### Model %d" % m in out.stdout
     assert "RW: `vw_v1_pu` 1.05..1.09 pu" in out.stdout
+
+
+def _billing_files(tmp_path):
+    from v2g.backend import pki
+
+    ca = pki.CA(str(tmp_path / "tls"))
+    cert, key = ca.issue("ST-0001", "ST-0001")
+    sk = pki.station_signing_key(str(tmp_path / "keys"), str(tmp_path / "pub"), "ST-0001")
+    return {"billing": {"station": "ST-0001", "outbox": str(tmp_path / "outbox.sqlite"),
+                        "signing_key": sk},
+            "mqtt": {"host": "127.0.0.1", "port": 8883, "ca": ca.cert_path, "cert": cert,
+                     "key": key}}
+
+
+def test_billing_sections_validated(tmp_path):
+    data = {"link": {"device": "/dev/null"}}
+    data.update(_billing_files(tmp_path))
+    cfg = config.parse(data, "v2g.yaml")
+    assert cfg.billing is not None and cfg.billing.station == "ST-0001"
+    assert config.parse({"link": {"device": "/dev/null"}}).billing is None
+    bad = dict(data, billing=dict(data["billing"], colour="blue"))
+    with pytest.raises(ConfigError, match="billing.colour"):
+        config.parse(bad, "v2g.yaml")
+    bad = dict(data, mqtt=dict(data["mqtt"], port=70000))
+    with pytest.raises(ConfigError, match="mqtt.port"):
+        config.parse(bad, "v2g.yaml")
+    only = {"link": {"device": "/dev/null"}, "billing": data["billing"]}
+    with pytest.raises(ConfigError, match="mqtt"):
+        config.parse(only, "v2g.yaml")
+
+
+def test_daemon_check_tls_subcommand(tmp_path):
+    import yaml
+
+    data = {"link": {"device": "/dev/null"}}
+    data.update(_billing_files(tmp_path))
+    from v2g.backend.broker import free_port
+
+    data["mqtt"]["port"] = free_port()  # nothing listens: REJECTED / refused, exit 1
+    path = tmp_path / "v2g.yaml"
+    path.write_text(yaml.safe_dump(data))
+    r = _v2g("daemon", "check-tls", "--config", str(path))
+    assert r.returncode == 1, (r.stdout, r.stderr)

@@ -61,7 +61,7 @@ class Recorder(link.Handlers):
     def energy_record(self, min_no):
         for no in range(min_no, self.n_records):
             if no not in self.acked:
-                return (no, 9, no * 10, no * 10 + 10, 0, 1000 + no)
+                return (no, 9, no * 10, no * 10 + 10, 0, 1000 + no, no, 0, 0, 0xFFFF, 0xFFFF)
         return None
 
     def on_energy_ack(self, now_ms, no):

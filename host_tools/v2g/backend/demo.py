@@ -1,16 +1,18 @@
-"""``make billing-demo`` / ``v2g billing-demo``: the billing chain on one machine, host only.
+"""``make billing-demo`` / ``v2g billing-demo``: the real billing chain on one machine.
 
-STAND-IN board: ``v2g.gateway.record_source`` generates the records of a short export
-session (until the board's energy journal lands); a stand-in daemon process stores them in
-its SQLite outbox, signs them and publishes them over TLS 1.3 with a client certificate
-through a lossy loopback proxy (``--loss``, default 2 %) to mosquitto on 127.0.0.1:8883
-(``--port``); ``v2g ledger serve`` credits them and acks. Prints progress, the ledger
-report, and as the last stdout line the CONTRACTS JSON::
+``v2g sim board`` (the firmware: meter, energy journal, link) -> a relay on its link pty
+-> ``v2g daemon`` (outbox, Ed25519 signing, Publisher) -> a lossy loopback proxy
+(``--loss``, default 2 %) -> mosquitto with TLS 1.3 and client certificates on
+127.0.0.1:8883 (``--port``) -> ``v2g ledger serve``. The board runs a short export session
+(``--seconds`` at ``--export-w``, records every 2 s); when the session has ended and the
+ledger has acked the journal's last record, the demo prints the ledger report and as the
+last stdout line the CONTRACTS JSON::
 
     {"metered_wh_export": M, "credited_wh_export": C, "records": N,
      "duplicates_suppressed": D, "gaps": G}
 
-Exit 0 only when C equals M within 0.5 % and G is 0. Files in ``out/billing-demo/``.
+M is the firmware's own metered export (its meter, read over the REPL). Exit 0 only when C
+equals M within 0.5 % and G is 0. Files in ``out/billing-demo/``.
 
 Context: host.
 """
@@ -21,21 +23,18 @@ import shutil
 import time
 
 from v2g.backend.broker import mosquitto_exe, wait_port
+from v2g.backend.chain import STATION, Chain
 from v2g.backend.ledger import format_report
-from v2g.backend.testbed import Testbed
 from v2g.common import paths
 from v2g.common.errors import ToolError
-from v2g.gateway.record_source import ProfileSource
-
-STATION = "ST-0001"
 
 
 def add_arguments(p):
-    p.add_argument("--records", type=int, default=120,
-                   help="records in the session (minute intervals), default 120")
+    p.add_argument("--seconds", type=float, default=20.0, help="export session, s (20)")
+    p.add_argument("--export-w", type=int, default=7000, help="export power, W (7000)")
     p.add_argument("--loss", type=float, default=0.02, help="proxy loss, default 0.02")
+    p.add_argument("--link-loss", type=float, default=0.0, help="link frame loss (0)")
     p.add_argument("--port", type=int, default=8883, help="broker port on 127.0.0.1")
-    p.add_argument("--rate", type=float, default=100.0, help="records per second")
     p.add_argument("--out", default=str(paths.REPO_ROOT / "out" / "billing-demo"))
 
 
@@ -46,34 +45,28 @@ def run(args):
         raise ToolError("127.0.0.1:%d is in use; pick another --port" % args.port)
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(args.out)
-    bed = Testbed(args.out, port=args.port, stations=(STATION,))
     t0 = time.monotonic()
+    chain = Chain(args.out, port=args.port, proxy_loss=args.loss, link_loss=args.link_loss,
+                  export_w=-abs(args.export_w), session_s=args.seconds)
     try:
-        bed.start_broker()
-        bed.start_proxy(args.loss, seed=1)
-        bed.start_ledger()
-        bed.wait_ledger()
-        print("billing-demo: STAND-IN board (generated records) -> outbox -> TLS 1.3 "
+        chain.start()
+        print("billing-demo: v2g sim board (firmware) -> link relay -> v2g daemon -> TLS 1.3 "
               "127.0.0.1:%d via lossy proxy (loss %.1f %%) -> mosquitto -> ledger"
               % (args.port, args.loss * 100), flush=True)
-        node = bed.start_node(bed.node_config(STATION), args.records, rate=args.rate,
-                              timeout=120.0)
-        rc, summary = bed.node_result(node, timeout=180)
-        bed.wait_acked(STATION, args.records, timeout=10)
-        bed.stop_ledger()
-        print("daemon stand-in: %s" % json.dumps(summary), flush=True)
-        print("proxy: %s" % json.dumps(bed.proxy.stats), flush=True)
-        rep = bed.report()
+        st, totals = chain.wait_done(timeout_s=args.seconds + 150)
+        chain.bed.stop_ledger()
+        print("board journal: %s" % json.dumps(st), flush=True)
+        rep = chain.bed.report()
         print(format_report({"stations": rep}), flush=True)
     finally:
-        bed.close()
-    metered = ProfileSource(STATION, args.records).metered()
-    st = rep.get(STATION, {"credited_wh_export": 0.0, "records": 0,
-                           "duplicates_suppressed": 0, "gaps": []})
-    m, c = metered["wh_export"], st["credited_wh_export"]
+        chain.close()
+    m = totals[1] / 1000.0
+    s = rep.get(STATION, {"credited_wh_export": 0.0, "records": 0,
+                          "duplicates_suppressed": 0, "gaps": []})
+    c = s["credited_wh_export"]
     out = {"metered_wh_export": round(m, 3), "credited_wh_export": round(c, 3),
-           "records": st["records"], "duplicates_suppressed": st["duplicates_suppressed"],
-           "gaps": len(st["gaps"]), "elapsed_s": round(time.monotonic() - t0, 2)}
+           "records": s["records"], "duplicates_suppressed": s["duplicates_suppressed"],
+           "gaps": len(s["gaps"]), "elapsed_s": round(time.monotonic() - t0, 2)}
     print(json.dumps(out), flush=True)
-    ok = m > 0 and abs(c - m) <= 0.005 * m and not st["gaps"]
-    return 0 if ok and rc == 0 else 1
+    ok = m > 0 and abs(c - m) <= 0.005 * m and not s["gaps"]
+    return 0 if ok else 1

@@ -111,6 +111,14 @@ def _status():
                        'tx_dropped': w.dropped if w else 0,
                        'session': bool(getattr(s, 'session_on', True))}
     out['supervisor'] = {'late_max_ms': getattr(a, 'sup_late_max_ms', None)}
+    m = getattr(s, 'meter', None)
+    out['energy'] = None
+    if m is not None:
+        out['energy'] = {'import_mwh': m.snapshot()['import'],
+                         'export_mwh': m.snapshot()['export'], 'phases': ['a', 'b', 'c', 'total']}
+        ej = getattr(a, 'energy_journal', None)
+        if ej is not None:
+            out['energy']['journal'] = ej.stats()
     sb = sys.modules.get('sim_board')
     if sb is not None:
         out['sim'] = dict(sb.stats)

@@ -33,7 +33,7 @@ HOST_TOOLS = Path(__file__).resolve().parents[2]
 BOARD_CONFIG = {"enter_service_delay_s": 0.2, "enter_service_ramp_s": 0.0}
 PLANT_EXPR = ("(_app.supervisor.state, _app.supervisor.contactor_status(), "
               "_app.ctl.cc[__import__('current').P_MEAS] * _app.held['p_rated_w'] / 4096, "
-              "_app.link.h.e_export_mj / 3.6e6, _app.link.h.e_import_mj / 3.6e6, "
+              "_app.supervisor.meter.exp_mwh[3] / 1000, _app.supervisor.meter.imp_mwh[3] / 1000, "
               "_app.supervisor.link_state, __import__('time').ticks_ms())")
 
 

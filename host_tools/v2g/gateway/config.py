@@ -25,6 +25,8 @@ Keys (unknown keys are refused at every level)::
       config: /etc/v2g/station.json   # the station's JSON (v2g.gateway.station: iso15118,
                                       # ocpp, modem, message_loss, ... unknown keys refused)
       status_path: /run/v2g/iso15118.json   # figures for `v2g status --daemon-status`
+    billing: {...}              # optional, with mqtt: the billing leg (billing_config)
+    mqtt: {...}
 
 ``load(path)`` -> ``Config`` or ``ConfigError`` naming the file, the key (dotted path), the
 bad value and what is allowed. The daemon refuses to start on an error; on SIGHUP it keeps
@@ -75,6 +77,7 @@ class Config:
     device_serial: str = "V2G-0001"
     log_level: str = "info"
     station: dict = None  # {"iface", "config" (parsed JSON), "config_path", "status_path"}
+    billing: object = None  # billing_config.BillingConfig when billing:/mqtt: are given
 
 
 _SCHEMA = {
@@ -133,6 +136,17 @@ def parse(data, path="config"):
     errors, flat = [], {}
     if data is None:
         data = {}
+    billing = None
+    if isinstance(data, dict) and ("billing" in data or "mqtt" in data):
+        # the billing leg's sections: validated by billing_config (unknown keys refused,
+        # key files checked), errors name the dotted key and the value
+        from v2g.gateway import billing_config
+
+        try:
+            billing = billing_config.parse(data, str(path))
+        except billing_config.ConfigError as e:
+            errors.append(str(e))
+        data = {k: v for k, v in data.items() if k not in ("billing", "mqtt")}
     _check_types("", data, _SCHEMA, errors, flat)
     if "link.device" not in flat and not any("'link.device'" in e for e in errors):
         errors.append("key 'link.device' is missing (the UART to the controller, "
@@ -177,6 +191,7 @@ def parse(data, path="config"):
                       unlock_token=token, unlock_s=flat.get("modbus.writes.unlock_s", 300.0)),
         device_serial=serial,
         log_level=level,
+        billing=billing,
     )
 
 

@@ -44,8 +44,9 @@ UNIT_NAME = "v2g-daemon.service"
 
 
 def add_arguments(p):
-    p.add_argument("action", nargs="?", choices=("run", "install-unit"), default="run",
-                   help="run the daemon (default) or install its systemd unit")
+    p.add_argument("action", nargs="?", choices=("run", "install-unit", "check-tls"),
+                   default="run", help="run the daemon (default), install its systemd unit, "
+                   "or check-tls: the TLS 1.3 handshake to the billing broker")
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help="YAML config (default %s)" % DEFAULT_CONFIG)
     p.add_argument("--dest", default="/etc/systemd/system",
@@ -72,6 +73,10 @@ def install_unit(dest):
 def run(args):
     if args.action == "install-unit":
         return install_unit(args.dest)
+    if args.action == "check-tls":
+        from v2g.gateway import billing_config, tls
+
+        return tls.check_tls(billing_config.load(args.config))
     cfg = config_mod.load(args.config)
     _setup_logging(cfg.log_level)
     try:
@@ -105,6 +110,11 @@ class Daemon:
         self.peer = None
         self.device_error = None
         self.station = None
+        self.billing = None
+        if cfg.billing is not None:
+            from v2g.gateway.billing_leg import BillingLeg
+
+            self.billing = BillingLeg(self, cfg.billing)
 
     async def main(self):
         from v2g.gateway.server import GatewayServer
@@ -122,17 +132,26 @@ class Daemon:
         print("v2g daemon: serving Modbus TCP on %s:%d, link %s" % (
             self.cfg.modbus_host, self.cfg.modbus_port, self.cfg.link_device), flush=True)
         tasks = [asyncio.ensure_future(self.updater()), asyncio.ensure_future(self.link())]
+        if self.billing is not None:
+            tasks += self.billing.tasks()
+            print("v2g daemon: billing for %s to mqtts://%s:%d, outbox %s" % (
+                self.cfg.billing.station, self.cfg.billing.host, self.cfg.billing.port,
+                self.cfg.billing.outbox), flush=True)
         if self.cfg.station:
             await self._start_station()
         await self.stop.wait()
         log.info("daemon: stopping")
         if self.station is not None:
             await self.station.stop()
+        if self.billing is not None:
+            await self.billing.stop()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.shutdown()
         await self._close_peer()
+        if self.billing is not None:
+            self.billing.close()
         print("v2g daemon: stopped", flush=True)
         return 0
 
@@ -184,6 +203,8 @@ class Daemon:
                              hello.get("tail", ""))
                     if self.station is not None:
                         self.station.link_up()
+                    if self.billing is not None:
+                        self.billing.set_fw(hello.get("tail", ""))
                 except (asyncio.TimeoutError, ConnectionError) as e:
                     log.warning("link: no session with the board: %s", e)
             await asyncio.sleep(cfg.link_hb_timeout_s)
@@ -246,7 +267,7 @@ class Daemon:
         except UsageError as e:
             log.error("daemon: reload refused, keeping the last good config: %s", e)
             return
-        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port"):
+        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port", "billing"):
             if getattr(new, key) != getattr(self.cfg, key):
                 log.warning("daemon: %s changed: takes effect at the next start", key)
                 setattr(new, key, getattr(self.cfg, key))

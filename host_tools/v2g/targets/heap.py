@@ -50,8 +50,9 @@ def probe(name, heapsize=None, exe=None, events=300, timeout=120):
             (lib / dest).parent.mkdir(parents=True, exist_ok=True)
             if arch is None:
                 shutil.copy(src, lib / dest)
-            else:
-                flash.compile_mpy(src, dest, arch, (lib / dest).parent)
+            else:  # compile_mpy names a package's file services%x.mpy: write it in place
+                (lib / dest).with_suffix(".mpy").write_bytes(
+                    flash.compile_mpy(src, dest, arch, root))
         shutil.copy(board_dir / "board.json", lib / "board.json")
         env = dict(os.environ, MICROPYPATH="%s:%s" % (lib, paths.MP_DIR))
         cmd = [exe, "-X", "heapsize=%d" % heapsize, str(paths.MP_DIR / "heap_probe.py"),

@@ -1,0 +1,232 @@
+"""The real billing chain on one machine: firmware board, daemon, broker, ledger.
+
+``v2g sim board`` (the firmware on the MicroPython unix runtime: meter, energy journal,
+link) -> a relay between its link pty and a second pty (``LinkRelay``: whole frames, each
+lost with probability ``loss``, half dropped, half with 1-3 bits flipped) -> ``v2g daemon``
+(link, outbox, Publisher) -> lossy TCP proxy -> mosquitto (TLS 1.3, client certificates,
+ACL) -> ``v2g ledger serve``. Used by ``make billing-demo`` (``v2g.backend.demo``) and
+``tests_host/billing/test_chain.py``. Everything listens on 127.0.0.1; the board's energy
+interval is set short (``energy_interval_s`` in its flash copy of board.json).
+
+Context: host (demo, tests).
+"""
+
+import json
+import os
+import pty
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+import yaml
+
+from v2g.backend.broker import free_port
+from v2g.backend.testbed import Testbed, _env
+from v2g.board.console import BoardLink
+
+STATION = "ST-0001"
+
+
+class LinkRelay:
+    """Frames (0x00-delimited COBS) between the board's link pty and a new pty."""
+
+    def __init__(self, board_dev, loss=0.0, seed=1):
+        self.board_fd = os.open(board_dev, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.board_fd)
+        self.master, self.slave = pty.openpty()  # the slave stays open: daemons come and go
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.device = os.ttyname(self.slave)
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.buf = {self.board_fd: bytearray(), self.master: bytearray()}
+        self.stats = {"frames": 0, "dropped": 0, "corrupted": 0}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _mutate(self, frame):
+        self.stats["frames"] += 1
+        r = self.rng.random()
+        if r < self.loss / 2:
+            self.stats["dropped"] += 1
+            return b""
+        if r < self.loss:
+            self.stats["corrupted"] += 1
+            b = bytearray(frame)
+            for _ in range(self.rng.randint(1, 3)):
+                b[self.rng.randrange(len(b) - 1)] ^= 1 << self.rng.randrange(8)
+            return bytes(b)
+        return frame
+
+    def _run(self):
+        peer = {self.board_fd: self.master, self.master: self.board_fd}
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select(list(peer), [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except (BlockingIOError, OSError):
+                    continue
+                b = self.buf[fd]
+                b += data
+                while True:
+                    i = b.find(0)
+                    if i < 0:
+                        break
+                    frame = bytes(b[:i + 1])
+                    del b[:i + 1]
+                    out = self._mutate(frame) if len(frame) > 1 else frame
+                    if out:
+                        try:
+                            os.write(peer[fd], out)
+                        except OSError:
+                            pass  # no daemon on the other side right now
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2)
+        for fd in (self.board_fd, self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def board_eval(port, expr, timeout_s=30.0):
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            with BoardLink(port, banner_timeout_s=2) as link:
+                return link.eval(expr)
+        except Exception:  # noqa: BLE001 - the board may be (re)booting
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+
+
+class Chain:
+    """Start with ``start()``; ``close()`` stops everything."""
+
+    def __init__(self, directory, port=None, proxy_loss=0.0, link_loss=0.0,
+                 export_w=-7000, session_s=20.0, interval_s=2):
+        self.dir = str(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        self.bed = Testbed(self.dir, port=port, stations=(STATION,))
+        self.proxy_loss, self.link_loss = proxy_loss, link_loss
+        self.export_w, self.session_s, self.interval_s = export_w, session_s, interval_s
+        self.board = self.daemon = self.relay = None
+        self.port = self.link_dev = None
+
+    def _flash(self):
+        from v2g.sim import simboard
+
+        flash = os.path.join(self.dir, "flash")
+        os.makedirs(flash, exist_ok=True)
+        simboard.populate(flash)
+        bj = os.path.join(flash, "board.json")
+        with open(bj) as f:
+            board = json.load(f)
+        board["energy_interval_s"] = self.interval_s
+        with open(bj, "w") as f:
+            json.dump(board, f)
+        with open(os.path.join(flash, "config.json"), "w") as f:  # board mode reads this
+            json.dump({"enter_service_delay_s": 0.2, "enter_service_ramp_s": 0.0}, f)
+        return flash
+
+    def _scenario(self):
+        sc = {"name": "billing-export", "duration_s": 3600.0,
+              "grid": {"v_nom_ln_rms": 230.0, "f_nom_hz": 60, "category": "II"},
+              "events": [{"t_s": 0.0, "session": "stop"},
+                         {"t_s": 0.0, "setpoint": {"id": "export", "p_w": self.export_w,
+                                                   "q_var": 0}},
+                         {"t_s": 1.0, "session": "start"},
+                         {"t_s": 1.0 + self.session_s, "session": "stop"}]}
+        path = os.path.join(self.dir, "scenario.json")
+        with open(path, "w") as f:
+            json.dump(sc, f)
+        return path
+
+    def start_board(self):
+        cmd = [sys.executable, "-m", "v2g.cli", "sim", "board", "--flash-dir", self._flash(),
+               "--scenario", self._scenario()]
+        self.board_log = open(os.path.join(self.dir, "board.log"), "ab")
+        self.board = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.board_log,
+                                      text=True, env=_env())
+        self.port = self.board.stdout.readline().split(None, 1)[1].strip()
+        self.link_dev = self.board.stdout.readline().split(None, 1)[1].strip()
+        self.relay = LinkRelay(self.link_dev, self.link_loss)
+
+    def daemon_config(self):
+        path = self.bed.node_config(STATION, via_proxy=self.bed.proxy is not None)
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+        cfg["link"] = {"device": self.relay.device}
+        cfg["modbus"] = {"host": "127.0.0.1", "port": free_port()}
+        with open(path, "w") as f:
+            yaml.safe_dump(cfg, f)
+        return path
+
+    def start_daemon(self):
+        cmd = [sys.executable, "-m", "v2g.cli", "daemon", "--config", self.daemon_config()]
+        log = open(os.path.join(self.dir, "daemon.log"), "ab")
+        self.daemon = subprocess.Popen(cmd, stdout=log, stderr=log, env=_env())
+        log.close()
+
+    def kill_daemon(self):
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGKILL)
+            self.daemon.wait(10)
+
+    def start(self):
+        self.bed.start_broker()
+        if self.proxy_loss:
+            self.bed.start_proxy(self.proxy_loss, seed=1)
+        self.bed.start_ledger()
+        self.bed.wait_ledger()
+        self.start_board()
+        self.start_daemon()
+
+    def journal(self):
+        """The board's journal stats and meter totals (mWh)."""
+        return board_eval(self.port, "(lambda a: (a.energy_journal.stats(), "
+                                     "a.supervisor.meter.totals_mwh()))"
+                                     "(__import__('sys').modules['main']._app)")
+
+    def wait_done(self, timeout_s=180.0):
+        """Until the session has ended on the board and the ledger acked its last record;
+        returns (journal stats, meter totals)."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            st, totals = self.journal()
+            if st["session"] == 0 and st["last_seq"] > 2 and \
+                    self.bed.acked(STATION) >= st["last_seq"]:
+                return st, totals
+            time.sleep(1.0)
+        raise TimeoutError("the chain did not settle in %.0f s" % timeout_s)
+
+    def close(self):
+        self.kill_daemon()
+        if self.board is not None and self.board.poll() is None:
+            self.board.send_signal(signal.SIGTERM)
+            try:
+                self.board.wait(10)
+            except subprocess.TimeoutExpired:
+                self.board.kill()
+                self.board.wait()
+        if self.relay is not None:
+            self.relay.close()
+        self.bed.close()
+
+
+def clean(directory):
+    shutil.rmtree(directory, ignore_errors=True)

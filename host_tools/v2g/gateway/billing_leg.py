@@ -1,0 +1,113 @@
+"""The daemon's billing leg: the board's ENERGY_RECORDs into the outbox, out over MQTT.
+
+Runs inside ``v2g daemon`` when its config has the ``billing:`` and ``mqtt:`` sections
+(``billing_config``). For every ENERGY_RECORD the link delivers (in order)::
+
+    rec = energy_record.from_link(values, station, fw)     # fw: the board's HELLO_ACK text
+    outcome = outbox.store(rec)                             # signed, committed (WAL, FULL)
+    new / exists -> ENERGY_ACK to the board, publisher.notify()
+    conflict     -> logged, no ack (the board keeps it; a board bug, never credited twice)
+    bad record   -> logged, no ack
+
+The ``Publisher`` (``mqtt_publisher``) runs as one task: records to the back end with QoS 1
+over TLS 1.3; setpoints from ``cmd/setpoint`` and the accepted part of a ``demand`` become
+link SETPOINTs (the board's idempotent path; the MQTT id is mapped to the link's u32 id by
+CRC-32, so a re-sent id stays a duplicate on the board). The daemon knows no EV state of
+charge yet (ISO 15118 is not wired into this leg), so a ``demand`` is answered with an
+offer of 0 W.
+
+Context: host (daemon, asyncio).
+"""
+
+import asyncio
+import logging
+import zlib
+
+from v2g.common.energy_record import RecordError, from_link
+from v2g.gateway.mqtt_publisher import Publisher
+from v2g.gateway.outbox import Outbox
+from v2g.gateway.signing import make_signer
+
+log = logging.getLogger("v2g.billing")
+
+
+def link_setpoint_id(sp_id):
+    """The link's u32 setpoint id for an MQTT id (string or int): stable, 1..2**31-1."""
+    return (zlib.crc32(str(sp_id).encode()) & 0x7FFFFFFF) or 1
+
+
+class BillingLeg:
+    def __init__(self, daemon, bcfg):
+        self.daemon = daemon
+        self.cfg = bcfg
+        self.outbox = Outbox(bcfg.outbox, make_signer(bcfg.signing_key, bcfg.station))
+        self.fw = "unknown"
+        self.fw_ready = asyncio.Event()  # records wait for the HELLO_ACK's firmware text
+        self.publisher = Publisher(bcfg, self.outbox, fw=self.fw,
+                                   on_setpoint=self._setpoint, ev_state=lambda: None)
+        self.stored = {"new": 0, "exists": 0, "conflict": 0, "bad": 0}
+        self.acks = 0
+
+    def set_fw(self, text):
+        self.fw = (text or "unknown").strip()[:64] or "unknown"
+        self.publisher.fw = self.fw
+        self.fw_ready.set()
+
+    def tasks(self):
+        return [asyncio.ensure_future(self.publisher.run()),
+                asyncio.ensure_future(self.pump())]
+
+    async def stop(self):
+        self.publisher.stop()
+
+    def close(self):
+        self.outbox.close()
+
+    def _setpoint(self, sp):
+        peer = self.daemon.peer
+        if peer is None or peer.state != "UP":
+            log.warning("billing: setpoint %r dropped: no link session", sp.get("id"))
+            return
+        sid = link_setpoint_id(sp["id"])
+
+        async def send():
+            try:
+                res = await peer.setpoint(sid, int(sp["p_w"]), int(sp["q_var"]))
+                log.info("billing: setpoint %r -> link id %d: %s", sp["id"], sid,
+                         getattr(res, "status", res))
+            except (asyncio.TimeoutError, ConnectionError) as e:
+                log.warning("billing: setpoint %r not delivered: %s", sp["id"], e)
+
+        asyncio.ensure_future(send())
+
+    async def pump(self):
+        """ENERGY_RECORDs from the link -> outbox -> ENERGY_ACK (only when stored)."""
+        await self.fw_ready.wait()  # fw is part of the stored record: never a placeholder
+        while True:
+            peer = self.daemon.peer
+            if peer is None:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                v = await asyncio.wait_for(peer.records.get(), 0.5)
+            except asyncio.TimeoutError:
+                continue
+            try:
+                rec = from_link(v, self.cfg.station, self.fw)
+            except (RecordError, KeyError) as e:
+                self.stored["bad"] += 1
+                log.error("billing: record %r refused: %s", v.get("record_no"), e)
+                continue
+            outcome = self.outbox.store(rec)
+            self.stored[outcome] += 1
+            if outcome == "conflict":
+                log.error("billing: record %d conflicts with the stored one: kept out, not "
+                          "acked", rec.seq)
+                continue
+            try:
+                await peer.energy_ack(rec.seq, timeout=5.0)
+                self.acks += 1
+            except (asyncio.TimeoutError, ConnectionError) as e:
+                log.warning("billing: ENERGY_ACK %d not sent: %s (the board sends it again)",
+                            rec.seq, e)
+            self.publisher.notify()

@@ -41,7 +41,7 @@ def _command(script_path, args, heapsize=None, exe=None):
     cmd = [exe or paths.micropython_exe()]
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
-    cmd.append(str(script_path))
+    cmd.extend(twin.script_args(script_path, cmd[0]))
     cmd.extend(str(a) for a in args)
     return cmd
 

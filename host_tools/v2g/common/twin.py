@@ -22,7 +22,8 @@ the one hook: every place that puts ``boards/sim`` on a MicroPython path (the MI
 of ``v2g.common.runtime``, the scenario runner, the .mpy cache, the sim board's flash
 files through ``v2g.board.flash.source_files``) passes through it, and it puts the twin's
 folder (``build/plant-twin/<digest>/plant.py``, keyed by the source and this module)
-in front of ``boards/sim`` when the runtime needs it. On a 64-bit runtime nothing changes.
+in front of ``boards/sim`` when the runtime needs it (and ``script_args`` starts a script
+of ``boards/sim`` as a module then). On a 64-bit runtime nothing changes.
 
 Context: host only.
 """
@@ -165,3 +166,15 @@ def sim_file(path, exe=None):
     if path.resolve() != PLANT.resolve():
         return path
     return sim_path([SIM_DIR], exe)[0] / "plant.py"
+
+
+def script_args(script_path, exe=None):
+    """How to start a script on the runtime: ``[path]``, or ``["-m", name]`` for a script
+    of ``boards/sim`` when the runtime needs the plant twin. MicroPython puts a script's own
+    folder first on ``sys.path``, ahead of MICROPYPATH, where it would shadow the twin;
+    run as a module (``boards/sim`` is then on MICROPYPATH, behind the twin), the script
+    sees the same ``sys.argv[1:]`` and ``__name__ == "__main__"``."""
+    path = Path(script_path)
+    if path.resolve().parent == SIM_DIR.resolve() and needs_plant_twin(exe):
+        return ["-m", path.stem]
+    return [str(script_path)]

@@ -64,8 +64,10 @@ def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
                                       + [str(d) for d in dirs])
         # the runner keeps every result event; a long or busy scenario needs more than the
         # unix runtime's default 2 MB heap (the firmware's own journal stays bounded).
-        # Precompiled, the runner starts as a module (its .mpy), else as the script.
-        cmd = [exe, "-X", "heapsize=64M"] + (["-m", RUNNER.stem] if mpy else [str(RUNNER)])
+        # Precompiled, the runner starts as a module (its .mpy), else as the script (a
+        # module too where the plant twin must not be shadowed by the script's folder).
+        cmd = [exe, "-X", "heapsize=64M"] + (["-m", RUNNER.stem] if mpy
+                                             else twin.script_args(RUNNER, exe))
         cmd += args
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

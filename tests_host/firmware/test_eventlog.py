@@ -31,9 +31,9 @@ def _runner_module():
 pc = _runner_module()
 
 
-def _run(micropython_exe, *args):
+def _run(micropython_exe, *args, heapsize=None):
     r = runtime.run_micropython(RUNNER, [str(a) for a in args], exe=micropython_exe,
-                                timeout=120)
+                                timeout=120, heapsize=heapsize)
     out = r.stdout.decode("utf-8", "replace")
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     assert lines, "runner printed no result (exit %d): %s %s" % (
@@ -43,7 +43,9 @@ def _run(micropython_exe, *args):
 
 @pytest.mark.parametrize("block,blocks", [(512, 64), (4096, 16)])
 def test_power_cut_at_every_write(micropython_exe, block, blocks):
-    rc, res, out = _run(micropython_exe, "sweep", 1, block, blocks)
+    # an explicit heap: the 16 x 4096 images outgrow a 32-bit build's default 1 MB heap
+    # (the 64-bit runtime's default is 2 MB)
+    rc, res, out = _run(micropython_exe, "sweep", 1, block, blocks, heapsize="4M")
     print("\npower-cut sweep, VfsLfs2 %d x %d B: %d writes (%d erases) of a run of %d records "
           "swept, each cut clean and torn (%d flash images powered up), %.1f s"
           % (blocks, block, res["writes"], res["erases"], res["records"],

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from v2g import cli
-from v2g.common import paths
+from v2g.common import paths, twin
 from v2g.grid import conformance
 from v2g.grid import conformance_tests as ct
 
@@ -54,8 +54,11 @@ def reduced_ii(tmp_path_factory, micropython_exe):
             "summary": summary, "rows": {r["id"]: r for r in summary["tests"]}}
 
 
-def test_reduced_suite_runs_within_budget(reduced_ii):
-    assert reduced_ii["elapsed"] < TIME_LIMIT_S, reduced_ii["elapsed"]
+def test_reduced_suite_runs_within_budget(reduced_ii, micropython_exe):
+    # the budget is the viper plant's; a runtime with 31-bit small ints runs the plant's
+    # bytecode twin (v2g.common.twin: long-int arithmetic every tick), ~3x slower a run
+    limit = TIME_LIMIT_S * (3 if twin.needs_plant_twin(micropython_exe) else 1)
+    assert reduced_ii["elapsed"] < limit, reduced_ii["elapsed"]
     assert reduced_ii["summary"]["form"] == "reduced"
     assert set(reduced_ii["rows"]) == set(REDUCED_IDS)
 

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from v2g.common import paths
+from v2g.common import paths, twin
 
 SIM_DIR = paths.BOARDS_DIR / "sim"
 RUNNER = SIM_DIR / "plant_runner.py"
@@ -557,16 +557,42 @@ MIXED = {
 }
 
 
-def test_deterministic_and_cpython_equals_unix_runtime(run_micropython, tmp_path):
+def _ulps_apart(x, y):
+    """Distance in units in the last place of two doubles given as 16 hex digits."""
+    def key(h):
+        v = int(h, 16)
+        return v if v < 1 << 63 else (1 << 63) - v
+    return abs(key(x) - key(y))
+
+
+def test_deterministic_and_cpython_equals_unix_runtime(run_micropython, tmp_path,
+                                                       micropython_exe):
     a = run_mp(run_micropython, tmp_path, MIXED, "a.json")
     b = run_mp(run_micropython, tmp_path, MIXED, "b.json")
     assert a == b
     c = run_cpython(MIXED)
-    assert c == a
+    if twin.needs_plant_twin(micropython_exe):
+        # a 32-bit runtime: the tick (the plant twin) gives the same words bit for bit, but
+        # an x87 build double-rounds its floats (80-bit registers, then 64-bit), so the
+        # float truths may differ from CPython's in a last bit now and then
+        la, lc = a.splitlines(), c.splitlines()
+        assert len(la) == len(lc)
+        for ra, rc in zip(la, lc):
+            fa, fc = ra.split(), rc.split()
+            assert len(fa) == len(fc), (ra, rc)
+            for x, y in zip(fa, fc):
+                if x != y:
+                    assert len(x) == len(y) == 16 and _ulps_apart(x, y) <= 4, (ra, rc)
+    else:
+        assert c == a
     assert a.count("\nR ") == MIXED["ticks"] - 1
 
 
-def test_tick_allocates_nothing_and_cost(run_micropython, tmp_path):
+def test_tick_allocates_nothing_and_cost(run_micropython, tmp_path, micropython_exe):
+    if twin.needs_plant_twin(micropython_exe):
+        pytest.skip("64-bit only: with 31-bit small ints the plant runs as its bytecode twin "
+                    "(v2g.common.twin), whose 40-bit accumulators and ~53-bit products are "
+                    "heap-allocated long ints, so its tick allocates by design")
     spec = {"plant": {"main_closed": True}, "ticks": 200,
             "events": [[0, {"harmonics": [{"order": 5, "pu": 0.05}, {"order": 7, "pu": 0.03}],
                             "noise_pu_rms": 0.01}]],

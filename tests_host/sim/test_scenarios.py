@@ -14,7 +14,7 @@ import math
 import pytest
 
 from v2g import cli
-from v2g.common import paths
+from v2g.common import paths, twin
 from v2g.sim import analysis, mpycache, plot, runner, scenario
 
 P_RATED = 11000.0
@@ -81,7 +81,8 @@ def test_same_scenario_same_bytes(tmp_path, micropython_exe):
     """Twice the same run, and once more from source instead of the precompiled .mpy
     modules (``v2g.sim.mpycache``): the same bytes all three times."""
     sc = scenario.load(runner.SIM_DIR / "scenarios" / "v2g_session.json")
-    assert mpycache.compiled_dir([runner.SIM_DIR, paths.FIRMWARE_DIR]) is not None
+    dirs = twin.sim_path([runner.SIM_DIR, paths.FIRMWARE_DIR])  # as runner.simulate
+    assert mpycache.compiled_dir(dirs) is not None
     _, _, out1, tr1 = _run(tmp_path, sc, trace_every=7, tag="one")
     _, _, out2, tr2 = _run(tmp_path, sc, trace_every=7, tag="two")
     _, _, out3, tr3 = _run(tmp_path, sc, trace_every=7, tag="src", compiled=False)

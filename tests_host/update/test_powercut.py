@@ -36,9 +36,11 @@ def _spec():
 
 
 def _run(exe, *args):
+    # an explicit heap: the flash images and update trees outgrow a 32-bit build's default
+    # 1 MB heap (the 64-bit runtime's default is 2 MB)
     r = runtime.run_micropython(RUNNER, [str(a) for a in args],
                                 stdin_bytes=json.dumps(_spec()).encode(), exe=exe,
-                                timeout=600)
+                                timeout=600, heapsize="8M")
     out = r.stdout.decode("utf-8", "replace")
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     assert lines, "runner printed no result (exit %d): %s %s" % (

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from v2g.common import boards, paths
+from v2g.common import boards, paths, twin
 from v2g.board.console import BoardLink
 from v2g.common.errors import ToolError, UsageError
 
@@ -79,7 +79,9 @@ def board_folder(name_or_path):
 
 def source_files(board_name_or_path, firmware_dir=None):
     """{name on the board: source path} for a board: firmware/*.py, the board's files and
-    its board.json. Raises ``UsageError`` when a required file is missing."""
+    its board.json (the sim board's ``plant.py``: its bytecode twin where the unix runtime
+    needs it, ``v2g.common.twin``). Raises ``UsageError`` when a required file is
+    missing."""
     fw = Path(firmware_dir) if firmware_dir else paths.FIRMWARE_DIR
     if not fw.is_dir():
         raise UsageError("firmware folder %s does not exist" % fw)
@@ -98,7 +100,7 @@ def source_files(board_name_or_path, firmware_dir=None):
             if f in OPTIONAL_FILES:
                 continue
             raise UsageError("%s: missing; board %s needs it on the board" % (p, name))
-        files[f] = p
+        files[f] = twin.sim_file(p)
     for f in driver_files(files["hal.py"]):
         files[f.name] = f
     files["board.json"] = folder / "board.json"

@@ -10,6 +10,9 @@
 Annotations such as ``st: ptr32`` and ``-> int`` stay: MicroPython's bytecode compiler
 ignores them (verified on the unix runtime), and so does CPython at run time.
 
+The transform itself lives in ``v2g.common.twin`` (re-exported here): the sim board's
+plant uses it too, for a 32-bit runtime (see there).
+
 Put ``dest`` first on ``MICROPYPATH`` (or ``sys.path``) and ``import tick`` runs the
 firmware as plain bytecode: ``v2g bench`` measures viper's gain with it, and the tests
 check that both give bit-identical results (they must: every stored word the viper code
@@ -18,52 +21,12 @@ reads back is non-negative and every intermediate fits in 30 bits).
 Context: host only.
 """
 
-import io
-import re
 import sys
-import tokenize
 from pathlib import Path
 
 from v2g.common import paths
 from v2g.common.errors import ToolError
-
-MARKER = "_V2G_BYTECODE_TWIN"
-_DECORATOR = re.compile(r"^\s*@micropython\.(viper|native)\s*(#.*)?$")
-_CASTS = ("ptr8", "ptr16", "ptr32")
-_UNSUPPORTED = ("uint", "asm_thumb", "asm_xtensa", "asm_rv32")
-
-
-def transform(source, name="<firmware>"):
-    """Return ``(twin_source, n_decorators, n_casts)`` for one module's source.
-
-    Works on tokens, so words in comments and docstrings are left alone. Raises
-    ``ToolError`` on a viper construct this twin cannot express as bytecode (a
-    ``uint(...)`` cast, inline assembler) rather than produce a twin that differs.
-    """
-    lines = source.splitlines()
-    n_dec = 0
-    for i, line in enumerate(lines):
-        if _DECORATOR.match(line):
-            n_dec += 1
-            lines[i] = ""
-    cuts = []  # (row, col_start, col_end) of cast names to delete
-    toks = list(tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline))
-    for k, tok in enumerate(toks):
-        if tok.type != tokenize.NAME:
-            continue
-        nxt = toks[k + 1] if k + 1 < len(toks) else None
-        called = nxt is not None and nxt.type == tokenize.OP and nxt.string == "("
-        if tok.string in _UNSUPPORTED and (called or tok.string != "uint"):
-            raise ToolError("%s line %d: %r has no bytecode equivalent in the twin"
-                            % (name, tok.start[0], tok.string))
-        if tok.string in _CASTS and called:
-            cuts.append((tok.start[0], tok.start[1], tok.end[1]))
-    for row, c0, c1 in reversed(cuts):
-        line = lines[row - 1]
-        lines[row - 1] = line[:c0] + line[c1:]
-    text = "\n".join(lines) + "\n"
-    text += "\n%s = True  # written by v2g.build.bytecode_twin\n" % MARKER
-    return text, n_dec, len(cuts)
+from v2g.common.twin import _DECORATOR, MARKER, transform  # noqa: F401 (this module's API)
 
 
 def build(dest, src_dir=None):

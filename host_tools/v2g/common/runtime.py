@@ -3,7 +3,8 @@
 MicroPython honours ``MICROPYPATH`` (entries separated by ':'); we set it to
 ``.frozen:<repo>/firmware:<repo>/boards/drivers:<script dir>:<extra...>`` so a runner
 script can ``import pll`` (or a shared chip driver) exactly as on a board, where
-``firmware/`` and the board's files share the root.
+``firmware/`` and the board's files share the root. Where ``boards/sim`` is on it, a runtime
+with 31-bit small ints gets the sim plant's bytecode twin in front (``v2g.common.twin``).
 
 Under CPython, ``import_firmware_cpython()`` puts the ``micropython`` stand-in
 (``v2g/build/shim``), ``firmware/`` and ``boards/drivers/`` on ``sys.path``.
@@ -16,16 +17,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from v2g.common import paths
+from v2g.common import paths, twin
 
 
-def micropypath(script_path=None, extra_path=()):
+def micropypath(script_path=None, extra_path=(), exe=None):
     """The MICROPYPATH string: ``.frozen`` first, then firmware/, boards/drivers/, script
-    dir, extras."""
-    entries = [".frozen", str(paths.FIRMWARE_DIR), str(paths.DRIVERS_DIR)]
+    dir, extras (the plant twin before ``boards/sim`` where the runtime ``exe`` needs it)."""
+    dirs = []
     if script_path is not None:
-        entries.append(str(Path(script_path).resolve().parent))
-    entries.extend(str(Path(p).resolve()) for p in extra_path)
+        dirs.append(Path(script_path).resolve().parent)
+    dirs.extend(Path(p).resolve() for p in extra_path)
+    entries = [".frozen", str(paths.FIRMWARE_DIR), str(paths.DRIVERS_DIR)]
+    entries.extend(str(d) for d in twin.sim_path(dirs, exe))
     seen, out = set(), []
     for e in entries:
         if e not in seen:
@@ -38,14 +41,14 @@ def _command(script_path, args, heapsize=None, exe=None):
     cmd = [exe or paths.micropython_exe()]
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
-    cmd.append(str(script_path))
+    cmd.extend(twin.script_args(script_path, cmd[0]))
     cmd.extend(str(a) for a in args)
     return cmd
 
 
-def _env(script_path, extra_path, env=None):
+def _env(script_path, extra_path, env=None, exe=None):
     e = dict(os.environ if env is None else env)
-    e["MICROPYPATH"] = micropypath(script_path, extra_path)
+    e["MICROPYPATH"] = micropypath(script_path, extra_path, exe)
     return e
 
 
@@ -63,7 +66,7 @@ def run_micropython(script_path, args=(), stdin_bytes=None, extra_path=(), *,
         input=stdin_bytes if stdin_bytes is not None else b"",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(script_path, extra_path, env),
+        env=_env(script_path, extra_path, env, exe),
         cwd=cwd,
         timeout=timeout,
         check=check,
@@ -82,7 +85,7 @@ def popen_micropython(script_path, args=(), extra_path=(), *, heapsize=None, cwd
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
-        env=_env(script_path, extra_path, env),
+        env=_env(script_path, extra_path, env, exe),
         cwd=cwd,
         bufsize=bufsize,
     )

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from v2g.common import paths
+from v2g.common import paths, twin
 from v2g.common.errors import ToolError, UsageError
 from v2g.sim import mpycache
 
@@ -35,10 +35,12 @@ def _atomic_target(path):
 
 
 def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
-             timeout_s=None, compiled=True):
+             timeout_s=None, compiled=True, plant_twin=None):
     """Run a normalised scenario; returns the result dict (and writes the files).
     ``compiled``: import precompiled .mpy modules (``v2g.sim.mpycache``) where the host
-    allows, which only saves start-up time; False runs the sources."""
+    allows, which only saves start-up time; False runs the sources. ``plant_twin``: run
+    the plant's bytecode twin (``v2g.common.twin``); None: only where the runtime's small
+    ints are too narrow for the viper plant (a 32-bit runtime)."""
     work = Path(tempfile.mkdtemp(prefix="v2g-sim-"))
     out_tmp = trace_tmp = None
     try:
@@ -56,13 +58,16 @@ def simulate(sc, trace_path=None, trace_every=10, out_path=None, progress=False,
                 str(flash) + "/"]
         env = dict(os.environ)
         exe = paths.micropython_exe()
-        mpy = mpycache.compiled_dir([SIM_DIR, paths.FIRMWARE_DIR], exe) if compiled else None
+        dirs = twin.sim_path([SIM_DIR, paths.FIRMWARE_DIR], exe, plant_twin)
+        mpy = mpycache.compiled_dir(dirs, exe) if compiled else None
         env["MICROPYPATH"] = ":".join([".frozen"] + ([str(mpy)] if mpy else [])
-                                      + [str(SIM_DIR), str(paths.FIRMWARE_DIR)])
+                                      + [str(d) for d in dirs])
         # the runner keeps every result event; a long or busy scenario needs more than the
         # unix runtime's default 2 MB heap (the firmware's own journal stays bounded).
-        # Precompiled, the runner starts as a module (its .mpy), else as the script.
-        cmd = [exe, "-X", "heapsize=64M"] + (["-m", RUNNER.stem] if mpy else [str(RUNNER)])
+        # Precompiled, the runner starts as a module (its .mpy), else as the script (a
+        # module too where the plant twin must not be shadowed by the script's folder).
+        cmd = [exe, "-X", "heapsize=64M"] + (["-m", RUNNER.stem] if mpy
+                                             else twin.script_args(RUNNER, exe))
         cmd += args
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -89,6 +89,7 @@ class Sems:
         self.plan = None
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
+        self.last_hb = -1e9
         self._pub_tasks = set()
         os.makedirs(out, exist_ok=True)
         self.status_path = os.path.join(out, "sems-%s.json" % instance)
@@ -255,9 +256,11 @@ class Sems:
         plan, measured = self.make(now)
         if self.role == "active":
             await self.publish_lease(client)
-            await client.publish(self.t_hb, json.dumps(
-                {"holder": self.instance, "epoch": self.epoch, "t": round(time.time(), 3)}),
-                qos=0)
+            if now - self.last_hb >= self.site["heartbeat_s"] - 0.05:
+                self.last_hb = now
+                await client.publish(self.t_hb, json.dumps(
+                    {"holder": self.instance, "epoch": self.epoch,
+                     "t": round(time.time(), 3)}), qos=0)
             ts = round(time.time(), 4)
             task = asyncio.create_task(self.dispatch(client, plan, ts))
             self._pub_tasks.add(task)
@@ -266,7 +269,7 @@ class Sems:
                 {"holder": self.instance, "epoch": self.epoch, "t": ts,
                  "setpoints": {sid: v for sid, v in self.sp.items()}}), qos=1, retain=True)
         self.plan = plan
-        self.write_status(plan if self.role == "active" else plan, measured, now)
+        self.write_status(plan, measured, now)
 
     async def session(self):
         will = aiomqtt.Will(self.t_lease, json.dumps(
@@ -408,7 +411,8 @@ def plot(out, png):
     fig, ax = plt.subplots(figsize=(9, 4))
     t0 = None
     for f in sorted(glob.glob(os.path.join(out, "sems-*.csv"))):
-        rows = list(csv.DictReader(open(f)))
+        with open(f, newline="") as fh:
+            rows = list(csv.DictReader(fh))
         rows = [r for r in rows if r["role"] == "active" and r["limit_w"]]
         if not rows:
             continue

@@ -15,7 +15,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -62,9 +61,9 @@ class Utility:
     def holder(self):
         return self.beats[-1][1] if self.beats else None
 
-    def demand(self, d, n=[0]):
-        n[0] += 1
-        body = dict(d, id="d-%d" % n[0])
+    def demand(self, d):
+        self.n = getattr(self, "n", 0) + 1
+        body = dict(d, id="d-%d" % self.n)
         self.c.publish("v2g/_sems/%s/demand" % self.site, json.dumps(body), qos=1,
                        retain=True).wait_for_publish(5)
 
@@ -107,14 +106,13 @@ class SiteRun:
 
     def start_sems(self, name, priority):
         cert, key = self.sems_cert
-        out = open(os.path.join(self.dir, "sems-%s.log" % name), "ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "v2g.cli", "sems", "run", "--site", self.site_path,
-             "--broker", "127.0.0.1:%d" % self.port, "--ca", self.ca.cert_path, "--cert", cert,
-             "--key", key, "--instance", name, "--priority", str(priority),
-             "--out", os.path.join(self.dir, "status")],
-            stdout=out, stderr=out, env=_env())
-        out.close()
+        with open(os.path.join(self.dir, "sems-%s.log" % name), "ab") as out:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "v2g.cli", "sems", "run", "--site", self.site_path,
+                 "--broker", "127.0.0.1:%d" % self.port, "--ca", self.ca.cert_path,
+                 "--cert", cert, "--key", key, "--instance", name, "--priority", str(priority),
+                 "--out", os.path.join(self.dir, "status")],
+                stdout=out, stderr=out, env=_env())
 
     def start(self):
         self.setup()
@@ -124,13 +122,13 @@ class SiteRun:
             self.start_sems(name, 1.0 * i)
         for k in range(self.n_emu):
             out = os.path.join(self.dir, "emu-%d.json" % k)
-            log = open(os.path.join(self.dir, "emu-%d.log" % k), "ab")
-            p = subprocess.Popen(
-                [sys.executable, "-m", "v2g.backend.sems_emulator", "--site", self.site_path,
-                 "--broker", "127.0.0.1:%d" % self.port, "--ca", self.ca.cert_path,
-                 "--certs", self.cert_dir, "--index", "%d/%d" % (k, self.n_emu),
-                 "--t0", str(self.t0), "--out", out], stdout=log, stderr=log, env=_env())
-            log.close()
+            with open(os.path.join(self.dir, "emu-%d.log" % k), "ab") as log:
+                p = subprocess.Popen(
+                    [sys.executable, "-m", "v2g.backend.sems_emulator", "--site",
+                     self.site_path, "--broker", "127.0.0.1:%d" % self.port, "--ca",
+                     self.ca.cert_path, "--certs", self.cert_dir, "--index",
+                     "%d/%d" % (k, self.n_emu), "--t0", str(self.t0), "--out", out],
+                    stdout=log, stderr=log, env=_env())
             self.emus.append((p, out))
 
     def run_events(self):
@@ -167,7 +165,7 @@ class SiteRun:
 
     def stop(self):
         results = []
-        for p, out in self.emus:
+        for p, _out in self.emus:
             if p.poll() is None:
                 p.terminate()
         for p, out in self.emus:
@@ -198,7 +196,7 @@ class SiteRun:
         for td, dem in self.demands:
             if td <= t:
                 d = dem
-        exp, imp, mode = site_limits(lim["transformer_w"], lim["grid_export_w"],
+        exp, _imp, mode = site_limits(lim["transformer_w"], lim["grid_export_w"],
                                      lim["grid_import_w"], d)
         return exp, mode
 
@@ -210,7 +208,7 @@ class SiteRun:
             per.append({round(t * 10): (p, fb, us) for t, p, fb, us in r["samples"]})
         if not per or not all(per):
             return {"error": "no samples from the emulators"}
-        lo = max(min(d) for d in per)
+        lo = min(min(d) for d in per)
         hi = min(max(d) for d in per)
         series = []
         last = [None] * len(per)
@@ -218,6 +216,8 @@ class SiteRun:
             for i, d in enumerate(per):
                 if b in d:
                     last[i] = d[b]
+            if None in last:
+                continue
             series.append((b / 10.0, -sum(x[0] for x in last), sum(x[1] for x in last),
                            sum(x[2] for x in last)))
         steps = [t for t, _ in self.demands[1:]]
@@ -277,7 +277,7 @@ class SiteRun:
             fig["hold_s"] = site["hold_s"]
         # aggregate ramp after each demand step up: max over 0.5 s windows
         ramps = []
-        for (t_prev, d_prev), (ts_, d) in zip(self.demands, self.demands[1:], strict=False):
+        for (_t, d_prev), (ts_, d) in zip(self.demands, self.demands[1:], strict=False):
             if d.get("export_w", 0) > d_prev.get("export_w", 0):
                 pts = [(t, e) for t, e, _, _ in series if ts_ <= t <= ts_ + 10]
                 for (ta, ea), (tb, eb) in zip(pts, pts[5:], strict=False):
@@ -296,7 +296,7 @@ class SiteRun:
         below = 0
         for r in results:
             for t, sts in r["snapshots"]:
-                for sid, (p, ev) in sts.items():
+                for _p, ev in sts.values():
                     if ev and ev["soc_pm"] < ev["soc_min_pm"] - 0.5:
                         below += 1
                 k = round(t / 2.0)
@@ -349,7 +349,7 @@ def main(argv=None):
         from v2g.backend.sems import plot
         plot(os.path.join(run.dir, "status"), os.path.join(run.dir, "site.png"))
         fig["plot"] = os.path.join(a.out, "site.png")
-    except Exception as e:  # the plot is a by-product; the figures stand without it
+    except (OSError, ValueError, RuntimeError) as e:  # a by-product: figures stand alone
         print("sems-bench: plot failed: %s" % e)
     with open(os.path.join(a.out, "figures.json"), "w") as f:
         json.dump(fig, f, indent=1)

@@ -17,8 +17,9 @@ One period (``make_plan``):
    share at the station's and the EV's limit and hands what a capped station cannot take
    to the others, in the same proportion.
 4. **Ramps.** Increases are limited per station (``ramp_w_s``) and for the site
-   (``site_ramp_w_s``, shared in proportion to the wanted increase); decreases are not
-   limited: they are the safe direction and a lower limit must hold within a second.
+   (``site_ramp_w_s``: given out in whole station steps, largest deficit first, so a
+   thousand stations are not each sent a sliver every period); decreases are not limited:
+   they are the safe direction and a lower limit must hold within a second.
 5. **Headroom** (evcc: only increases are capped to the headroom): increases together stay
    within ``limit - sum(max(command, measured))`` over all stations after this period's
    decreases, so a station that has not yet followed its decrease still counts at its
@@ -151,8 +152,8 @@ def make_plan(stations, export_limit_w, import_limit_w, mode, dt_s, site_ramp_w_
         new[st.id] = min(want, cur[st.id] + st.ramp_w_s * dt_s)
 
     # deadband on changes; decreases first (always allowed)
-    for k in new:
-        if abs(new[k] - cur[k]) < deadband_w and new[k] != 0.0:
+    for k, v in new.items():
+        if abs(v - cur[k]) < deadband_w and v != 0.0:
             new[k] = cur[k]
     dec = {k: new[k] for k in new if new[k] <= cur[k]}
     inc = {k: new[k] - cur[k] for k in new if new[k] > cur[k]}
@@ -165,10 +166,16 @@ def make_plan(stations, export_limit_w, import_limit_w, mode, dt_s, site_ramp_w_
         used += base
     headroom = max(0.0, limit - used) if fresh else 0.0
     room = min(headroom, site_ramp_w_s * dt_s)
-    want_inc = sum(inc.values())
-    scale = 1.0 if want_inc <= room else (room / want_inc if want_inc > 0 else 0.0)
-    for k, d in inc.items():
-        new[k] = cur[k] + d * scale
+    # the room goes in whole ramp steps, largest deficit first: few, larger commands
+    # (a thousand stations are not each sent a sliver every period) and the stations
+    # furthest below their share catch up first
+    order = sorted(inc, key=lambda k: (-(ideal.get(k, 0.0) - cur[k]), k))
+    for k in order:
+        d = min(inc[k], room)
+        if d < min(deadband_w, inc[k]):
+            d = 0.0
+        new[k] = cur[k] + d
+        room -= d
     # the commands must fit the budget even where the deadband kept an old one
     total = sum(new.values())
     cap_total = budget

@@ -12,7 +12,8 @@ Site file (YAML or JSON; every key checked, errors name the file, the key and th
     hold_s: 5.0            # stations hold their setpoint this long without a heartbeat
     safe_export_w: 0       # ... then fall back to this export limit
     safe_import_w: 0       #     and this import limit
-    telemetry_s: 1.0
+    telemetry_s: 1.0       # the emulator's telemetry period
+    heartbeat_s: 1.0       # SEMS heartbeat period (keep well below hold_s)
     station_defaults: {max_export_w: 11000, max_import_w: 11000, ramp_w_s: 5000, tau_s: 0.3}
     stations:
       - {id: ST-0001, ev: {soc_pm: 800, soc_min_pm: 200, capacity_wh: 60000,
@@ -52,12 +53,12 @@ STATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 SITE_KEYS = {
     "site": str, "limits": dict, "period_s": float, "stale_s": float, "site_ramp_w_s": float,
     "deadband_w": float, "lease_s": float, "hold_s": float, "safe_export_w": float,
-    "safe_import_w": float, "telemetry_s": float, "station_defaults": dict, "stations": list,
+    "safe_import_w": float, "telemetry_s": float, "heartbeat_s": float, "station_defaults": dict, "stations": list,
     "generate": dict, "duration_s": float, "events": list,
 }
 DEFAULTS = {"period_s": 1.0, "stale_s": 3.0, "site_ramp_w_s": 1e12, "deadband_w": 50.0,
             "lease_s": 3.0, "hold_s": 5.0, "safe_export_w": 0.0, "safe_import_w": 0.0,
-            "telemetry_s": 1.0, "duration_s": 60.0}
+            "telemetry_s": 1.0, "heartbeat_s": 1.0, "duration_s": 60.0}
 LIMIT_KEYS = ("transformer_w", "grid_export_w", "grid_import_w")
 STATION_KEYS = ("max_export_w", "max_import_w", "ramp_w_s", "tau_s")
 STATION_DEFAULTS = {"max_export_w": 11000.0, "max_import_w": 11000.0, "ramp_w_s": 5000.0,
@@ -81,7 +82,7 @@ class TelemetryError(ValueError):
 
 
 def _num(where, key, v, lo=0.0, hi=math.inf):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
         raise SiteError("%s: %s %r: a number is required" % (where, key, v))
     if not lo <= v <= hi:
         raise SiteError("%s: %s %r: allowed %s..%s" % (where, key, v, lo, hi))
@@ -126,7 +127,7 @@ def parse_site(data, path="<site>"):
     for k in DEFAULTS:
         if k in data:
             site[k] = _num(path, k, data[k])
-    for k in ("period_s", "stale_s", "lease_s", "telemetry_s"):
+    for k in ("period_s", "stale_s", "lease_s", "telemetry_s", "heartbeat_s"):
         if site[k] <= 0:
             raise SiteError("%s: %s %r: must be > 0" % (path, k, site[k]))
     lim = data.get("limits")
@@ -267,7 +268,7 @@ def parse_telemetry(topic, payload, stations):
 
     def num(obj, key, lo, hi, name=None):
         v = obj.get(key) if isinstance(obj, dict) else None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
             raise TelemetryError(sid, name or key, "%r: a number is required" % (v,))
         if not lo <= v <= hi:
             raise TelemetryError(sid, name or key, "%r outside %s..%s" % (v, lo, hi))

@@ -53,7 +53,8 @@ STATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 SITE_KEYS = {
     "site": str, "limits": dict, "period_s": float, "stale_s": float, "site_ramp_w_s": float,
     "deadband_w": float, "lease_s": float, "hold_s": float, "safe_export_w": float,
-    "safe_import_w": float, "telemetry_s": float, "heartbeat_s": float, "station_defaults": dict, "stations": list,
+    "safe_import_w": float, "telemetry_s": float, "heartbeat_s": float,
+    "station_defaults": dict, "stations": list,
     "generate": dict, "duration_s": float, "events": list,
 }
 DEFAULTS = {"period_s": 1.0, "stale_s": 3.0, "site_ramp_w_s": 1e12, "deadband_w": 50.0,

@@ -3,7 +3,7 @@ station emulators (hundreds of stations per process), a utility's demand signal,
 kill; then the figures (``make sems-bench``; ``tests_host/sems`` with a reduced site).
 
 Last stdout line: ``{"stations", "site_limit_w", "max_over_pct", "dispatch_p99_s",
-"failover_s", ...}`` (CONTRACTS.md plus extra keys).
+"failover_s", ...}`` (the project contract's keys, plus extra ones).
 
 Context: host (bench, tests).
 """

@@ -11,6 +11,7 @@ Context: host (bench, tests).
 import argparse
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -87,6 +88,8 @@ class SiteRun:
 
     def setup(self):
         t = time.monotonic()
+        # a fresh status directory: the SEMS histories of an earlier run would be plotted too
+        shutil.rmtree(os.path.join(self.dir, "status"), ignore_errors=True)
         tls = os.path.join(self.dir, "tls")
         self.ca = pki.CA(tls)
         self.broker_cert = self.ca.issue("broker", "localhost", server=True)

@@ -15,7 +15,7 @@ export MICROPYTHON
 PYTEST_ARGS ?=
 
 .PHONY: venv test bench sim tools clean conformance targets test-targets docs fuzz v2g-demo \
-	update-sweep e2e-sweep billing-demo billing-sweep v2g-long meter-sweep journal-sweep
+	update-sweep e2e-sweep billing-demo billing-sweep v2g-long meter-sweep journal-sweep sems-bench
 
 venv: $(STAMP)
 
@@ -150,3 +150,10 @@ clean:
 	rm -rf $(VENV) build dist out .pytest_cache host_tools/*.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find . -name '*.mpy' -not -path './.git/*' -delete
+
+# Site energy management on one machine (docs/sems.md): mosquitto (TLS 1.3, ACL), two
+# `v2g sems` instances (HA), 1000 emulated stations in two processes, demand steps, kill -9
+# of the active SEMS, then all down. Last stdout line: the CONTRACTS JSON.
+SEMS_SITE ?= bench/sems/site-1000.yaml
+sems-bench: venv tools
+	PYTHONPATH=host_tools $(VENV)/bin/python -m v2g.backend.sems_bench --site $(SEMS_SITE) --out out/sems-bench

@@ -16,7 +16,7 @@ import sys
 
 from v2g import __version__
 from v2g.backend import demo as billing_demo
-from v2g.backend import ledger
+from v2g.backend import ledger, sems
 from v2g.bench import tick as bench
 from v2g.board import config as config_cmd
 from v2g.board import flash, logs, status
@@ -96,6 +96,11 @@ _COMMANDS = {
         modbus_cmd.run,
         "Modbus TCP client: 'modbus read|write|scan|map' (SunSpec via pysunspec2)",
         modbus_cmd.add_arguments,
+    ),
+    "sems": (
+        sems.run,
+        "site energy manager: 'sems run --site FILE' (HA: several instances), 'sems status'",
+        sems.add_arguments,
     ),
     "ledger": (
         ledger.run,

@@ -32,6 +32,22 @@ topic read v2g/+/offer
 topic write v2g/+/cmd/setpoint
 topic write v2g/+/demand
 
+# the site energy manager (CN "sems", every instance): reads telemetry, writes
+# setpoints, and its own lease, heartbeat and plan under v2g/_sems/
+user sems
+topic read v2g/+/telemetry
+topic write v2g/+/cmd/setpoint
+topic readwrite v2g/_sems/#
+
+# the utility's demand signal to the SEMS (CN "utility"); it may watch the lease
+user utility
+topic readwrite v2g/_sems/+/demand
+topic read v2g/_sems/+/lease
+topic read v2g/_sems/+/heartbeat
+
+# every station reads the SEMS heartbeat of its site
+pattern read v2g/_sems/+/heartbeat
+
 # every station only under its own v2g/<station>/ (%u: the certificate's CN)
 pattern write v2g/%u/energy
 pattern write v2g/%u/telemetry

@@ -107,27 +107,31 @@ def test_heap_free_at_the_boards_heap_size(name, micropython_exe):
 
 @pytest.mark.parametrize("name", REAL_BOARDS)
 def test_manifest_freezes_every_firmware_module(name):
-    """boards/<name>/manifest.py (frozen build) lists every module of firmware/ but the
-    two that stay files (boot.py, main.py) and the one boards never import, the services
-    package, and the shared drivers its HAL imports."""
+    """boards/<name>/manifest.py (frozen build) includes boards/manifest_firmware.py, which
+    lists every module of firmware/ but the two that stay files (boot.py, main.py) and
+    those boards never import, and the services package; ARM boards ask it for the
+    asm_thumb kernels too; the board's manifest freezes the shared drivers its HAL
+    imports."""
     text = (paths.BOARDS_DIR / name / "manifest.py").read_text()
-    start = text.index("FIRMWARE = ") + len("FIRMWARE = ")
-    listed = set(ast.literal_eval(text[start:text.index(")\n", start) + 1]))
+    common = (paths.BOARDS_DIR / "manifest_firmware.py").read_text()
+    start = common.index("FIRMWARE = ") + len("FIRMWARE = ")
+    listed = set(ast.literal_eval(common[start:common.index(")\n", start) + 1]))
     expect = {p.name for p in paths.FIRMWARE_DIR.glob("*.py")} - {
         "boot.py", "main.py", "tick_fused_compute.py", "tick_fused_thumb_compute.py",
         "tick_fused_thumb.py"}
     assert listed == expect
     # ARM boards also freeze the fused tick with the asm_thumb kernels and the kernels
     # (firmware/thumb/, which compiles only where the inline Thumb assembler exists)
+    start = common.index("THUMB = ") + len("THUMB = ")
+    assert ast.literal_eval(common[start:common.index("\n", start)]) == ("tick_fused_thumb.py",)
+    assert "for _name in FIRMWARE + (THUMB if options.thumb else ()):" in common
+    assert 'module("tick_thumb.py", base_path="../firmware/thumb"' in common
+    assert 'package("services", base_path="../firmware"' in common
     if board_data(name)["mpy_arch"].startswith("armv"):
-        start = text.index("THUMB = ") + len("THUMB = ")
-        assert ast.literal_eval(text[start:text.index("\n", start)]) == ("tick_fused_thumb.py",)
-        assert "for _name in FIRMWARE + THUMB:" in text
-        assert 'module("tick_thumb.py", base_path="../../firmware/thumb"' in text
+        assert 'include("../manifest_firmware.py", thumb=True)' in text
     else:
-        assert "thumb" not in text
+        assert 'include("../manifest_firmware.py")' in text and "thumb" not in text
     assert 'module("hal.py"' in text
-    assert 'package("services", base_path="../../firmware"' in text
     start = text.index("DRIVERS = ") + len("DRIVERS = ")
     drivers = set(ast.literal_eval(text[start:text.index("\n", start)].split("#")[0]))
     hal = paths.BOARDS_DIR / name / "hal.py"

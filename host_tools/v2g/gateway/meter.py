@@ -91,6 +91,12 @@ class Meter:
             self.p_w = float(image.get("p_meas_w", image.get("p_cmd_w", 0)) or 0)
         self.image = image
 
+    def settled(self):
+        """True once the newest image shows the firmware no longer integrating (state
+        neither ENERGIZED nor DERATED): the session's energy is final."""
+        img = getattr(self, "image", None)
+        return img is not None and img.get("state") not in (4, 5)
+
     def describe(self):
         d = self.exp
         return ("export: counter %s..%s (first step to %s), head %.1f mWh, tail %.1f mWh"

@@ -38,6 +38,8 @@ from ocpp.v201 import call as call201
 
 log = logging.getLogger("v2g.gateway.ocpp")
 
+END_SETTLE_S = 5.0  # longest wait (s) for the firmware to stop integrating at a session end
+
 
 def _now():
     # wall time only as the OCPP timestamp field; every deadline uses the monotonic clock
@@ -253,9 +255,14 @@ class StationOcpp:
                      _v2x=v2x)
 
     async def _end_tx(self, reason):
-        # the firmware's final energy record of the session, or (meter) the last of its
-        # counters after the power ceased
+        # the firmware's final energy record of the session, or (meter) its counters once
+        # it has stopped integrating (an image out of ENERGIZED/DERATED; a loaded
+        # communication controller may see that image late, so wait for it, bounded)
         await asyncio.sleep(0.1 if self.meter is None else 0.3)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + END_SETTLE_S
+        while self.meter is not None and not self.meter.settled() and loop.time() < give_up:
+            await asyncio.sleep(0.05)
         self._tx_event("Ended", "StopAuthorized" if reason == "CSMS" else "EVDeparted",
                        "Local" if reason in ("EV", "") else "Other")
         self.enqueue("StatusNotification", timestamp=_now(), connector_status="Available",

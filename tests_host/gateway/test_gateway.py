@@ -256,14 +256,15 @@ def test_link_down_reads_stale_and_refuses_writes(rig):
         rig.link(False)
         t_cut = time.monotonic()
         try:
-            assert wait_for(lambda: read(c, "status.contactor_status") == 0xFFFF, 3.0)
+            assert wait_for(lambda: read(c, "status.contactor_status") == 0xFFFF, 8.0)
             t_stale = time.monotonic()
             words = c.read_holding_registers(0, count=42).registers
             assert words[0] == 0xFFFF and words[17:19] == [0x8000, 0]
             assert read(c, "701.W") == -0x8000 and read(c, "701.Hz") == 0xFFFFFFFF
             assert read(c, "706.Crv[0].Pt[0].V") == 0xFFFF
             assert read(c, "701.W_SF") == 0 and read(c, "701.ID") == 701  # structure stays
-            assert wait_for(lambda: read(c, "status.link_state") == 3, 3.0)  # LOST
+            # LOST follows the link timeout (docs/link.md); generous for a loaded machine
+            assert wait_for(lambda: read(c, "status.link_state") == 3, 10.0)
             n = len(rig.applied)
             assert exc(c.write_register(addr("704.WMaxLimPct"), 30)) == 4
             assert len(rig.applied) == n

@@ -13,7 +13,7 @@ pytest.importorskip("iso15118")
 import shutil  # noqa: E402
 
 from support.iso_evcc import run_session  # noqa: E402
-from v2g.gateway import netns  # noqa: E402
+from v2g.gateway import netns, pki  # noqa: E402
 
 ok, why = netns.available()
 if ok and shutil.which("java") is None:
@@ -61,3 +61,45 @@ def test_weak_plc_link_refuses_the_handshake(pair):
     assert "handshake_refused" in _kinds(events)
     assert "REFUSED ISO 15118 handshake: PLC link quality -70.0 dBm below -65.0 dBm" in err
     assert events[-1]["modem"]["refused"] == 1
+
+
+def _tls_session(pair, tmp_path, car_pki, ev_timeout=None, timeout=70):
+    charger_pki = tmp_path / "charger-pki"
+    if not charger_pki.exists():
+        pki.make_iso15118_pki(str(charger_pki))
+    car = charger_pki if car_pki is None else car_pki
+    return run_session(
+        pair, {"csms_setpoint_w": -7000, "enforce_tls": True, "tls_1_3": True,
+               "pki_path": str(charger_pki)}, "AC_BPT", loops=8, timeout=timeout,
+        ev_env={"PKI_PATH": str(car) + "/", "ENABLE_TLS_1_3": "True"},
+        ev_cfg={"useTls": True, "enforceTls": True}, ev_timeout=ev_timeout)
+
+
+def test_tls_1_3_mutual_authentication(pair, tmp_path):
+    """TLS 1.3 both ways: the car verifies the SECC chain against its V2G root, the SECC
+    verifies the car's OEM provisioning chain against the OEM root."""
+    events, err, ev_log, rc = _tls_session(pair, tmp_path, None)
+    assert rc == 0, err[-3000:]
+    tls = [e for e in events if e["event"] == "tls"]
+    assert tls, ([e["event"] for e in events], ev_log[-2000:])
+    assert tls[0]["version"] == "TLSv1.3" and tls[0]["peer"] == "OEM leaf", tls
+    assert "tcp_plain" not in _kinds(events)
+    assert "energy" in _kinds(events), _kinds(events)
+    assert events[-1]["exported_mwh"] > 0
+
+
+def test_tls_car_with_an_untrusted_certificate_gets_no_session(pair, tmp_path):
+    """A car that trusts the charger (same V2G root) but whose OEM provisioning chain
+    comes from another PKI: the SECC refuses its certificate, no session, no energy."""
+    other = tmp_path / "car-pki"
+    pki.make_iso15118_pki(str(other))
+    pki.make_iso15118_pki(str(tmp_path / "charger-pki"))
+    shutil.copy(tmp_path / "charger-pki/iso15118_2/certs/v2gRootCACert.pem",
+                other / "iso15118_2/certs/v2gRootCACert.pem")
+    events, err, ev_log, rc = _tls_session(pair, tmp_path, other, ev_timeout=20, timeout=35)
+    kinds = _kinds(events)
+    assert "tls" not in kinds and "energy" not in kinds and "energy_start" not in kinds, kinds
+    # the car verified the charger and sent its certificate; the SECC's verification of it
+    # failed (no connection reached the SECC: no ``tls`` event)
+    assert "Starting TLS client" in ev_log, ev_log[-2000:]
+    assert "CERTIFICATE_VERIFY_FAILED" not in ev_log, ev_log[-2000:]

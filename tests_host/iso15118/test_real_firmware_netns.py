@@ -71,13 +71,15 @@ def _car_timeout(rig):
     return None
 
 
-def test_ac_bpt_session_on_the_board(tmp_path):
+@pytest.mark.parametrize("service,mode", [("AC_BPT", "dynamic"), ("DC_BPT", "scheduled")])
+def test_bpt_session_on_the_board(tmp_path, service, mode):
     with netns.VethPair() as pair:
         for attempt in (1, 2):
             rig = Rig(pair, tmp_path / ("try%d" % attempt),
+                      station={"iso15118": {"control_mode": mode}},
                       log=lambda m: print("[rig] %s" % m))
             try:
-                _ac_bpt_session(rig)
+                _bpt_session(rig, service)
                 return
             except (AssertionError, RigError):
                 why = _car_timeout(rig)
@@ -91,7 +93,7 @@ def test_ac_bpt_session_on_the_board(tmp_path):
                 rig.close()
 
 
-def _ac_bpt_session(rig):
+def _bpt_session(rig, service):
     rig.tmp.mkdir(parents=True, exist_ok=True)
     rig.start_board().start_csms()
     start_s = rig.start_daemon()
@@ -102,7 +104,7 @@ def _ac_bpt_session(rig):
     time.sleep(0.5)
     before = rig.plant()
     assert before["contactor"] == 1 and before["state"] != "ENERGIZED", before
-    rig.start_ev("AC_BPT", loops=30)
+    rig.start_ev(service, loops=30)
     rig.wait_event("energy", 120, what="energy flowing at the firmware")
     samples = _sample_until(rig, lambda s: s["p_w"] < -6500, 10)
     for _ in range(4):

@@ -11,7 +11,11 @@ end ``summary``. Logs go to stderr (and ``--log FILE``).
 Config (JSON, every key optional; unknown keys refused by name): ``iso15118`` (keys of
 ``SeccSettings``), ``ocpp`` (keys of ``OcppSettings``), ``csms_setpoint_w`` (a setpoint
 applied as if the CSMS had sent it, for runs without a CSMS), ``modem`` (keys of
-``diagnostics.PlcModem``), ``protocols`` (Josev's PROTOCOLS), ``enforce_tls``.
+``diagnostics.PlcModem``), ``protocols`` (Josev's PROTOCOLS), ``enforce_tls`` (refuse a
+car that does not ask for TLS), ``tls_1_3`` (TLS 1.3 with mutual authentication: the car's
+OEM provisioning certificate is verified against the OEM root), ``pki_path`` (the
+certificates and keys in the ``iso15118`` package's layout, ``pki.make_iso15118_pki``;
+its SECC leaf is checked for expiry like ``secc_cert``).
 Context: host (the daemon; its own process so one JVM serves it).
 """
 
@@ -27,7 +31,7 @@ log = logging.getLogger("v2g.gateway.station")
 
 CONFIG_KEYS = {"secc_cert", "contract_cert", "iso15118", "ocpp", "csms_setpoint_w", "modem",
                "protocols", "enforce_tls", "auth_modes", "grid_limit_w", "derate_pct",
-               "message_loss"}
+               "message_loss", "tls_1_3", "pki_path"}
 
 
 def load_config(path):
@@ -115,15 +119,46 @@ class _SdpLogTap(logging.Handler):
             self.events("iso_timeout", detail=msg[:200])
 
 
+def tap_connections(events):
+    """Every car connection to the SECC as an event: ``tls`` (protocol version, cipher and
+    the car's verified certificate subject, None without mutual authentication) or
+    ``tcp_plain``. Josev's TCP server has no hook for it: its connection callback is
+    wrapped once per process and reports to the newest ``events``."""
+    from iso15118.secc.transport.tcp_server import TCPServer
+
+    TCPServer._v2g_events = events
+    if getattr(TCPServer.__call__, "_v2g_tap", False):
+        return
+    accept = TCPServer.__call__
+
+    async def call(self, reader, writer):
+        ssl_obj = writer.get_extra_info("ssl_object")
+        if ssl_obj is None:
+            TCPServer._v2g_events("tcp_plain")
+        else:
+            peer = ssl_obj.getpeercert() or {}
+            cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn
+                       if k == "commonName"), None)
+            TCPServer._v2g_events("tls", version=ssl_obj.version(),
+                                  cipher=ssl_obj.cipher()[0], peer=cn)
+        await accept(self, reader, writer)
+    call._v2g_tap = True
+    TCPServer.__call__ = call
+
+
 def check_certificates(cfg, ctl, ocpp=None, events=None):
     """An expired SECC or (pre-installed) contract certificate: ``REJECTED: Certificate
     Expired`` in the log, a SecurityEventNotification, and the controller refuses the
     authorization (no energy)."""
     from v2g.gateway import pki
 
-    for key, what in (("secc_cert", "SECC"), ("contract_cert", "contract")):
-        if cfg.get(key):
-            text = pki.check_cert(cfg[key], what)
+    paths = [(cfg.get("secc_cert"), "SECC"), (cfg.get("contract_cert"), "contract")]
+    if cfg.get("pki_path") and not cfg.get("secc_cert"):
+        paths[0] = (os.path.join(cfg["pki_path"], "iso15118_2", "certs", "seccLeafCert.pem"),
+                    "SECC")
+    for path, what in paths:
+        if path:
+            text = pki.check_cert(path, what)
             if text:
                 ctl.cert_rejection = text
                 if ocpp is not None:
@@ -353,7 +388,12 @@ class Station:
         if cfg.get("csms_setpoint_w") is not None:
             self.mapping.update_csms(setpoint_w=cfg["csms_setpoint_w"])
         logging.getLogger("iso15118").addHandler(_SdpLogTap(self.events))
+        tap_connections(self.events)
         os.environ.setdefault("MESSAGE_LOG_JSON", "False")
+        if cfg.get("pki_path"):
+            os.environ["PKI_PATH"] = os.path.join(os.path.abspath(cfg["pki_path"]), "")
+        if "tls_1_3" in cfg:
+            os.environ["ENABLE_TLS_1_3"] = "True" if cfg["tls_1_3"] else "False"
         load_shared_settings()
         config = Config()
         config.iface = self.iface

@@ -125,6 +125,9 @@ def _isqrt(n: int) -> int:
     return root
 
 
+isqrt = _isqrt  # the same root for supervisor code (meter, islanding): 0 <= n < 2**30
+
+
 @micropython.viper
 def step(cc: ptr32, pll_st: ptr32, va: int, vb: int, vc: int, ia: int, ib: int, ic: int):
     """One control period. Phase voltages and currents in Q12 (|x| < 4 pu); the PLL

@@ -80,20 +80,10 @@ Context: supervisor. Per period: a few boxed floats in the conversions, nothing 
 allocated (a tuple and a string on a detection).
 """
 
+import current
+
 _PATTERN = (1, -1, -1, 1)  # chip signs of a window: orthogonal to offset and ramp
 _MARGIN_Q12 = 2  # headroom kept below the current limit for the voltage moving
-
-
-def _isqrt(n):
-    """floor(sqrt(n)) for an int 0 <= n < 2**30 (MicroPython's math has no isqrt)."""
-    if n <= 0:
-        return 0
-    x = n
-    y = (x + 1) >> 1
-    while y < x:
-        x = y
-        y = (x + n // x) >> 1
-    return x
 
 
 def _check(name, value, lo, hi):
@@ -282,7 +272,7 @@ class Detector:
         if s_lim <= 0:
             return q_x, 0
         p_d = ap if ap < s_lim else s_lim
-        q_room = _isqrt(s_lim * s_lim - p_d * p_d)
+        q_room = current.isqrt(s_lim * s_lim - p_d * p_d)
         aq = q_q12 if q_q12 >= 0 else -q_q12
         if aq > 8192:
             aq = 8192
@@ -292,7 +282,7 @@ class Detector:
         need = aq + amp
         if need >= s_lim:
             return q_x, 0
-        p_max = _isqrt(s_lim * s_lim - need * need)
+        p_max = current.isqrt(s_lim * s_lim - need * need)
         if ap <= p_max:
             return q_x, 0
         return q_x, (p_max - ap if p_q12 > 0 else ap - p_max)

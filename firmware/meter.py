@@ -31,17 +31,6 @@ MAX_DT_MS = 1000  # a late step integrates at most this much (no big intermediat
 PHASES = ("a", "b", "c")
 
 
-def _isqrt(n):
-    if n <= 0:
-        return 0
-    x = n
-    y = (x + 1) >> 1
-    while y < x:
-        x = y
-        y = (x + n // x) >> 1
-    return x
-
-
 class Meter:
     def __init__(self, rated_w, gm=None):
         self.rated = rated_w
@@ -66,9 +55,9 @@ class Meter:
         else:
             import grid_measure
 
-            a = _isqrt(gm[grid_measure.MAG2_A])
-            b = _isqrt(gm[grid_measure.MAG2_B])
-            c = _isqrt(gm[grid_measure.MAG2_C])
+            a = current.isqrt(gm[grid_measure.MAG2_A])
+            b = current.isqrt(gm[grid_measure.MAG2_B])
+            c = current.isqrt(gm[grid_measure.MAG2_C])
         s = a + b + c
         if s <= 0:
             a = b = c = 1

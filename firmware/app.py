@@ -82,6 +82,7 @@ class App:
     def __init__(self, hal_module, board, root="", overrides=None, journal=None):
         hal_module.safe_outputs()
         self.journal = journal if journal is not None else events.Journal()
+        self.flash_stalls_tick = bool(board.get("flash_stalls_tick"))
         self.eventlog = None
         if not board.get("no_log"):
             try:
@@ -183,13 +184,15 @@ class App:
             if self.healthy_ms >= self.held["wdt_window_s"] * 1000:
                 self.wdt_resets = 0  # long healthy run: earlier resets are forgiven
                 self._store_resets(0)
+        # while energized: the event log writes INFO records later; on a board whose flash
+        # writes stall the tick (rp2 runs them with interrupts off) nothing is written at
+        # all until the converter is de-energized (eventlog.py, energy_journal.py)
+        energized = self.supervisor.state in (supervisor.ENERGIZED, supervisor.DERATED)
+        stalls = self.flash_stalls_tick
         if self.energy_journal is not None:
-            self.energy_journal.step(now_ms, self.supervisor.meter)
+            self.energy_journal.step(now_ms, self.supervisor.meter, hold=energized and stalls)
         if self.eventlog is not None:
-            # a flash write can stall the tick (rp2 runs it with interrupts off): while
-            # energized only WARN/ERROR records are written at once, INFO ones wait
-            self.eventlog.service(now_ms, hold=self.supervisor.state in (
-                supervisor.ENERGIZED, supervisor.DERATED))
+            self.eventlog.service(now_ms, hold=energized, strict=stalls)
         if self.healthy():
             self.hal.wdt_feed()
 

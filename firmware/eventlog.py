@@ -50,6 +50,11 @@ least one sector erase (tens of ms), and on rp2 the flash write runs with interr
 de-energized the converter first), INFO ones batch for ``flush_ms`` (1 s), or wait while
 ``hold`` (energized). Up to ``max_pending`` records wait in RAM; beyond that a flush is
 forced, and if it fails the oldest pending ones are dropped and counted in ``dropped``.
+``service(now_ms, hold, strict=True)`` (a board whose ``board.json`` says
+``flash_stalls_tick``) writes nothing at all while held, WARN records and a full queue
+included: the queue then drops its oldest records (counted in ``dropped``) rather than
+stall the current loop. A trip de-energizes first, so its ERROR record is committed in the
+next period.
 File-system errors (full flash...) never reach the caller: they are counted in ``errors``
 (``last_error`` holds the exception), the records stay pending, ``service`` retries once
 per ``flush_ms``, and the next write goes to a new segment. ``Log()`` itself raises
@@ -423,6 +428,7 @@ class Log:
         self.errors = 0
         self.last_error = None
         self.dropped = 0
+        self.strict_hold = False  # service(hold, strict): no write at all now
         self._pending = []
         self._urgent = False
         self._since_ms = None  # when the oldest pending record was appended
@@ -494,7 +500,7 @@ class Log:
             self._urgent = True
         if self._since_ms is None:
             self._since_ms = t_ms
-        if len(self._pending) > self.max_pending and not self.flush():
+        if len(self._pending) > self.max_pending and (self.strict_hold or not self.flush()):
             self.dropped += len(self._pending) - self.max_pending
             del self._pending[:len(self._pending) - self.max_pending]
         return self.last_seq
@@ -520,13 +526,15 @@ class Log:
     def pending(self):
         return len(self._pending)
 
-    def service(self, now_ms, hold=False):
+    def service(self, now_ms, hold=False, strict=False):
         """Supervisor hook, each period: commit pending records when one is WARN/ERROR or
-        the oldest has waited ``flush_ms``. ``hold=True`` postpones the INFO-only flushes
-        (pass it while the converter is energized on a board whose flash writes stall the
-        tick, e.g. rp2); WARN/ERROR records and a full queue still flush. Returns False
-        when a flush failed."""
-        if not self._pending or (hold and not self._urgent):
+        the oldest has waited ``flush_ms``. ``hold=True`` (the converter energized)
+        postpones the INFO-only flushes; WARN/ERROR records and a full queue still flush.
+        ``strict=True`` (a board whose flash writes stall the tick: ``flash_stalls_tick``)
+        makes ``hold`` postpone every write until it ends. Returns False when a flush
+        failed."""
+        self.strict_hold = hold and strict
+        if not self._pending or (hold and (strict or not self._urgent)):
             return True
         mask = _TICKS_PERIOD - 1
         if self._fail_ms is not None:  # failing (flash full?): retry once per flush_ms

@@ -38,6 +38,21 @@ Power cuts: the open interval (in RAM) is lost at a cut; everything flushed stay
 back whole, contiguous, never twice (``tests_host/firmware/test_energy_journal.py``, the
 sweep of ``host_tools/v2g/build/mp/journal_powercut.py``).
 
+Boards whose flash writes stall the tick (``board.json`` ``flash_stalls_tick``: rp2 runs
+a flash program or erase with interrupts off, for milliseconds up to a sector erase's
+tens or hundreds; the gate PWM meanwhile keeps its last duties against a moving grid
+voltage, which the current loop cannot correct): ``step(..., hold=True)`` while the
+converter is energized. Held, records are closed and queued in RAM but not written, not
+sent (the link reads flushed records only, so a record the daemon has seen always has its
+seq on flash and a reboot never reuses it), and when the queue holds ``HOLD_QUEUE``
+records the open interval simply runs on (energy kept, fewer records). The first period
+after the hold ends writes them all. The cost of that choice: a power cut while
+energized on such a board loses the queued intervals as well as the open one (at most
+``HOLD_QUEUE`` x ``interval_s`` of records plus the open interval) where a board without
+the stall loses only the open one. A journal on a medium whose writes do not stall the
+tick (an SPI FRAM or a second flash chip on its own bus) removes the trade-off; see
+docs/billing.md.
+
 The link (``link_service.Wiring``) sends the oldest unacknowledged record first, in order
 (``next_record``) and calls ``ack(seq)`` on ENERGY_ACK; a new link session (HELLO) starts
 again from the oldest unacknowledged record, and so does a reboot.
@@ -52,6 +67,8 @@ record. Context: supervisor (``App.supervise_once``) and the link task; never th
 import struct
 
 import eventlog
+
+HOLD_QUEUE = 14  # records queued in RAM while held (the ring's queue holds 16)
 
 MAGIC = 0xE8
 VERSION = 1
@@ -160,6 +177,7 @@ class EnergyJournal:
         self.flags = self.boot_flags
         self.compactions = 0
         self.merged = 0
+        self.hold = False  # step(hold=True): nothing written or sent while energized
 
     # ---- the open interval ----
 
@@ -173,15 +191,19 @@ class EnergyJournal:
             return (t_ms // 1000) & 0xFFFFFFFF, F_CLOCK_UNSYNCED
         return u & 0xFFFFFFFF, 0
 
-    def step(self, now_ms, meter):
-        """Each supervisor period: close the interval when it is due (a record)."""
+    def step(self, now_ms, meter, hold=False):
+        """Each supervisor period: close the interval when it is due (a record).
+        ``hold``: the converter is energized on a board whose flash writes stall the
+        tick: queue records in RAM, write nothing (module docstring)."""
+        self.hold = hold
         imp, exp = meter.totals_mwh()
         if self.t0_ms is None:
             self._open(now_ms, imp, exp)
             return
-        if ((now_ms - self.t0_ms) & 0x3FFFFFFF) >= self.interval_ms:
+        if ((now_ms - self.t0_ms) & 0x3FFFFFFF) >= self.interval_ms and not (
+                hold and self.ring.pending() >= HOLD_QUEUE):
             self._close_interval(now_ms, imp, exp, 0)
-        self.ring.service(now_ms)  # retries a failed flush
+        self.ring.service(now_ms, hold=hold, strict=True)  # commits, retries a failed flush
 
     def _open(self, now_ms, imp, exp):
         self.t0_ms = now_ms
@@ -203,7 +225,8 @@ class EnergyJournal:
         rec = (seq, seq, kind, flags, self.session_open, t0, t1, imp, exp, soc0, soc1,
                self.acked)
         self.ring.append_frame(encode(rec), seq)
-        self.ring.flush()  # committed now (or retried by service)
+        if not self.hold:
+            self.ring.flush()  # committed now (or retried by service)
         if self.events is not None:
             self.events.add(self.t0_ms or 0, "energy", "", "", "seq=%d kind=%d imp=%dmWh "
                             "exp=%dmWh flags=0x%x" % (seq, kind, imp, exp, flags))
@@ -255,7 +278,11 @@ class EnergyJournal:
         if self.ring.last_seq <= self.acked or min_seq > self.ring.last_seq:
             return None  # nothing to send: no file-system call (asked every link pass)
         lo = max(min_seq - 1, self.acked)
-        self.ring.flush()
+        if self.hold:
+            if self.ring.committed_seq <= lo:
+                return None  # what waits is in RAM only: sent once it is on flash
+        else:
+            self.ring.flush()
         gen = eventlog.frames(self.root, lo, FMT)
         try:  # close the generator (and its open segment file) when returning early
             for seq, fr in gen:

@@ -89,3 +89,18 @@ def test_tick_overruns_raise_a_fault(root):
     sup.step(3000)
     (f,) = [e for e in a.journal.items if e[2] == "0x62"]
     assert "500 of 10000" in f[4]
+
+
+@pytest.mark.parametrize("stalls", [False, True])
+def test_flash_writes_held_while_energized_on_a_stalling_board(root, tmp_path, stalls):
+    """``flash_stalls_tick``: the energy journal and the event log write nothing while
+    the converter is energized; elsewhere the journal writes as it goes and the event
+    log holds INFO records only."""
+    a = app.App(sim_hal, dict(BOARD, flash_stalls_tick=stalls), root=root)
+    a.supervisor.step = lambda now_ms: None  # the state is set by the test
+    for state, energized in (("WAIT_GRID", False), ("ENERGIZED", True),
+                             ("DERATED", True), ("TRIPPED", False)):
+        a.supervisor.state = state
+        a.supervise_once(1000)
+        assert a.energy_journal.hold == (energized and stalls), state
+        assert a.eventlog.strict_hold == (energized and stalls), state

@@ -81,6 +81,15 @@ def test_missing_key_is_named():
     assert "'wdt_timeout_ms' is missing" in msg
 
 
+def test_flash_stall_must_be_stated_for_a_real_port():
+    data = rp2_data()
+    del data["flash_stalls_tick"]
+    assert "key 'flash_stalls_tick' is missing" in problems(data)
+    data["flash_stalls_tick"] = "yes"
+    assert "'flash_stalls_tick': value \"yes\" is not allowed; give true or false" in \
+        problems(data)
+
+
 def test_tick_out_of_range_names_value_and_range():
     data = rp2_data()
     data["tick_hz"] = 50000

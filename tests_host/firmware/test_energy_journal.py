@@ -103,3 +103,67 @@ def test_frame_crc_refuses_any_flipped_bit():
         except ValueError:
             continue
         raise AssertionError("bit %d flipped accepted" % i)
+
+
+def _files_bytes(root):
+    return sum(os.path.getsize(os.path.join(root, f)) for f in os.listdir(root))
+
+
+def test_held_journal_writes_and_sends_nothing_then_commits_everything(tmp_path):
+    """``hold`` (energized on a board whose flash writes stall the tick): no byte reaches
+    the file system and no record goes to the link while held; the queue stays bounded
+    (the open interval runs on, energy kept); the first period after the hold commits
+    every record, contiguous, and the link then sends them."""
+    root = str(tmp_path / "energy")
+    m = Meter()
+    j = ej.EnergyJournal(root, segments=4, records_per_segment=32, interval_s=1)
+    t = 0
+    j.step(t, m)
+    j.session_event(t, True, m)
+    j.step(t, m)  # not held yet: the session start is committed
+    size0 = _files_bytes(root)
+    first = j.next_record(1)
+    assert first is not None and first[7] == ej.SESSION_START
+    j.ack(first[0])
+    for _ in range(40):  # 40 s energized, 1 s intervals, more than the queue holds
+        t += 1000
+        m.exp += 1000
+        j.step(t, m, hold=True)
+        assert j.next_record(first[0] + 1) is None
+    assert _files_bytes(root) == size0
+    assert j.ring.pending() <= ej.HOLD_QUEUE
+    j.session_event(t, False, m)  # the session ends (SESSION_STOP while still energized)
+    assert _files_bytes(root) == size0
+    j.step(t + 10, m)  # de-energized: everything is written
+    assert j.ring.pending() == 0 and _files_bytes(root) > size0
+    recs = list(ej.records(root))
+    seqs = [r[ej.SEQ] for r in recs]
+    assert seqs == list(range(1, len(recs) + 1))
+    assert recs[-1][ej.KIND] == ej.SESSION_END
+    assert sum(r[ej.EXPORT] for r in recs) == m.exp == 40000
+    # fewer, longer intervals (the session's end closes the open one): energy unchanged
+    assert len(recs) - 2 <= ej.HOLD_QUEUE + 1
+    sent, seq = [], first[0] + 1
+    while True:
+        r = j.next_record(seq)
+        if r is None:
+            break
+        sent.append(r[0])
+        j.ack(r[0])
+        seq = r[6] + 1
+    assert sent == seqs[1:]
+
+
+def test_held_event_log_writes_nothing_even_for_warnings(tmp_path):
+    import eventlog
+
+    log = eventlog.Log(str(tmp_path / "log"), max_pending=8)
+    log.service(0)
+    size0 = _files_bytes(log.root)
+    for i in range(20):
+        log.append((i, "fault", "0x70", "", "t=%d" % i))  # a WARN of the fault table
+        log.service(i, hold=True, strict=True)
+    assert _files_bytes(log.root) == size0
+    assert log.pending() == 8 and log.dropped == 12
+    log.service(100, hold=True)  # held but not strict: WARN records flush
+    assert _files_bytes(log.root) > size0 and log.pending() == 0

@@ -183,6 +183,13 @@ def validate(data, source="board.json"):
                 "no hard callbacks there); allowed: soft")
     if need("fs") and data["fs"] not in FILESYSTEMS:
         bad("fs", data["fs"], "is unknown; allowed: %s" % ", ".join(FILESYSTEMS))
+    if "flash_stalls_tick" in data and not isinstance(data["flash_stalls_tick"], bool):
+        bad("flash_stalls_tick", data["flash_stalls_tick"], "is not allowed; give true or "
+            "false")
+    if port not in (None, "unix") and data.get("fs") == "littlefs" and \
+            "flash_stalls_tick" not in data:
+        errs.append("key 'flash_stalls_tick' is missing: say whether a write to the board's "
+                    "filesystem stalls the tick (see boards/README.md)")
     if not errs:
         _check_pwm(bad, data)
     if need("adc"):

@@ -83,6 +83,7 @@ class App:
         hal_module.safe_outputs()
         self.journal = journal if journal is not None else events.Journal()
         self.flash_stalls_tick = bool(board.get("flash_stalls_tick"))
+        self.resets_unsaved = False  # the forgiven watchdog count waits for a flash write
         self.eventlog = None
         if not board.get("no_log"):
             try:
@@ -177,18 +178,27 @@ class App:
         self.last_count = count
         return ok
 
+    def flash_held(self):
+        """True while a flash write would stall the tick of the energized converter
+        (``flash_stalls_tick`` boards): writes wait for the next de-energized period."""
+        return self.flash_stalls_tick and self.supervisor.state in (
+            supervisor.ENERGIZED, supervisor.DERATED)
+
     def supervise_once(self, now_ms):
         self.supervisor.step(now_ms)
-        if self.wdt_resets and self.supervisor.state != supervisor.FAULT_LOCKOUT:
-            self.healthy_ms += supervisor.PERIOD_MS
-            if self.healthy_ms >= self.held["wdt_window_s"] * 1000:
-                self.wdt_resets = 0  # long healthy run: earlier resets are forgiven
-                self._store_resets(0)
         # while energized: the event log writes INFO records later; on a board whose flash
         # writes stall the tick (rp2 runs them with interrupts off) nothing is written at
         # all until the converter is de-energized (eventlog.py, energy_journal.py)
         energized = self.supervisor.state in (supervisor.ENERGIZED, supervisor.DERATED)
         stalls = self.flash_stalls_tick
+        if self.wdt_resets and self.supervisor.state != supervisor.FAULT_LOCKOUT:
+            self.healthy_ms += supervisor.PERIOD_MS
+            if self.healthy_ms >= self.held["wdt_window_s"] * 1000:
+                self.wdt_resets = 0  # long healthy run: earlier resets are forgiven
+                self.resets_unsaved = True
+        if self.resets_unsaved and not (energized and stalls):
+            self.resets_unsaved = False
+            self._store_resets(0)
         if self.energy_journal is not None:
             self.energy_journal.step(now_ms, self.supervisor.meter, hold=energized and stalls)
         if self.eventlog is not None:

@@ -153,6 +153,9 @@ class Wiring(link.Handlers):
 
     def on_config(self, now_ms, cfg):
         app = self.app
+        if app.flash_held():
+            return False, ("not stored while energized: a flash write stalls the tick on "
+                           "this board (flash_stalls_tick); store it de-energized")
         merged = dict(app.config)
         merged.update(cfg)
         held, errors = params.validate(merged)

@@ -355,6 +355,7 @@ def status(root=""):
 # ---- trial confirmation (supervisor side) ----
 
 HEALTHY_STATES = ("ENTER_SERVICE_DELAY", "ENERGIZED", "DERATED")  # grid synced, no fault
+FAULT_STATES = ("TRIPPED", "FAULT_LOCKOUT")
 
 
 def confirm(root=""):
@@ -385,19 +386,26 @@ class Confirmer:
         self.since = None
         self.done = not bootslot.in_trial()
 
-    def step(self, now_ms, state):
+    def step(self, now_ms, state, flash_held=False):
+        """``flash_held``: a flash write would stall the energized converter's tick
+        (``App.flash_held``): once healthy long enough, the confirmation waits for a
+        de-energized period (still healthy: ENTER_SERVICE_DELAY, or any state after it)."""
         if self.done:
             return False
+        if self.since is not None and (now_ms - self.since) & 0x3FFFFFFF >= self.need_ms:
+            if state in FAULT_STATES:
+                self.since = None  # a trip before the write: not confirmed
+                return False
+            if flash_held:
+                return False  # due; written once the converter is de-energized
+            self.done = True
+            return confirm(self.root)
         if state not in HEALTHY_STATES:
             self.since = None
             return False
         if self.since is None:
             self.since = now_ms
-            return False
-        if (now_ms - self.since) & 0x3FFFFFFF < self.need_ms:
-            return False
-        self.done = True
-        return confirm(self.root)
+        return False
 
 
 def attach(app):
@@ -415,7 +423,7 @@ def attach(app):
         c = Confirmer(app.held.get("upd_confirm_s", 60) * 1000)
         while not c.done:
             now = app.hal.ticks_ms()
-            if c.step(now, app.supervisor.state):
+            if c.step(now, app.supervisor.state, app.flash_held()):
                 app.journal.add(now, "update", "", "CONFIRMED", "version %s" % (
                     bootslot.booted["version"],))
             await asyncio.sleep_ms(200)

@@ -209,3 +209,21 @@ def test_service_ram_on_the_unix_runtime(run_micropython, tmp_path):
     assert fig["service_bytes"] < 8192  # the module docstring's figure: 5600 B
     assert fig["image_alloc_bytes"] < 1024
     assert fig["bytes_sent"] > 200 * 70
+
+
+def test_config_not_stored_while_energized_on_a_stalling_board(rig, tmp_path):
+    """``flash_stalls_tick``: CONFIG while energized is refused with the reason, the
+    file untouched; de-energized it is stored."""
+    rig.app.flash_stalls_tick = True
+    rig.run_ms(1500)
+    rig.hello()
+    rig.run_ms(1500)
+    assert rig.sup.state == "ENERGIZED"
+    before = (tmp_path / "config.json").read_text()
+    r = rig.command(msgs.CONFIG, codec.config_payload({35: 12}))
+    assert r["status"] == msgs.REJECTED and "stalls the tick" in r["tail"]
+    assert (tmp_path / "config.json").read_text() == before
+    rig.sup.state = "WAIT_GRID"
+    r = rig.command(msgs.CONFIG, codec.config_payload({35: 12}))
+    assert r["status"] == msgs.OK
+    assert json.loads((tmp_path / "config.json").read_text())["enter_service_delay_s"] == 1.2

@@ -386,11 +386,12 @@ import heap_probe
 
 
 def _board_modules(name, core, board):
-    """The board's tree as ``v2g flash`` sends it (main.py/boot.py left out), compiled for
-    the core, plus its board.json; {file name: bytes}."""
-    files = [src for dest, src in sorted(flash.source_files(BOARDS[name]["board_data"])
-                                         .items())
-             if dest.endswith(".py") and dest not in ("main.py", "boot.py")]
+    """The board's tree as ``v2g flash`` sends it (main.py/boot.py left out; packages such
+    as ``services/`` in their folders), compiled for the core, plus its board.json;
+    {file name: bytes}."""
+    files = {dest: src for dest, src in sorted(flash.source_files(BOARDS[name]["board_data"])
+                                               .items())
+             if dest.endswith(".py") and dest not in ("main.py", "boot.py")}
     mods = compile_modules(core, files)
     mods["board.json"] = json.dumps(board).encode()
     return mods

@@ -25,9 +25,14 @@ Two ways to read, chosen by ``ext_adc.read``:
   pins are CS (bit 0) and SCLK = CS + 1 (bit 1); ``mosi`` is not driven (the AD7606 has
   no data input in hardware mode). All eight channels are read: the data sheet describes
   reading the eight results framed by one CS or per channel, not leaving some unread.
+  A tick that runs late (interrupts off for more than a period) leaves its frame in the
+  FIFO: the sequencer then stalls at the next frame's first push (CS low, the AD7606
+  keeps its results) until the late tick has read; the next tick follows at once with
+  that frame, and the pacer's next flag brings the period back.
 
-RAM: 16 bytes of buffer, one ``array('I')`` of 15 words (channel order, the BUSY
-timeout counter, the 8 words of a frame), the bound methods it keeps.
+RAM: 16 bytes of buffer, one ``array('I')`` of 16 words (the BUSY timeout counter, the
+channel order, the 8 words of a frame), the bound methods it keeps; with "pio" the two
+assembled programs (17 and 3 instructions).
 Tick-context cost: measured on the emulated core by ``v2g.targets.measure`` (README table);
 with ``"cpu"`` the conversion (4.15 us) and 16 bytes at the SPI clock (10.24 us at
 12.5 MHz) come on top, with ``"pio"`` they pass before the tick's interrupt.

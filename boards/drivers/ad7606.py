@@ -1,38 +1,45 @@
-"""AD7606 driver: 8-channel, 16-bit simultaneous-sampling ADC on SPI (serial mode, DOUTA).
+"""AD7606 driver: 8-channel, 16-bit simultaneous-sampling ADC, serial mode on DOUTA.
 
 The board HAL hands it the port's ``machine`` module and the board data; the driver owns
-the SPI bus and the CONVST / BUSY / CS / RESET lines named in ``board.json``'s
+the CONVST / BUSY / CS / RESET lines and the serial bus named in ``board.json``'s
 ``ext_adc`` object (``spi``, ``baud``, ``polarity``, ``phase``, ``sck``, ``mosi``, ``miso``,
-``cs``, ``convst``, ``busy``, optional ``reset``). ``adc[i].pin`` names the AD7606 input
-("V1".."V8") of tick channel i. +/-10 V range, OS pins low (no oversampling): a
-conversion takes ~4 us.
+``cs``, ``convst``, ``busy``, optional ``reset``, optional ``read``). ``adc[i].pin`` names
+the AD7606 input ("V1".."V8") of tick channel i. +/-10 V range, OS pins low (no
+oversampling): a conversion takes t_CONV <= 4.15 us (AD7606 data sheet, timing table).
 
-One read: CONVST pulse (all 8 track-and-holds sample at once), BUSY poll (bounded by
-``BUSY_POLLS``), one ``SPI.readinto`` of 16 bytes into a preallocated buffer, and a viper
-unpack from big-endian two's complement to offset binary words 0..65535 (0 V = 32768).
+Two ways to read, chosen by ``ext_adc.read``:
+- ``"cpu"`` (default; esp32): ``adc_read`` (method) in the tick: CONVST pulse through the
+  port's ``Pin`` methods, BUSY poll (bounded by ``BUSY_POLLS``), one ``SPI.readinto`` of
+  16 bytes into a preallocated buffer, a viper unpack from big-endian two's complement to
+  offset binary words 0..65535 (0 V = 32768). The CPU waits the conversion and the bus.
+- ``"pio"`` (rp2): two RP2 PIO state machines do the whole acquisition in hardware
+  (``pio_programs``): a pacer raises PIO IRQ flag 4 every tick period; the sequencer then
+  pulses CONVST (8 PIO cycles high: 53 ns at 150 MHz, t2 >= 25 ns; BUSY rises within
+  t1 = 40 ns), waits for BUSY low (bounded: 32 passes of 25 PIO cycles, 5.3 us at
+  150 MHz > t_CONV max; past it the frame is read anyway and IRQ flag 5 set), pulls CS
+  low and clocks the eight 16-bit results V1..V8 out of DOUTA (12 PIO cycles a bit: SCLK
+  low 6, sampled at the end of the low phase, high 6; the AD7606 shifts on the rising
+  edge), autopushing one word per channel into the joined 8-deep RX FIFO, raises CS and
+  sets its own IRQ flag, which runs the tick. The tick's ``pio_reader`` only pops the 8
+  words: no pin, no wait, no call. SCLK = PIO clock / 12 = ``ext_adc.baud``; the side-set
+  pins are CS (bit 0) and SCLK = CS + 1 (bit 1); ``mosi`` is not driven (the AD7606 has
+  no data input in hardware mode). All eight channels are read: the data sheet describes
+  reading the eight results framed by one CS or per channel, not leaving some unread.
+  A tick that runs late (interrupts off for more than a period) leaves its frame in the
+  FIFO: the sequencer then stalls at the next frame's first push (CS low, the AD7606
+  keeps its results) until the late tick has read; the next tick follows at once with
+  that frame, and the pacer's next flag brings the period back.
 
-Two tick-context readers with the same result:
-- ``adc_read`` (method): the lines through the port's ``Pin`` methods; any port.
-- ``fast_reader(win, gpio)``: a viper closure that drives CONVST and CS and polls BUSY
-  through the MCU's GPIO set / clear / input registers (``win``: a buffer over the GPIO
-  register block, e.g. ``uctypes.bytearray_at``, made by the board HAL from its register
-  data; ``gpio``: the three registers' word offsets in it), with the unpack inlined: one
-  Python-level call per read (``SPI.readinto``) instead of seven. Timing it keeps by
-  construction: CONVST high for a 4-pass spin (>= 12 core cycles: >= 80 ns at 150 MHz;
-  AD7606 t2 >= 25 ns, and BUSY rises
-  within t1 = 40 ns of the CONVST edge, so the poll never starts before BUSY is up), the
-  BUSY poll bounded by ``FAST_BUSY_POLLS`` (>= 3 cycles a pass: >= 20 us at 150 MHz, t_CONV
-  is 4.15 us max). The three lines must be GPIO 0..31 in SIO/GPIO function (Pin objects made
-  here do that). Lines shared with another core's writes are safe: the set / clear
-  registers are atomic.
-
-RAM: 16 bytes of buffer, one ``array('I')`` of 14 words (the fast reader's registers, pin
-masks, channel order and the BUSY timeout counter), the bound methods it keeps.
+RAM: 16 bytes of buffer, one ``array('I')`` of 16 words (the BUSY timeout counter, the
+channel order, the 8 words of a frame), the bound methods it keeps; with "pio" the two
+assembled programs (17 and 3 instructions).
 Tick-context cost: measured on the emulated core by ``v2g.targets.measure`` (README table);
-the conversion (4.15 us) and 16 bytes at the SPI clock (10.24 us at 12.5 MHz) come on top.
+with ``"cpu"`` the conversion (4.15 us) and 16 bytes at the SPI clock (10.24 us at
+12.5 MHz) come on top, with ``"pio"`` they pass before the tick's interrupt.
 
-Used by: boards/rp2, boards/esp32. Context: ``AD7606(...)`` at boot; ``adc_read`` in the
-tick (no allocation, no floats, never raises by design).
+Used by: boards/rp2 (pio), boards/esp32 (cpu). Context: ``AD7606(...)`` and the programs
+at boot; ``adc_read`` / the PIO reader in the tick (no allocation, no floats, never
+raises by design).
 """
 
 import time
@@ -42,17 +49,66 @@ import micropython
 from micropython import const
 
 BUSY_POLLS = const(16)  # bound on the BUSY wait (~15-25 us); a conversion takes ~4 us
-FAST_BUSY_POLLS = const(1000)  # the fast reader's bound (register reads: 20-40 us)
-# words of the fast reader's state array
-_IN = const(0)  # word offset of the GPIO input register in the window
-_SET = const(1)  # ... of the GPIO output set register
-_CLR = const(2)  # ... of the GPIO output clear register
-_CV = const(3)  # CONVST pin mask
-_CS = const(4)  # CS pin mask
-_BUSY = const(5)  # BUSY pin mask
-_TIMEOUTS = const(6)  # BUSY never fell within the bound
-_ORDER = const(7)  # 7 words: AD7606 channel (0..7) of tick channel k
-_WORDS = const(14)
+READS = ("cpu", "pio")
+PIO_BIT_CYCLES = const(12)  # PIO cycles per SCLK period in the sequencer's bit loop
+PIO_PACE_CYCLES = const(200)  # PIO cycles of the pacer's loop: one tick period
+# words of the state array
+_TIMEOUTS = const(0)  # BUSY never fell within the bound
+_ORDER = const(1)  # 7 words: AD7606 channel (0..7) of tick channel k
+_W = const(8)  # 8 words: the frame V1..V8 as the PIO pushed it
+_WORDS = const(16)
+# PIO block registers (word offsets; RP2040 and RP2350 pio.h): IRQ flags, SM0's RX FIFO
+_PIO_RXF0 = const(8)  # 0x020
+_PIO_IRQ = const(12)  # 0x030, write 1 to clear
+_PIO_BUSY_FLAG = const(0x20)  # flag 5: BUSY still high after the sequencer's bound
+
+
+def pio_programs(rp2):
+    """The sequencer and the pacer (module docstring) as ``rp2.asm_pio`` programs, for
+    ``rp2.StateMachine``: the sequencer with ``set_base`` CONVST, ``sideset_base`` CS
+    (SCLK next to it), ``in_base`` DOUTA (``miso``), ``jmp_pin`` BUSY, at
+    ``baud * PIO_BIT_CYCLES`` Hz; the pacer at ``tick_hz * PIO_PACE_CYCLES`` Hz.
+    Context: boot (``asm_pio`` swaps this module's globals while it assembles)."""
+    PIO = rp2.PIO
+
+    @rp2.asm_pio(set_init=PIO.OUT_LOW, sideset_init=(PIO.OUT_HIGH, PIO.OUT_HIGH),
+                 in_shiftdir=PIO.SHIFT_LEFT, autopush=True, push_thresh=16,
+                 fifo_join=PIO.JOIN_RX)
+    def sequencer():
+        # side-set bit 0 CS, bit 1 SCLK; every instruction sets both
+        wrap_target()  # the names are rp2.asm_pio's
+        wait(1, irq, 4).side(3)  # paced: flag 4, cleared by the wait
+        set(pins, 1).side(3)[7]  # CONVST high 8 cycles
+        set(pins, 0).side(3)
+        set(x, 31).side(3)  # BUSY bound: 32 passes of 25 cycles
+        label("busy")
+        jmp(pin, "conv").side(3)  # jmp_pin = BUSY: still converting
+        jmp("read").side(3)
+        label("conv")
+        nop().side(3)[7]
+        nop().side(3)[7]
+        jmp(x_dec, "busy").side(3)[7]
+        irq(5).side(3)  # BUSY did not fall: flag it, read anyway
+        label("read")
+        set(y, 7).side(2)  # CS low: V1's MSB on DOUTA
+        label("word")
+        set(x, 15).side(2)
+        label("bit")
+        nop().side(0)[4]  # SCLK low
+        in_(pins, 1).side(0)  # sample DOUTA; autopush every 16 bits
+        jmp(x_dec, "bit").side(2)[5]  # SCLK high: next bit shifts out
+        jmp(y_dec, "word").side(2)
+        irq(rel(0)).side(3)  # CS high; frame in the FIFO: the tick's IRQ
+        wrap()
+
+    @rp2.asm_pio()
+    def pacer():
+        irq(4)[3]  # 4 + 4 + 24 * 8 = 200 cycles a pass
+        set(x, 23)[3]
+        label("wait")
+        jmp(x_dec, "wait")[7]
+
+    return sequencer, pacer
 
 
 @micropython.viper
@@ -69,23 +125,26 @@ def _unpack(buf: ptr8, order: ptr8, raw: ptr32):
 class AD7606:
     def __init__(self, machine, ext, adc):
         Pin = machine.Pin
-        self._spi = machine.SPI(ext["spi"], baudrate=ext["baud"],
-                                polarity=ext.get("polarity", 1), phase=ext.get("phase", 0),
-                                sck=Pin(ext["sck"]), mosi=Pin(ext["mosi"]),
-                                miso=Pin(ext["miso"]))
-        self._readinto = self._spi.readinto
-        cs = Pin(ext["cs"], Pin.OUT, value=1)
-        self._cs_on, self._cs_off = cs.on, cs.off
+        self.read = ext.get("read", "cpu")
+        if self.read not in READS:
+            raise ValueError("ext_adc.read %r: one of %s" % (self.read, ", ".join(READS)))
+        cs = Pin(ext["cs"], Pin.OUT, value=1)  # idle levels before anything drives them
         cv = Pin(ext["convst"], Pin.OUT, value=0)
-        self._cv_on, self._cv_off = cv.on, cv.off
-        self._busy = Pin(ext["busy"], Pin.IN).value
+        if self.read == "cpu":
+            self._spi = machine.SPI(ext["spi"], baudrate=ext["baud"],
+                                    polarity=ext.get("polarity", 1),
+                                    phase=ext.get("phase", 0), sck=Pin(ext["sck"]),
+                                    mosi=Pin(ext["mosi"]), miso=Pin(ext["miso"]))
+            self._readinto = self._spi.readinto
+            self._cs_on, self._cs_off = cs.on, cs.off
+            self._cv_on, self._cv_off = cv.on, cv.off
+            self._busy = Pin(ext["busy"], Pin.IN).value
         if "reset" in ext:  # the AD7606 needs a reset pulse after power-up
             rst = Pin(ext["reset"], Pin.OUT, value=1)
             time.sleep_us(1)
             rst.off()
         self._buf = bytearray(16)  # 8 channels x 16 bit, DOUTA order V1..V8
         self._order = bytearray(int(ch["pin"][1:]) - 1 for ch in adc)  # V1..V8 -> 0..7
-        self._pins = (ext["convst"], ext["cs"], ext["busy"])
         self._st = array("I", range(_WORDS))
         for k in range(7):
             self._st[_ORDER + k] = self._order[k]
@@ -93,52 +152,39 @@ class AD7606:
         # BUSY never fell within the poll bound (both readers count here)
         self.timeouts = memoryview(self._st)[_TIMEOUTS:_TIMEOUTS + 1]
 
-    def fast_reader(self, win, gpio):
-        """The register-level reader (module docstring): ``win`` a buffer over the GPIO
-        register block, ``gpio`` = word offsets of its input, output set and output clear
-        registers (the bank holding CONVST, CS and BUSY). Raises ValueError for a line
-        beyond GPIO 31. Context: boot."""
+    def pio_reader(self, win):
+        """The tick-context reader of a frame the RP2 PIO sequencer (``pio_programs``) has
+        put in its state machine's RX FIFO: ``win`` a buffer over the PIO block's
+        registers (``uctypes.bytearray_at``), the sequencer on state machine 0 of that
+        block. Reads the 8 words, maps them to tick order, counts a BUSY timeout the
+        sequencer flagged (PIO IRQ flag 5). Context: boot."""
         st = self._st
-        st[_IN], st[_SET], st[_CLR] = gpio
-        for word, pin in zip((_CV, _CS, _BUSY), self._pins):
-            if not 0 <= pin < 32:
-                raise ValueError("ext_adc line GPIO %r is not in GPIO 0..31" % (pin,))
-            st[word] = 1 << pin
-        buf = self._buf
-        readinto = self._readinto
 
         @micropython.viper
         def adc_read(raw):
-            """Sample all channels at once; fill raw[0..6] (VA VB VC IA IB IC VDC)."""
-            # tick context: no allocation, never raises (registers, one C call)
+            """Fill raw[0..6] (VA VB VC IA IB IC VDC) from the frame the PIO read."""
+            # tick context: no allocation, no call, never raises (register reads only)
             s = ptr32(st)
-            g = ptr32(win)
-            gset = s[_SET]
-            gclr = s[_CLR]
-            gin = s[_IN]
-            cv = s[_CV]
-            g[gset] = cv  # rising edge: all 8 track-and-holds sample now
-            n = 4
-            while n:  # CONVST high >= t2; BUSY up within t1 before the poll
-                n -= 1
-            g[gclr] = cv
-            busy = s[_BUSY]
-            n = FAST_BUSY_POLLS
-            while (g[gin] & busy) and n:
-                n -= 1
-            if not n:
-                s[_TIMEOUTS] = s[_TIMEOUTS] + 1  # the words are the previous conversion's
-            cs = s[_CS]
-            g[gclr] = cs
-            readinto(buf)
-            g[gset] = cs
-            b = ptr8(buf)
+            p = ptr32(win)
+            if p[_PIO_IRQ] & _PIO_BUSY_FLAG:  # the sequencer read without BUSY falling
+                p[_PIO_IRQ] = _PIO_BUSY_FLAG  # write 1 to clear
+                s[_TIMEOUTS] = s[_TIMEOUTS] + 1
+            s[_W] = p[_PIO_RXF0]  # V1..V8: each read pops one 16-bit word
+            s[_W + 1] = p[_PIO_RXF0]
+            s[_W + 2] = p[_PIO_RXF0]
+            s[_W + 3] = p[_PIO_RXF0]
+            s[_W + 4] = p[_PIO_RXF0]
+            s[_W + 5] = p[_PIO_RXF0]
+            s[_W + 6] = p[_PIO_RXF0]
+            s[_W + 7] = p[_PIO_RXF0]
             r = ptr32(raw)
-            k = 0
-            while k < 7:
-                j = s[_ORDER + k] << 1
-                r[k] = ((b[j] << 8) | b[j + 1]) ^ 0x8000
-                k += 1
+            r[0] = s[_W + s[_ORDER]] ^ 0x8000
+            r[1] = s[_W + s[_ORDER + 1]] ^ 0x8000
+            r[2] = s[_W + s[_ORDER + 2]] ^ 0x8000
+            r[3] = s[_W + s[_ORDER + 3]] ^ 0x8000
+            r[4] = s[_W + s[_ORDER + 4]] ^ 0x8000
+            r[5] = s[_W + s[_ORDER + 5]] ^ 0x8000
+            r[6] = s[_W + s[_ORDER + 6]] ^ 0x8000
 
         return adc_read
 

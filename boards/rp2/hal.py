@@ -1,4 +1,4 @@
-"""HAL of the Raspberry Pi Pico (RP2040) board: gate PWM, AD7606 sampling, contactors,
+"""HAL of the Raspberry Pi Pico 2 (RP2350) board: gate PWM, AD7606 sampling, contactors,
 fan, NTCs, watchdog. ``build(board)`` turns the parsed ``board.json`` into the objects.
 
 Wiring (numbers in board.json):
@@ -14,30 +14,45 @@ Wiring (numbers in board.json):
   counter wrap (<= 1 PWM period).
 - ADC: the RP2040 has 3 usable ADC inputs, not 7, and samples them one after another.
   The phase voltages, currents and DC link go to an AD7606 (8 channels, 16 bit,
-  simultaneous sample-and-hold, +/-10 V range, OS pins low, serial mode on DOUTA):
-  CONVST pulse, BUSY poll, one ``SPI.readinto`` of 16 bytes into a preallocated buffer.
-  ``adc[i].pin`` names the AD7606 input ("V1".."V8") of tick channel i. The on-chip ADC
-  reads the two NTC dividers (supervisor context only).
+  simultaneous sample-and-hold, +/-10 V range, OS pins low, serial mode on DOUTA), read
+  by two PIO state machines (``ext_adc.read`` "pio", the AD7606 driver's
+  ``pio_programs``): state machine 1 paces (PIO IRQ flag 4 every 1/tick_hz s, 200 PIO
+  cycles at tick_hz * 200 Hz), state machine 0 pulses CONVST, waits for BUSY low, clocks
+  the eight results out at ``ext_adc.baud`` (12.5 MHz: 12 PIO cycles at 150 MHz a bit)
+  into its RX FIFO and raises its IRQ, which runs the tick: the conversion (<= 4.15 us)
+  and the 128 bits (10.24 us) pass while the CPU is free. The sample is the tick's own
+  (taken ~14.5 us before its interrupt), not the previous tick's: from sampling to the
+  new duties it is ~2-3 us longer than when the handler pulsed CONVST itself (the
+  interrupt entry and dispatch now come after the sample), small beside the up to 50 us
+  until new compares latch at the PWM wrap. The tick period is the PIO's, divided from
+  the system clock, instead of the alarm pool's behind ``machine.Timer``.
+  ``adc[i].pin`` names the AD7606 input ("V1".."V8") of tick channel i. Lines: CS and
+  SCLK are the side-set pair (``sck`` = ``cs`` + 1), CONVST the set pin, BUSY the jmp
+  pin, DOUTA (``miso``) the in pin; ``mosi`` and the SPI block are not used. The on-chip
+  ADC reads the two NTC dividers (supervisor context only).
 - Contactor coils: active high. Aux contact: pulls ``contactor_aux`` low when the main
   contactor is closed (input with pull-up). Fan: 25 kHz PWM, open-collector tach.
 - All gate and contactor lines need pull-downs: they float during reset and boot.
 
 Registers (board.json ``regs``, hex strings: the chip's PWM block base and EN register,
-the SIO GPIO input / output-set / output-clear registers; the Pico 2's are the RP2350's,
-an RP2040 board would give its own): the gate PWM is set up with ``machine.mem32`` at
-boot. The tick-context methods are viper closures built at boot over one ``array('I')``
-of word offsets and values and over ``uctypes.bytearray_at`` windows onto the PWM and SIO
-blocks: ``pwm_set`` writes the three CC registers and sets
-``gate_enable`` through SIO GPIO_OUT_SET, ``pwm_off`` clears ``gate_enable`` through
-GPIO_OUT_CLR first, then writes the all-off compares; ``adc_read`` is the AD7606 driver's
-``fast_reader`` (CONVST, CS and BUSY through the same SIO registers, one
-``SPI.readinto``). Nothing in them looks up an attribute, allocates or can raise, so
-``pwm_off`` always works once ``build`` has returned. ``gate_enable`` and the AD7606 lines
-must be GPIO 0..31 (checked in build). The tick timer is ``machine.Timer(...,
-hard=True)`` (MicroPython >= 1.26 on rp2).
+the SIO GPIO input / output-set / output-clear registers, the PIO block of the AD7606
+state machines; the Pico 2's are the RP2350's (pico-sdk ``hardware_regs`` addressmap.h:
+PWM 0x400A8000, SIO 0xD0000000, PIO0 0x50200000; pio.h: RXF0 0x020, IRQ 0x030), an
+RP2040 board would give its own): the gate PWM is set up with ``machine.mem32`` at boot.
+The tick-context methods are viper closures built at boot over one ``array('I')`` of word
+offsets and values and over ``uctypes.bytearray_at`` windows onto the PWM, SIO and PIO
+blocks: ``pwm_set`` writes the three CC registers and sets ``gate_enable`` through SIO
+GPIO_OUT_SET, ``pwm_off`` clears ``gate_enable`` through GPIO_OUT_CLR first, then writes
+the all-off compares; ``adc_read`` is the AD7606 driver's ``pio_reader`` (pops the eight
+words of the frame from state machine 0's RX FIFO, counts a BUSY timeout the sequencer
+flagged). Nothing in them looks up an attribute, allocates or can raise, so ``pwm_off``
+always works once ``build`` has returned. ``gate_enable`` must be GPIO 0..31 (checked in
+build). The tick is the sequencer's ``StateMachine.irq(..., hard=True)``; ``stop_tick``
+stops the pacer, lets the frame in flight finish (CS high) and stops the sequencer.
 
 Tick-context cost: measured on the emulated core (``python -m v2g.targets.measure``; the
-README's board table); the AD7606 conversion and the SPI transfer are waits on top.
+README's board table): 6 359 instructions a tick, of which this HAL's ``adc_read`` +
+``pwm_set`` 1 662, and no wait (the PIO's part is done before the interrupt).
 
 Verified: compiles with ``mpy-cross -march=armv6m``; smoke-tested with fake
 ``machine`` modules under CPython and under the MicroPython unix runtime with the heap
@@ -51,10 +66,12 @@ Usage (boot)::
 """
 
 import sys
+import time
 from array import array
 
 import machine
 import micropython
+import rp2
 import uctypes
 from micropython import const
 
@@ -97,7 +114,10 @@ def build(board):
     return power_stage.build(Pico, board)
 
 
-_REG_KEYS = ("pwm", "pwm_en", "sio_in", "sio_set", "sio_clr")
+_REG_KEYS = ("pwm", "pwm_en", "sio_in", "sio_set", "sio_clr", "pio")
+_SM_SEQ = const(0)  # the AD7606 sequencer: state machine 0 of the PIO block at regs.pio
+_SM_PACE = const(1)  # its pacer, state machine 1 of the same block
+_PIO_IRQ_OFS = const(0x30)  # PIO IRQ flags (write 1 to clear)
 # words of the PWM closures' state array
 _CC_A = const(0)  # word offsets of the three slices' CC registers in the PWM window
 _CC_B = const(1)
@@ -172,12 +192,35 @@ class Pico(power_stage.PowerStage):
         self._sio = uctypes.bytearray_at(sio, 0x40)  # register windows the closures use
         self._pwm_win = uctypes.bytearray_at(regs["pwm"], 0x100)
         self._init_pwm(b, b["pins"], regs, sio)
-        adc = ad7606.AD7606(machine, b["ext_adc"], b["adc"])
-        # tick context: the driver's viper reader on the SIO registers, no extra call
-        self.adc_read = adc.fast_reader(self._sio, ((regs["sio_in"] - sio) >> 2,
-                                                    (regs["sio_set"] - sio) >> 2,
-                                                    (regs["sio_clr"] - sio) >> 2))
+        self._init_adc(b, regs)
+
+    def _init_adc(self, b, regs):
+        """The AD7606 read by PIO (ad7606 driver): check the timing the programs assume,
+        assemble them; the state machines start with the tick (``start_tick``)."""
+        ext = b["ext_adc"]
+        if ext.get("read") != "pio":
+            raise ValueError("ext_adc.read must be \"pio\" on rp2 (the PIO reads the AD7606)")
+        clk = b["cpu_hz"]
+        seq_hz = ext["baud"] * ad7606.PIO_BIT_CYCLES
+        pace_hz = b["tick_hz"] * ad7606.PIO_PACE_CYCLES
+        if seq_hz > clk or clk % seq_hz or clk % pace_hz:
+            raise ValueError("ext_adc.baud %d and tick_hz %d need PIO clocks %d and %d Hz "
+                             "that divide cpu_hz %d" % (ext["baud"], b["tick_hz"], seq_hz,
+                                                        pace_hz, clk))
+        if ext["sck"] != ext["cs"] + 1:
+            raise ValueError("ext_adc.sck must be ext_adc.cs + 1 (PIO side-set pins)")
+        adc = ad7606.AD7606(machine, ext, b["adc"])
+        self._pio_win = uctypes.bytearray_at(regs["pio"], 0x40)  # the reader's registers
+        self._pio_irq = regs["pio"] + _PIO_IRQ_OFS
+        # tick context: the driver's viper reader of the PIO's RX FIFO, no call
+        self.adc_read = adc.pio_reader(self._pio_win)
         self.adc_timeouts = adc.timeouts
+        self._progs = ad7606.pio_programs(rp2)
+        Pin = machine.Pin
+        self._seq_kw = {"freq": seq_hz, "in_base": Pin(ext["miso"]),
+                        "set_base": Pin(ext["convst"]), "sideset_base": Pin(ext["cs"]),
+                        "jmp_pin": Pin(ext["busy"])}
+        self._pace_hz = pace_hz
 
     def _init_pwm(self, b, pins, regs, sio):
         clk = machine.freq()
@@ -234,12 +277,25 @@ class Pico(power_stage.PowerStage):
     # ---- boot / supervisor context ----
 
     def start_tick(self, fn):
-        """Run fn(timer) at tick_hz in hard IRQ context."""
+        """Run fn(state_machine) in hard IRQ context once per tick period: the pacer
+        starts an AD7606 frame every 1/tick_hz s, the sequencer's IRQ when the frame is
+        in its FIFO runs fn (ad7606 driver docstring)."""
         self.stop_tick()
-        self._timer = machine.Timer(mode=machine.Timer.PERIODIC, freq=self._tick_hz,
-                                    callback=fn, hard=True)
+        seq = rp2.StateMachine(_SM_SEQ, self._progs[0], **self._seq_kw)
+        pace = rp2.StateMachine(_SM_PACE, self._progs[1], freq=self._pace_hz)
+        while seq.rx_fifo():  # a frame left from before: the tick reads whole frames
+            seq.get()
+        self._m[self._pio_irq] = 0x30  # clear flags 4 (pace) and 5 (BUSY timeout)
+        seq.irq(fn, 1, True)
+        seq.active(1)
+        pace.active(1)
+        self._timer = (seq, pace)
 
     def stop_tick(self):
         if self._timer is not None:
-            self._timer.deinit()
+            seq, pace = self._timer
+            pace.active(0)
+            time.sleep_us(50)  # the sequencer ends its frame (<= 16 us): CS high
+            seq.active(0)
+            seq.irq(None)
             self._timer = None

@@ -305,7 +305,7 @@ def test_hals_share_the_chip_drivers():
 # --- fake hardware (runs under CPython and MicroPython) ------------------------------------
 
 FAKES = r'''
-"""Fake machine / pyb / stm modules for the board HAL smoke tests."""
+"""Fake machine / pyb / stm / rp2 modules for the board HAL smoke tests."""
 
 
 class _State:
@@ -331,6 +331,9 @@ def reset(port):
     R.tim_clk = 200000000
     R.cause = 1
     R.irq_off = 0
+    R.sms = []
+    R.rx = 0
+    R.pio_irq = 0
     if port == "stm32":  # what pyb leaves after Timer(1, deadtime=126) and channel()
         R.regs[stm.TIM1 + stm.TIM_BDTR] = 0x8000 | 126
         R.regs[stm.TIM1 + stm.TIM_CR2] = 0x3F00
@@ -479,10 +482,20 @@ class _WDT:
 SIO_IN = 0xD0000004  # RP2350 SIO GPIO_IN, GPIO_OUT_SET, GPIO_OUT_CLR
 SIO_OUT = {0xD0000018: 1, 0xD0000020: 0}
 BSRR = {0x58021018: "E"}  # STM32H7 GPIOE BSRR: bits 0..15 set, 16..31 reset
+# RP2350 PIO0 (board.json regs.pio): SM0's RX FIFO pops the AD7606 frame R.frame word by
+# word, as the sequencer pushed it; the IRQ register holds R.pio_irq (write 1 to clear)
+PIO_RXF0 = 0x50200020
+PIO_IRQ = 0x50200030
 
 
 class _Mem:
     def __getitem__(self, addr):
+        if addr == PIO_RXF0:
+            j = (R.rx % 8) * 2
+            R.rx += 1
+            return (R.frame[j] << 8) | R.frame[j + 1]
+        if addr == PIO_IRQ:
+            return R.pio_irq
         if addr == SIO_IN:
             return sum(1 << p for p, st in R.pins.items()
                        if isinstance(p, int) and p < 32 and st.value)
@@ -490,6 +503,8 @@ class _Mem:
 
     def __setitem__(self, addr, v):
         R.regs[addr] = v
+        if addr == PIO_IRQ:
+            R.pio_irq &= ~v
         for n in range(32):
             if not (v >> n) & 1:
                 continue
@@ -595,6 +610,53 @@ class pyb:
     Timer = _PybTimer
 
 
+class _PIO:
+    SHIFT_LEFT = 0
+    SHIFT_RIGHT = 1
+    JOIN_NONE = 0
+    JOIN_TX = 1
+    JOIN_RX = 2
+    OUT_LOW = 0
+    OUT_HIGH = 1
+
+
+class _StateMachine:
+    def __init__(self, sid, prog, freq=0, **kw):
+        self.id = sid
+        self.prog = prog
+        self.freq = freq
+        self.kw = kw
+        self.on = False
+        self.handler = None
+        self.hard = None
+        R.sms.append(self)
+
+    def active(self, v=None):
+        if v is None:
+            return self.on
+        self.on = bool(v)
+
+    def irq(self, handler=None, trigger=1, hard=False):
+        self.handler = handler
+        self.hard = hard
+
+    def rx_fifo(self):
+        return 0
+
+    def get(self):
+        return 0
+
+
+def _asm_pio(**kw):
+    return lambda f: ("pio", f.__name__, kw)
+
+
+class rp2:
+    PIO = _PIO
+    StateMachine = _StateMachine
+    asm_pio = staticmethod(_asm_pio)
+
+
 class stm:
     mem32 = machine.mem32
     TIM1 = 0x40010000
@@ -649,6 +711,7 @@ def fakes(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "machine", mod.machine)
     monkeypatch.setitem(sys.modules, "pyb", mod.pyb)
     monkeypatch.setitem(sys.modules, "stm", mod.stm)
+    monkeypatch.setitem(sys.modules, "rp2", mod.rp2)
     monkeypatch.setitem(sys.modules, "uctypes", mod.uctypes)
     t0 = time.perf_counter_ns()
     monkeypatch.setattr(time, "ticks_us", lambda: ((time.perf_counter_ns() - t0) // 1000)
@@ -709,6 +772,7 @@ def test_hal_safe_outputs_before_and_after_build(name, fakes):
     hal.safe_outputs()
     assert_safe(fakes, board)
     assert not any(t.active for t in fakes.R.timers)
+    assert not any(sm.on for sm in fakes.R.sms)  # rp2: the PIO tick stopped
     assert all(t.cb is None for t in fakes.R.pyb_timers.values() if t.n != 4)
 
 
@@ -751,6 +815,18 @@ def test_hal_interface_runs(name, fakes):
         t = R.pyb_timers[6]
         assert t.kw["freq"] == board["tick_hz"] and t.cb is fn  # pyb: always a hard IRQ
         t.cb(t)
+    elif board["port"] == "rp2":  # the PIO sequencer's IRQ, paced by a second machine
+        seq, pace = R.sms[-2:]
+        assert (seq.id, pace.id) == (0, 1) and seq.on and pace.on
+        assert seq.handler is fn and seq.hard is True
+        assert pace.freq == board["tick_hz"] * 200  # 200 PIO cycles a period
+        ext = board["ext_adc"]
+        assert seq.freq == ext["baud"] * 12  # 12 PIO cycles per SCLK period
+        assert seq.prog[1] == "sequencer" and pace.prog[1] == "pacer"
+        assert seq.kw["sideset_base"].id == ext["cs"] and seq.kw["in_base"].id == ext["miso"]
+        assert seq.kw["set_base"].id == ext["convst"] and seq.kw["jmp_pin"].id == ext["busy"]
+        assert seq.prog[2]["push_thresh"] == 16 and seq.prog[2]["fifo_join"] == 2
+        seq.handler(seq)
     else:
         t = [t for t in R.timers if t.active][-1]
         assert t.kw["freq"] == board["tick_hz"] and t.kw["callback"] is fn
@@ -759,6 +835,7 @@ def test_hal_interface_runs(name, fakes):
     assert len(calls) == 1
     h.stop_tick()
     assert not any(t.active for t in R.timers)
+    assert not any(sm.on for sm in R.sms)
 
     h.contactor(1, 0)
     assert R.pins[pins["contactor_main"]].value == 1 and R.pins[pins["contactor_pre"]].value == 0
@@ -851,7 +928,15 @@ def test_hal_adc_read_in_tick_order(name, fakes):
     raw = array("i", bytes(28))
     h.adc_read(raw)
     assert list(raw) == want
-    if "ext_adc" in board:
+    if board.get("ext_adc", {}).get("read") == "pio":  # rp2: the frame from the PIO
+        assert R.rx == 8 and not R.spis  # all 8 words popped; no SPI peripheral used
+        assert R.pins[board["ext_adc"]["cs"]].value == 1  # idle before the PIO runs
+        assert h.adc_timeouts[0] == 0
+        R.pio_irq = 0x20  # the sequencer flagged BUSY stuck high (flag 5)
+        h.adc_read(raw)
+        assert h.adc_timeouts[0] == 1 and R.pio_irq == 0  # counted and cleared
+        assert list(raw) == want
+    elif "ext_adc" in board:
         spi = R.spis[-1]
         assert spi.reads == 1 and spi.baudrate == board["ext_adc"]["baud"]
         assert R.pins[board["ext_adc"]["cs"]].value == 1  # deselected again
@@ -903,6 +988,7 @@ import fakes
 sys.modules["machine"] = fakes.machine
 sys.modules["pyb"] = fakes.pyb
 sys.modules["stm"] = fakes.stm
+sys.modules["rp2"] = fakes.rp2
 
 
 class _Micropython:
@@ -986,7 +1072,7 @@ def test_hal_tick_methods_do_not_allocate_on_micropython(name, tmp_path, micropy
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
     assert "heap_locked_ok 1" in out, out
-    if name == "stm32":
+    if name in ("stm32", "rp2"):  # rp2: the PIO FIFO is a RAM page here (zeros)
         assert "raw 32768 32768 32768 32768 32768 32768 32768" in out
     else:
         assert "raw 32769 32770 32771 32772 32773 32774 32775" in out
@@ -1004,7 +1090,7 @@ def test_fakes_cover_what_the_hals_import():
                     for a in n.names}
             allowed = {"sys", "time", "array", "micropython"}
             if src == hal:  # uctypes: register windows (bytearray_at) for viper code
-                allowed |= {"machine", "pyb", "stm", "svpwm", "uctypes"} | drivers
+                allowed |= {"machine", "pyb", "stm", "rp2", "svpwm", "uctypes"} | drivers
             assert mods <= allowed, (src.name, mods - allowed)
 
 

@@ -44,7 +44,7 @@ def fake_hw(monkeypatch):
     spec = importlib.util.spec_from_file_location("fake_hw", paths.MP_DIR / "fake_hw.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    for name in ("machine", "pyb", "stm"):
+    for name in ("machine", "pyb", "stm", "rp2"):
         monkeypatch.setitem(sys.modules, name, getattr(mod, name))
     # MicroPython's time functions the HALs call (CPython's time has none of them)
     monkeypatch.setattr(time, "ticks_us", lambda: 0, raising=False)

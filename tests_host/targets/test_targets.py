@@ -11,7 +11,9 @@ the NUCLEO-H743ZI), the shipped ``.mpy`` running as Thumb code.
   figures of ``v2g.targets.measure`` repeat;
 - every board with a core boots with the default config on it, with its own heap_bytes
   as the GC heap, and keeps >= 30 % of it free after boot and with the journal full;
-- the boards' cores, heaps and clocks come from their board.json (no instruments needed).
+- the boards' cores, heaps and clocks come from their board.json (no instruments needed);
+- the rp2 PIO programs of the AD7606 driver assemble with the rp2 port's own assembler
+  (from the recorded MicroPython source) into the cycle counts the driver states.
 
 Marked ``target``; each test skips with one line naming the missing instrument when
 ``make targets MICROPYTHON_SRC=DIR`` has not been run (``make test-targets`` runs them).
@@ -244,3 +246,71 @@ def test_bench_targets_key_without_instruments(monkeypatch, tmp_path):
     assert "no qemu target" in t["esp32"]["reason"]
     assert "make targets" in t["rp2"]["reason"]
     assert "rp2" in bench.format_table(t)
+
+
+# PIO instruction fields (RP2040/RP2350 data sheets, "PIO instruction set")
+_PIO_WAIT, _PIO_IN, _PIO_IRQ, _PIO_SET = 1, 2, 6, 7
+
+
+def test_rp2_pio_programs_assemble_with_micropythons_assembler(tmp_path):
+    """The AD7606 sequencer and pacer (boards/drivers/ad7606.py) assembled by the rp2
+    port's own ``asm_pio`` (ports/rp2/modules/rp2.py of the recorded MicroPython source,
+    run under CPython with the PIO constants of ``_rp2``): they fit the PIO block's 32
+    instructions, every delay fits beside two side-set bits, and the cycle counts the
+    driver's docstring and constants state hold (pacer 200 cycles a pass, 16-bit
+    autopush into the joined RX FIFO, IRQ flags 4, 5 and the state machine's own)."""
+    src_file = targets.targets_dir() / "micropython_src"
+    if not src_file.is_file():
+        pytest.skip("target instrument micropython_src missing: run `make targets "
+                    "MICROPYTHON_SRC=DIR`")
+    rp2_py = __import__("pathlib").Path(src_file.read_text().strip()) / "ports" / "rp2" / \
+        "modules" / "rp2.py"
+    if not rp2_py.is_file():
+        pytest.skip("%s: no rp2 port in the recorded MicroPython source" % rp2_py)
+    (tmp_path / "_rp2.py").write_text(
+        "class PIO:\n    SHIFT_LEFT = 0\n    SHIFT_RIGHT = 1\n    JOIN_NONE = 0\n"
+        "    JOIN_TX = 1\n    JOIN_RX = 2\n    OUT_LOW = 0\n    OUT_HIGH = 1\n"
+        "    IN_LOW = 0\n    IN_HIGH = 1\n")
+    (tmp_path / "rp2.py").write_text(rp2_py.read_text())
+    code = (
+        "import sys, json\n"
+        "sys.path[:0] = [%r, %r]\n"
+        "import rp2, ad7606\n"
+        "seq, pace = ad7606.pio_programs(rp2)\n"
+        "print(json.dumps([list(seq[0]), seq[4], seq[5], list(pace[0]), pace[4]]))\n"
+        % (str(tmp_path), str(paths.DRIVERS_DIR)))
+    env = {"PYTHONPATH": str(paths.SHIM_DIR)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    seq, seq_exec, seq_shift, pace, pace_exec = json.loads(r.stdout)
+    assert len(seq) + len(pace) <= 32
+    assert len(seq) == 17 and len(pace) == 3
+    ops = [w >> 13 for w in seq]
+    assert ops[0] == _PIO_WAIT and seq[0] & 0xFF == 0xC4  # wait 1 irq 4
+    assert [w & 0xFF for w in seq if w >> 13 == _PIO_IRQ] == [0x05, 0x10]  # flag 5, rel 0
+    assert ops.count(_PIO_IN) == 1
+    # CONVST: set pins 1 for 8 cycles (53 ns at 150 MHz >= t2 25 ns), then set pins 0
+    assert ops[1] == ops[2] == _PIO_SET and seq[1] & 0xFF == 1 and seq[2] & 0xFF == 0
+    assert (seq[1] >> 8) & 7 == 7
+    # BUSY bound: x = 31, each pass jmp pin (1) + 2 nops and jmp x-- of 8 cycles each
+    assert ops[3] == _PIO_SET and seq[3] & 31 == 31
+    busy = 1 + sum(((w >> 8) & 7) + 1 for w in seq[6:9])
+    assert 32 * busy / 150.0 > 4.15  # us at 150 MHz > t_CONV max
+    side = [(w >> 11) & 3 for w in seq]
+    assert side[0] == 3 and side[-1] == 3  # CS and SCLK high between frames
+    bit = [i for i, w in enumerate(seq) if w >> 13 == _PIO_IN][0]
+    # the bit loop: SCLK low (nop + in), SCLK high (jmp): 12 cycles a bit
+    low = ((seq[bit - 1] >> 8) & 7) + 1 + ((seq[bit] >> 8) & 7) + 1
+    high = ((seq[bit + 1] >> 8) & 7) + 1
+    assert (low, high) == (6, 6) and low + high == 12
+    assert side[bit - 1] == side[bit] == 0 and side[bit + 1] == 2
+    # pacer: irq 4 [3], set x 23 [3], jmp x-- [7]: 4 + 4 + 24 * 8 cycles
+    assert pace[0] & 0xE0FF == 0xC004 and (pace[1] >> 13) == _PIO_SET and pace[1] & 31 == 23
+    cycles = [((w >> 8) & 31) + 1 for w in pace]
+    assert cycles[0] + cycles[1] + 24 * cycles[2] == 200
+    assert (seq_shift >> 16) & 1 and (seq_shift >> 20) & 31 == 16  # autopush at 16 bits
+    assert (seq_shift >> 30) & 3 == 2  # RX FIFO joined: 8 words, one frame
+    assert (seq_exec >> 12) & 31 == len(seq) - 1  # wrap at the last instruction

@@ -59,9 +59,10 @@ PU4_Q12 = 16384  # firmware/tick.py: raw words must map inside +/-4 pu (Q12)
 #   pins.pwm_x_n      low-side gate outputs (complementary hardware PWM)
 #   pins.gate_enable  gate-driver enable line: the second, independent way to switch off
 #   pwm_clock_hz      the counter clock pwm_period_counts is counted in (centre-aligned)
-#   ext_adc           the external simultaneous-sampling ADC (AD7606 over SPI)
+#   ext_adc           the external simultaneous-sampling ADC (AD7606 over SPI; "read":
+#                     "pio" on rp2, where the PIO reads it before the tick's interrupt)
 #   regs              rp2: register addresses of the chip (hex strings: pwm, pwm_en, sio_in,
-#                     sio_set, sio_clr; chip) the HAL's viper tick methods write directly
+#                     sio_set, sio_clr, pio; chip) the HAL's viper tick methods use directly
 #   cpu_hz            the core clock MicroPython runs the CPU at (the tick's budget:
 #                     cpu_hz / tick_hz cycles per tick; v2g.targets)
 _LOW_SIDE = ("pwm_a_n", "pwm_b_n", "pwm_c_n")
@@ -74,6 +75,8 @@ PORT_KEYS = {"rp2": ("pwm_clock_hz", "ext_adc", "cpu_hz", "regs"),
 
 EXT_ADC_CHIPS = ("ad7606",)
 EXT_ADC_PINS = ("sck", "mosi", "miso", "cs", "convst", "busy")
+# who reads it: "cpu" in the tick (SPI + pins), "pio" the RP2's PIO before the tick's IRQ
+EXT_ADC_READS = ("cpu", "pio")
 AD7606_INPUTS = tuple("V%d" % n for n in range(1, 9))
 
 # (key, unit, lo, hi) for the plain integer keys
@@ -366,6 +369,9 @@ def _check_ext_adc(bad, ext):
     for k in ("polarity", "phase"):
         if k in ext:
             _check_int(bad, "ext_adc." + k, ext[k], 0, 1)
+    if ext.get("read", "cpu") not in EXT_ADC_READS:
+        bad("ext_adc.read", ext.get("read"), "is unknown; allowed: %s"
+            % ", ".join(EXT_ADC_READS))
     for k in EXT_ADC_PINS:
         if not _is_pin(ext.get(k)):
             bad("ext_adc." + k, ext.get(k), "is not a pin; give a pin name or number")

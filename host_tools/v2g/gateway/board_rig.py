@@ -221,7 +221,9 @@ class Rig:
 
     # ---- the car ----
 
-    def start_ev(self, service="AC_BPT", loops=20):
+    def start_ev(self, service="AC_BPT", loops=20, soc_pct=None):
+        """Josev's simulated car; ``soc_pct``: its SoC at plug-in (None: Josev's 10 %,
+        below its 30 % discharge floor; see ``v2g.gateway.ev_sim``)."""
         import iso15118
 
         ex = Path(iso15118.__file__).parent / "shared/examples/evcc/iso15118_20"
@@ -231,7 +233,10 @@ class Rig:
         path.write_text(json.dumps(cfg))
         self.ev_log_path = self.tmp / "ev.log"
         self.ev = subprocess.Popen(
-            self.pair.exec_argv("ev", [sys.executable, "-m", "iso15118.evcc.main"]),
+            self.pair.exec_argv("ev", [sys.executable, "-m", "iso15118.evcc.main"]
+                                if soc_pct is None else
+                                [sys.executable, "-m", "v2g.gateway.ev_sim",
+                                 "--soc-pct", str(int(soc_pct))]),
             stdout=open(self.ev_log_path, "a"), stderr=subprocess.STDOUT, text=True,
             env=dict(_env(), NETWORK_INTERFACE=self.pair.if_ev, EVCC_CONFIG_PATH=str(path)),
             cwd=self.tmp)

@@ -3,7 +3,7 @@ mapping, OCPP client) + the firmware on the simulated board (``v2g sim board``) 
 (``ocpp`` central system) on one machine (``board_rig.Rig``).
 
     python -m v2g.gateway.demo [--service AC_BPT|DC_BPT] [--mode dynamic|scheduled]
-                               [--setpoint-w -7000] [--loops 40]
+                               [--setpoint-w -7000] [--loops 40] [--ev-soc-pct 50]
 
 The car runs in one network namespace, the charger (daemon and CSMS, the CSMS on that
 namespace's loopback) in another, joined by a veth pair (SDP is IPv6 link-local
@@ -131,8 +131,9 @@ def run(args):
             say("board before the car: state %s, contactor %d, link %s"
                 % (before["state"], before["contactor"], before["link"]))
             threading.Thread(target=_sampler, args=(rig, samples, stop), daemon=True).start()
-            rig.start_ev(args.service, args.loops)
-            say("car plugged in (EVCC %s, %d charge loops)" % (args.service, args.loops))
+            rig.start_ev(args.service, args.loops, soc_pct=args.ev_soc_pct)
+            say("car plugged in (EVCC %s, %d charge loops, SoC %d %%, floor 30 %%)"
+                % (args.service, args.loops, args.ev_soc_pct))
             rig.wait_event("session_ended", 240, what="the end of the session")
             rig.wait_event("tx_ended", 30, what="TransactionEvent Ended")
             rig.wait_event("contactors_open", 10, what="the contactors open")
@@ -211,8 +212,13 @@ def main(argv=None):
     ap.add_argument("--mode", choices=("dynamic", "scheduled"), default=None)
     ap.add_argument("--setpoint-w", type=float, default=-7000.0)
     ap.add_argument("--loops", type=int, default=40)
+    ap.add_argument("--ev-soc-pct", type=int, default=50,
+                    help="the car's SoC at plug-in, %% (default 50: above its 30 %% floor, so "
+                    "energy flows from the first charge loop; 10 is Josev's own car)")
     ap.add_argument("--port", type=int, default=9000)
     args = ap.parse_args(argv)
+    if not 0 <= args.ev_soc_pct <= 100:
+        ap.error("--ev-soc-pct: %d is outside 0..100" % args.ev_soc_pct)
     if args.mode is None:
         args.mode = "dynamic" if args.service == "AC_BPT" else "scheduled"
     return run(args)

@@ -42,6 +42,31 @@ def build(cls, board):
     return _active
 
 
+def entry_points(machine, safe_low_pins, cls, duty_idx, svpwm_idx):
+    """The two module functions every board's ``hal.py`` exports, for its HAL class
+    ``cls``:
+
+    - ``safe_outputs()``: gates off, contactors open: stop the tick and the PWM, then
+      drive ``safe_low_pins`` (gates, gate enable or driver shutdown, contactor coils) low
+      as plain GPIO. Works before board.json is read; after a ``build()`` the PWM pins stay
+      GPIO until the next ``build()``. Context: boot / supervisor.
+    - ``build(board)``: the HAL object for the parsed board.json; ValueError on data this
+      board cannot wire, or when the HAL's duty indices ``duty_idx`` are not svpwm's
+      ``DUTY_A..C`` (``svpwm_idx``). Context: boot, before the tick starts.
+    """
+
+    def safe_outputs_():
+        safe_outputs(machine, safe_low_pins)
+
+    def build_(board):
+        if tuple(duty_idx) != tuple(svpwm_idx):
+            raise ValueError("hal.py duty indices %s differ from svpwm.DUTY_A..C %s"
+                             % (tuple(duty_idx), tuple(svpwm_idx)))
+        return build(cls, board)
+
+    return safe_outputs_, build_
+
+
 def safe_outputs(machine, safe_low_pins):
     """Gates off, contactors open: stop the tick and the PWM of the HAL object build()
     made (if any), then drive ``safe_low_pins`` low as plain GPIO. Never raises from the

@@ -29,15 +29,8 @@ Tick-context cost, ESTIMATED for 240 MHz (not measured): scheduling latency 10-5
 per transaction), pwm_set ~30 us (three LEDC duty updates through esp-idf), pwm_off
 ~15 us. The 500 us tick leaves ~350 us for the control step.
 
-Verified: compiles with ``mpy-cross -march=xtensawin``; smoke-tested with fake
-``machine`` modules under CPython and under the MicroPython unix runtime with the heap
-locked around the tick-context methods (tests_host/firmware/test_boards.py). NOT run on silicon.
-
-Usage (boot)::
-
-    import hal, json
-    hal.safe_outputs()
-    h = hal.build(json.load(open("board.json")))
+Checks (fakes, heap lock, mpy-cross -march=xtensawin) and boot usage: boards/README.md.
+NOT run on silicon.
 """
 
 import machine
@@ -59,21 +52,6 @@ _DUTY_C = const(4)
 _SHIFT = const(13)  # duty_u16 = counts * mul >> 13; counts * mul <= 65535 << 13 < 2**30
 _TICK_TIMER = const(0)
 
-
-def safe_outputs():
-    """Gates off, contactors open: stop the tick, then drive the leg inputs, the driver
-    shutdown line and the contactor pins low as plain GPIO. Works before board.json is
-    read; after a build() the PWM pins stay GPIO until the next build().
-    Context: boot / supervisor."""
-    power_stage.safe_outputs(machine, SAFE_LOW_PINS)
-
-
-def build(board):
-    """The HAL for the parsed board.json. Raises ValueError on data this board cannot
-    wire. Context: boot, before the tick starts."""
-    if (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C) != (_DUTY_A, _DUTY_B, _DUTY_C):
-        raise ValueError("hal.py duty indices differ from svpwm.DUTY_A..C")
-    return power_stage.build(Esp32, board)
 
 
 class Esp32(power_stage.PowerStage):
@@ -125,3 +103,9 @@ class Esp32(power_stage.PowerStage):
         if self._timer is not None:
             self._timer.deinit()
             self._timer = None
+
+
+# safe_outputs() and build(board): power_stage.entry_points says what they do
+safe_outputs, build = power_stage.entry_points(
+    machine, SAFE_LOW_PINS, Esp32, (_DUTY_A, _DUTY_B, _DUTY_C),
+    (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C))

@@ -54,15 +54,8 @@ Tick-context cost: measured on the emulated core (``python -m v2g.targets.measur
 README's board table): 6 359 instructions a tick, of which this HAL's ``adc_read`` +
 ``pwm_set`` 1 662, and no wait (the PIO's part is done before the interrupt).
 
-Verified: compiles with ``mpy-cross -march=armv6m``; smoke-tested with fake
-``machine`` modules under CPython and under the MicroPython unix runtime with the heap
-locked around the tick-context methods (tests_host/firmware/test_boards.py). NOT run on silicon.
-
-Usage (boot)::
-
-    import hal, json
-    hal.safe_outputs()
-    h = hal.build(json.load(open("board.json")))
+Checks (fakes, heap lock, mpy-cross -march=armv6m) and boot usage: boards/README.md.
+NOT run on silicon.
 """
 
 import sys
@@ -98,20 +91,6 @@ _SLICE = const(0x14)
 _CSR_PH_CORRECT = const(0x02)
 _CSR_B_INV = const(0x08)
 
-
-def safe_outputs():
-    """Gates off, contactors open: stop the tick, then drive the gate, gate-enable and
-    contactor pins low as plain GPIO. Works before board.json is read; after a build()
-    the PWM pins stay GPIO until the next build(). Context: boot / supervisor."""
-    power_stage.safe_outputs(machine, SAFE_LOW_PINS)
-
-
-def build(board):
-    """The HAL for the parsed board.json. Raises ValueError on data this board cannot
-    wire. Context: boot, before the tick starts."""
-    if (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C) != (_DUTY_A, _DUTY_B, _DUTY_C):
-        raise ValueError("hal.py duty indices differ from svpwm.DUTY_A..C")
-    return power_stage.build(Pico, board)
 
 
 _REG_KEYS = ("pwm", "pwm_en", "sio_in", "sio_set", "sio_clr", "pio")
@@ -299,3 +278,9 @@ class Pico(power_stage.PowerStage):
             seq.active(0)
             seq.irq(None)
             self._timer = None
+
+
+# safe_outputs() and build(board): power_stage.entry_points says what they do
+safe_outputs, build = power_stage.entry_points(
+    machine, SAFE_LOW_PINS, Pico, (_DUTY_A, _DUTY_B, _DUTY_C),
+    (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C))

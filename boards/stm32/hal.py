@@ -34,16 +34,8 @@ returned. ``adc_read`` calls the seven ``read_u16`` bound methods from a list ma
 Tick-context cost: measured on the emulated core (``python -m v2g.targets.measure``; the
 README's board table); the seven conversions are a wait on top (about 1 us each).
 
-Verified: compiles with ``mpy-cross -march=armv7emdp``; smoke-tested with fake
-``machine``/``pyb``/``stm`` modules under CPython and under the MicroPython unix runtime
-with the heap locked around the tick-context methods (tests_host/firmware/test_boards.py).
+Checks (fakes, heap lock, mpy-cross -march=armv7emdp) and boot usage: boards/README.md.
 NOT run on silicon.
-
-Usage (boot)::
-
-    import hal, json
-    hal.safe_outputs()
-    h = hal.build(json.load(open("board.json")))
 """
 
 from array import array
@@ -138,20 +130,6 @@ def _adc_closure(rd):
     return adc_read
 
 
-def safe_outputs():
-    """Gates off, contactors open: stop the tick, MOE off, then drive the gate, enable and
-    contactor pins low as plain GPIO. Works before board.json is read; after a build()
-    the PWM pins stay GPIO until the next build(). Context: boot / supervisor."""
-    power_stage.safe_outputs(machine, SAFE_LOW_PINS)
-
-
-def build(board):
-    """The HAL for the parsed board.json. Raises ValueError on data this board cannot
-    wire. Context: boot, before the tick starts."""
-    if (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C) != (_DUTY_A, _DUTY_B, _DUTY_C):
-        raise ValueError("hal.py duty indices differ from svpwm.DUTY_A..C")
-    return power_stage.build(Nucleo, board)
-
 
 class Nucleo(power_stage.PowerStage):
     def __init__(self, b):
@@ -227,3 +205,9 @@ class Nucleo(power_stage.PowerStage):
             self._timer.callback(None)
             self._timer.deinit()
             self._timer = None
+
+
+# safe_outputs() and build(board): power_stage.entry_points says what they do
+safe_outputs, build = power_stage.entry_points(
+    machine, SAFE_LOW_PINS, Nucleo, (_DUTY_A, _DUTY_B, _DUTY_C),
+    (svpwm.DUTY_A, svpwm.DUTY_B, svpwm.DUTY_C))

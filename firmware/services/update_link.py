@@ -79,8 +79,11 @@ REASON_MAX = 300  # characters of a refusal reason in a POLL answer
 class UpdateService:
     """Group 1 of SERVICE_REQ for one ``App``; ``on_service`` is called in the link's task."""
 
-    def __init__(self, app):
+    def __init__(self, app, inline=False):
+        """``inline``: BEGIN and COMMIT run to their end inside the request (CPython tests,
+        no event loop); the board runs them as asyncio tasks."""
         self.app = app
+        self.inline = inline
         self.root = app.root
         self.job = None  # name of the running job ("BEGIN", "COMMIT") or None
         self.result = None  # the last job's result dict
@@ -92,6 +95,7 @@ class UpdateService:
         self.f_idx = -1
         self.f_off = 0
         self.step_max_us = 0
+        self.rebooting = False
 
     # ---- requests ----
 
@@ -161,8 +165,8 @@ class UpdateService:
             "pointer_state": p.get("state"), "pointer_slot": p.get("active"),
             "floor": st["floor"], "key": st["key"], "job": self.job,
             "staged": self.slot_dir is not None, "free": _free(self.root or "/"),
-            "step_max_us": self.step_max_us, "notes": len(b.get("notes") or ()),
-            "trial": bootslot.in_trial()})
+            "step_max_us": self.step_max_us, "rebooting": self.rebooting,
+            "notes": "; ".join(b.get("notes") or ())[:200], "trial": bootslot.in_trial()})
 
     def _result_json(self):
         import json
@@ -244,6 +248,7 @@ class UpdateService:
         if self.app.supervisor.state in ("ENERGIZED", "DERATED"):
             return REJECTED, "not restarted while energized: stop the session first"
         self._close()
+        self.rebooting = True
         asyncio.create_task(self._reset_later())
         return OK, b""
 
@@ -264,7 +269,10 @@ class UpdateService:
 
         self.job = name
         self.result = None
-        asyncio.create_task(self._drive(name, steps, out))
+        if self.inline:
+            self.run_job(steps, out, name)
+        else:
+            asyncio.create_task(self._drive(name, steps, out))
         return OK, b""
 
     def run_job(self, steps, out, name="job"):

@@ -1,0 +1,279 @@
+"""``v2g update BUNDLE --link PORT``: a signed update over the framed link.
+
+The way to update a board in production mode (no REPL). The port is the board's link
+UART (the simulated board prints it as ``link: /dev/pts/M`` after its ``port:`` line);
+no ``v2g daemon`` may hold it at the same time (the link has one peer).
+
+1. the link handshake (``v2g.link.LinkPeer``); no answer within ``HELLO_TIMEOUT_S``:
+   exit 2 (not a board's link port), nothing changed;
+2. SERVICE group 1 (``firmware/services/update_link.py``, docs/update.md): STATE, the
+   board's name against the bundle's (exit 2, nothing changed);
+3. META (the bundle's header, manifest, digest and signature), BEGIN, POLL: the board
+   checks digest, signature, board, counter and arch and prepares its inactive slot,
+   keeping every file it already has with the same SHA-256; a refusal prints the board's
+   reason, exit 1; a board that already runs the bundle: exit 0 at once;
+4. NEED, then WRITE for the files the board lacks (chunks as large as the board's payload
+   limit allows, a few in flight), with progress on stderr (bytes, rate, time left);
+5. COMMIT, POLL: the board verifies the slot again (every file's size and SHA-256, the
+   signature) and switches its pointer (trial); a refusal: exit 1, the running tree is
+   untouched;
+6. REBOOT; a new link session with the restarted board: exit 0 when it runs the bundle
+   (trial or confirmed), 1 when it came back on the previous tree (the boot's note is
+   printed).
+
+Context: host only (asyncio inside ``run``).
+"""
+
+import asyncio
+import importlib.util
+import json
+import struct
+import sys
+import time
+
+from v2g.common import paths
+from v2g.common.errors import ToolError, UsageError
+from v2g.link import msgs, open_serial
+from v2g.link.codec import pack
+
+HELLO_TIMEOUT_S = 5.0
+REPLY_TIMEOUT_S = 20.0  # one answer; a job's POLL answers at once (WORKING)
+BOOT_WAIT_S = 30.0
+POLL_S = 0.02
+IN_FLIGHT = 4  # WRITE requests sent before their answers are awaited
+
+
+def _load_proto():
+    """The board's own constants (command ids, statuses, layouts) from update_link.py."""
+    name = "v2g_update_link"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, paths.FIRMWARE_DIR / "services" / "update_link.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+P = _load_proto()
+STATUS = {P.OK: "OK", P.REJECTED: "REJECTED", P.MALFORMED: "MALFORMED",
+          P.UNSUPPORTED: "UNSUPPORTED", P.WORKING: "WORKING", 5: "FAILED"}
+
+
+class Refused(Exception):
+    """The board refused the bundle or a step of its transfer (exit 1)."""
+
+
+class Service:
+    """Group-1 requests over one ``LinkPeer``; answers come back in request order."""
+
+    def __init__(self, peer, port):
+        self.peer = peer
+        self.port = port
+        self.pending = 0
+
+    async def send(self, cmd, data=b""):
+        payload = pack(msgs.SERVICE_REQ, (P.GROUP, cmd), data)
+        try:
+            await self.peer.request(msgs.SERVICE_REQ, payload, REPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ToolError("link %s: the board stopped taking requests (%s)"
+                            % (self.port, P.COMMANDS[cmd])) from None
+        self.pending += 1
+
+    async def recv(self, cmd):
+        try:
+            v = await asyncio.wait_for(self.peer.service_rsp.get(), REPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ToolError("link %s: no answer to %s within %.0f s"
+                            % (self.port, P.COMMANDS[cmd], REPLY_TIMEOUT_S)) from None
+        self.pending -= 1
+        if v["group"] != P.GROUP or v["command"] != cmd:
+            raise ToolError("link %s: answer to %d/%d while waiting for %s"
+                            % (self.port, v["group"], v["command"], P.COMMANDS[cmd]))
+        if v["status"] == P.UNSUPPORTED and cmd == P.STATE:
+            raise ToolError("the board's firmware on %s has no update service over the link "
+                            "(SERVICE group 1); update it once over --port" % self.port)
+        return v["status"], v.get("tail", b"")
+
+    async def call(self, cmd, data=b""):
+        await self.send(cmd, data)
+        return await self.recv(cmd)
+
+    async def ok(self, cmd, data=b"", what=None):
+        st, tail = await self.call(cmd, data)
+        if st != P.OK:
+            raise Refused("%s: %s %s" % (what or P.COMMANDS[cmd], STATUS.get(st, st),
+                                         bytes(tail).decode("utf-8", "replace")))
+        return tail
+
+    async def state(self):
+        return json.loads(bytes(await self.ok(P.STATE)).decode())
+
+    async def job(self, cmd):
+        """Start BEGIN or COMMIT and POLL until it ends; returns its result dict."""
+        await self.ok(cmd)
+        while True:
+            st, tail = await self.call(P.POLL)
+            if st == P.OK:
+                return json.loads(bytes(tail).decode())
+            if st != P.WORKING:
+                raise Refused("POLL: %s %s" % (STATUS.get(st, st),
+                                               bytes(tail).decode("utf-8", "replace")))
+            await asyncio.sleep(POLL_S)
+
+
+async def _connect(port, timeout=HELLO_TIMEOUT_S):
+    try:
+        peer = await open_serial(port)
+    except Exception as e:  # noqa: BLE001 - serial.SerialException, OSError
+        raise UsageError("link port %s: cannot open it (%s)" % (port, e)) from None
+    try:
+        await peer.open(timeout=timeout)
+    except asyncio.TimeoutError:
+        await _close(peer)
+        raise UsageError("link port %s: no answer to the link handshake within %.0f s (is it "
+                         "the board's link port, the `link:` line of `v2g sim board`, and "
+                         "no daemon holding it?)" % (port, timeout)) from None
+    except ConnectionError as e:
+        await _close(peer)
+        raise UsageError("link port %s: %s" % (port, e)) from None
+    return peer
+
+
+async def _close(peer):
+    await peer.close()
+    ser = getattr(peer, "serial", None)
+    if ser is not None:
+        try:
+            asyncio.get_running_loop().remove_reader(ser.fileno())
+        except (ValueError, OSError):
+            pass
+        ser.close()
+
+
+def _need_indices(bitmaps, first_counts):
+    out = []
+    for (first, bm) in zip(first_counts, bitmaps):
+        for j, byte in enumerate(bm):
+            for i in range(8):
+                if byte >> i & 1:
+                    out.append(first + 8 * j + i)
+    return out
+
+
+async def _update(port, path, b, t0, progress_cls, out):
+    m = b.manifest
+    names = [e[0] for e in m["files"]]
+    peer = await _connect(port)
+    try:
+        svc = Service(peer, port)
+        st = await svc.state()
+        if st.get("board") and st["board"] != m["board"]:
+            raise UsageError("bundle %s is for board '%s'; the board on %s is '%s'; nothing "
+                             "changed" % (path, m["board"], port, st["board"]))
+        room = peer.hello["max_payload"] - msgs.FIXED_SIZE[msgs.SERVICE_REQ]
+        meta = b.meta
+        step = room - struct.calcsize(P.META_FMT)
+        for off in range(0, len(meta), step):
+            await svc.ok(P.META, struct.pack(P.META_FMT, off) + meta[off:off + step],
+                         "sending the metadata")
+        r = await svc.job(P.BEGIN)
+        if not r["ok"]:
+            raise Refused(r["reason"])
+        if r.get("same"):
+            out("update: the board already runs %s (version %s): %d files unchanged (%.2f s)"
+                % (path.name, m["version"], len(names), time.monotonic() - t0))
+            return 0
+        need = []
+        first = 0
+        while first < len(names):
+            bm = bytes(await svc.ok(P.NEED, struct.pack(P.NEED_FMT, first)))
+            need += _need_indices([bm], [first])
+            first += 8 * len(bm) if bm else len(names)
+        total = sum(len(b.files[names[i]]) for i in need)
+        out("update: slot %s: %d of %d files to send (%.1f kB), %d unchanged (over the link)"
+            % (r["slot"], len(need), len(names), total / 1024, r["kept"]))
+        if need:
+            await _send_files(svc, b, names, need, total, room, progress_cls)
+        c = await svc.job(P.COMMIT)
+        if not c["ok"]:
+            raise Refused(c["reason"])
+        await svc.ok(P.REBOOT)
+    finally:
+        await _close(peer)
+    st = await _wait_restart(port)
+    dt = time.monotonic() - t0
+    if st is None:
+        raise ToolError("the board did not come back on the link within %.0f s after the "
+                        "restart" % BOOT_WAIT_S)
+    if st.get("slot") != r["slot"]:
+        out("update: the board did not start the bundle and runs the previous firmware: %s"
+            % (st.get("notes") or "no reason recorded"))
+        return 1
+    out("update: the board runs version %s in %s (slot %s) (%.1f s)" % (
+        m["version"], "trial" if st.get("state") == "trial" else "confirmed", r["slot"], dt))
+    return 0
+
+
+async def _send_files(svc, b, names, need, total, room, progress_cls):
+    step = room - struct.calcsize(P.WRITE_FMT)
+    bar = progress_cls(total)
+    bar.show(force=True)
+    done = 0
+    for i in need:
+        data = b.files[names[i]]
+        offs = list(range(0, len(data), step)) or [0]
+        for off in offs:
+            if svc.pending >= IN_FLIGHT:
+                await _write_answer(svc)
+            await svc.send(P.WRITE, struct.pack(P.WRITE_FMT, i, off) + data[off:off + step])
+            done += len(data[off:off + step])
+            bar.show(done)
+    while svc.pending:
+        await _write_answer(svc)
+    bar.show(total, force=True)
+    bar.end()
+
+
+async def _write_answer(svc):
+    st, tail = await svc.recv(P.WRITE)
+    if st != P.OK:
+        raise Refused("writing the files: %s %s" % (STATUS.get(st, st),
+                                                   bytes(tail).decode("utf-8", "replace")))
+
+
+async def _wait_restart(port):
+    """STATE from the restarted board (a session with the old process, which answers
+    ``rebooting`` until it resets, does not count); None at the timeout."""
+    end = time.monotonic() + BOOT_WAIT_S
+    await asyncio.sleep(0.3)
+    while time.monotonic() < end:
+        try:
+            peer = await _connect(port, timeout=2.0)
+        except UsageError:
+            continue
+        try:
+            st = await Service(peer, port).state()
+        except (ToolError, Refused, ValueError):
+            st = None
+        finally:
+            await _close(peer)
+        if st is not None and not st.get("rebooting"):
+            return st
+        await asyncio.sleep(0.2)
+    return None
+
+
+def run(port, path, b, t0, progress_cls):
+    """Exit code per CONTRACTS (0 runs it, 1 refused); ``UsageError`` on bad input."""
+
+    def out(text):
+        print(text, flush=True)
+
+    try:
+        return asyncio.run(_update(port, path, b, t0, progress_cls, out))
+    except Refused as e:
+        print("update: refused by the board: %s" % e)
+        return 1

@@ -23,6 +23,12 @@ every request gets one ``SERVICE_RSP(1, command, status, data)``:
                                   then the pointer switch, in trial); POLL for the result
     REBOOT  ()                 -> OK; the board resets ``REBOOT_DELAY_MS`` later (the
                                   answer goes out first)
+    CONFIG_WRITE (u32 offset, bytes) -> OK: a signed config (``v2g sign-config``) into
+                                  ``config.signed.tmp``, in order from offset 0
+    CONFIG_CHECK ()            -> OK: starts the check of ``lockdown.check_signed_steps``
+                                  (signature, board, counter above the last used); valid:
+                                  renamed to ``config.signed``, which the next boot applies
+                                  (REBOOT); POLL for the result
 
 Status: ``OK`` 0, ``REJECTED`` 1 (with the reason as text: nothing changed by this
 request), ``MALFORMED`` 3, ``UNSUPPORTED`` 4 (unknown command), ``WORKING`` 6 (POLL: the
@@ -38,8 +44,8 @@ board: a write would stall the tick), as CONFIG over the link is; ``update.begin
 refuses while the converter is energized on any board. A running job stops with ``BUSY``
 when the converter becomes energized on such a board. REBOOT is refused while energized.
 
-Long work never blocks the loop: BEGIN and COMMIT run ``update``'s step generators in an
-asyncio task that yields after every step (within the signature check every 16 bits of
+Long work never blocks the loop: BEGIN, COMMIT and CONFIG_CHECK run step generators
+(``update``'s, ``lockdown``'s) in an asyncio task that yields after every step (within the signature check every 16 bits of
 its scalar loop; while hashing every 4 KB), so the supervisor and the watchdog feed run
 in between; ``step_max_us`` (in STATE) is the longest step measured. Nothing here runs in
 the tick.
@@ -61,7 +67,10 @@ NEED = 5
 WRITE = 6
 COMMIT = 7
 REBOOT = 8
-COMMANDS = ("", "STATE", "META", "BEGIN", "POLL", "NEED", "WRITE", "COMMIT", "REBOOT")
+CONFIG_WRITE = 9
+CONFIG_CHECK = 10
+COMMANDS = ("", "STATE", "META", "BEGIN", "POLL", "NEED", "WRITE", "COMMIT", "REBOOT",
+            "CONFIG_WRITE", "CONFIG_CHECK")
 
 OK = 0
 REJECTED = 1
@@ -74,13 +83,15 @@ NEED_FMT = "<H"  # first file index
 WRITE_FMT = "<HI"  # file index in the manifest, offset
 REBOOT_DELAY_MS = 300
 REASON_MAX = 300  # characters of a refusal reason in a POLL answer
+CONFIG_MAX = 4096  # bytes of a signed config (what lockdown.apply reads)
+CONFIG_TMP = "config.signed.tmp"
 
 
 class UpdateService:
     """Group 1 of SERVICE_REQ for one ``App``; ``on_service`` is called in the link's task."""
 
     def __init__(self, app, inline=False):
-        """``inline``: BEGIN and COMMIT run to their end inside the request (CPython tests,
+        """``inline``: jobs (BEGIN, COMMIT, CONFIG_CHECK) run to their end inside the request (CPython tests,
         no event loop); the board runs them as asyncio tasks."""
         self.app = app
         self.inline = inline
@@ -91,6 +102,7 @@ class UpdateService:
         self.need = None  # their indices the board lacks
         self.slot_dir = None
         self.meta_len = 0
+        self.config_len = 0
         self.f = None  # the file being written: handle, index, next offset
         self.f_idx = -1
         self.f_off = 0
@@ -111,7 +123,8 @@ class UpdateService:
             if self.result is None:
                 return REJECTED, "no job has run (BEGIN or COMMIT first)"
             return OK, self._result_json()
-        if command not in (META, BEGIN, NEED, WRITE, COMMIT, REBOOT):
+        if command not in (META, BEGIN, NEED, WRITE, COMMIT, REBOOT, CONFIG_WRITE,
+                           CONFIG_CHECK):
             return UNSUPPORTED, "update command %d unknown" % command
         if self.job:
             return REJECTED, "busy: %s runs; POLL until it ends" % self.job
@@ -133,6 +146,15 @@ class UpdateService:
                 return MALFORMED, "WRITE takes a u16 file index, a u32 offset and bytes"
             idx, off = struct.unpack_from(WRITE_FMT, data, 0)
             return self._write(idx, off, data[6:])
+        if command == CONFIG_WRITE:
+            if len(data) < 4:
+                return MALFORMED, "CONFIG_WRITE takes a u32 offset and bytes"
+            return self._config_write(struct.unpack_from(META_FMT, data, 0)[0], data[4:])
+        if command == CONFIG_CHECK:
+            if not self.config_len:
+                return REJECTED, "no signed config written (CONFIG_WRITE first)"
+            out = [None]
+            return self._start("CONFIG_CHECK", self._config_steps(out), out)
         if command == BEGIN:
             from services import update
 
@@ -166,7 +188,8 @@ class UpdateService:
             "floor": st["floor"], "key": st["key"], "job": self.job,
             "staged": self.slot_dir is not None, "free": _free(self.root or "/"),
             "step_max_us": self.step_max_us, "rebooting": self.rebooting,
-            "notes": "; ".join(b.get("notes") or ())[:200], "trial": bootslot.in_trial()})
+            "notes": "; ".join(b.get("notes") or ())[:200], "trial": bootslot.in_trial(),
+            "locked": bool(getattr(self.app, "locked", False))})
 
     def _result_json(self):
         import json
@@ -199,6 +222,47 @@ class UpdateService:
             return REJECTED, "flash write failed: %s" % e
         self.meta_len = off + len(chunk)
         return OK, b""
+
+    def _config_write(self, off, chunk):
+        if off and off != self.config_len:
+            return REJECTED, "CONFIG_WRITE offset %d, expected %d" % (off, self.config_len)
+        if off + len(chunk) > CONFIG_MAX:
+            return REJECTED, "signed config longer than %d bytes" % CONFIG_MAX
+        try:
+            with open(self.root + CONFIG_TMP, "wb" if off == 0 else "ab") as f:
+                f.write(chunk)
+        except OSError as e:
+            return REJECTED, "flash write failed: %s" % e
+        self.config_len = off + len(chunk)
+        return OK, b""
+
+    def _config_steps(self, out):
+        """Check the signed config written; valid: it becomes ``config.signed`` (applied
+        and removed by ``lockdown.apply`` at the next boot)."""
+        import os
+
+        from services import lockdown, update
+
+        self.config_len = 0
+        tmp = self.root + CONFIG_TMP
+        try:
+            with open(tmp, "rb") as f:
+                text = f.read(CONFIG_MAX)
+        except OSError as e:
+            out[0] = update._r(update.V_IO, "cannot read the signed config: %s" % e)
+            return
+        co = [None]
+        yield from lockdown.check_signed_steps(self.root, text, update.board_name(self.root),
+                                               lockdown.last_counter(self.root), co)
+        why = co[0][2]
+        if why:
+            os.remove(tmp)
+            out[0] = update._r(update.V_SIGNATURE if "signature" in why else update.V_FORMAT,
+                               why)
+            return
+        os.rename(tmp, self.root + lockdown.SIGNED)
+        out[0] = update._r(update.V_OK, "signed config counter %d stored; the next boot "
+                                        "applies it" % co[0][1])
 
     def _need(self, first):
         if self.need is None:

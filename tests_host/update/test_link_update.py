@@ -22,7 +22,7 @@ import time
 import pytest
 
 from support import update_helpers as H
-from support.virtual_board import mpremote, start_board, stop_board, v2g
+from support.virtual_board import board_eval, mpremote, start_board, stop_board, v2g
 from v2g.board import flash
 
 # ---- in process ----
@@ -291,7 +291,8 @@ def test_update_over_link(tmp_path, keys):
 
 def test_update_over_link_production_board(tmp_path, keys):
     b2 = _sign(keys, tmp_path / "p2.v2gu", "2.0", 2)
-    proc, port, flash_dir = start_board(_flash(tmp_path, keys, {"production": 1}))
+    proc, port, flash_dir = start_board(_flash(tmp_path, keys, {"production": 1,
+                                                                   "upd_confirm_s": 1}))
     try:
         st = _link_state(proc.link_port)
         assert st["slot"] == "r" and st["board"] == "sim", st
@@ -305,6 +306,23 @@ def test_update_over_link_production_board(tmp_path, keys):
         assert "runs version 2.0 in trial" in r.stdout, r.stdout
         st = _link_state(proc.link_port)
         assert st["slot"] == "a" and st["state"] == "trial" and st["version"] == "2.0", st
+        assert st["locked"] is True
         assert json.loads((flash_dir / "lock.json").read_text())["production"] == 1
+        st = _hold_link(proc.link_port, 3.0)  # confirmed with the link up
+        assert st["pointer_state"] == "ok", st
+        # leaving production: a signed config over the link (and not a replay of it)
+        signed = tmp_path / "unlock.signed"
+        r = v2g("sign-config", "--key", keys / "signing.key", "--board", "sim", "--counter", 1,
+                "--set", "production=0", "--out", signed)
+        assert r.returncode == 0, r.stderr
+        r = v2g("config", "push-signed", signed, "--link", proc.link_port, timeout=60)
+        assert r.returncode == 0 and "console open" in r.stdout, r.stdout + r.stderr
+        assert board_eval(port, "_app.locked") is False  # the REPL is back
+        assert json.loads((flash_dir / "lock.json").read_text()) == {
+            "production": 0, "unlock_counter": 1}
+        r = v2g("config", "push-signed", signed, "--link", proc.link_port, timeout=60)
+        assert r.returncode == 1 and "replay" in r.stdout, r.stdout + r.stderr
+        assert board_eval(port, "_app.locked") is False
+        assert not (flash_dir / "config.signed").exists()
     finally:
         stop_board(proc)

@@ -30,6 +30,7 @@ import json
 import struct
 import sys
 import time
+from pathlib import Path
 
 from v2g.common import paths
 from v2g.common.errors import ToolError, UsageError
@@ -264,6 +265,61 @@ async def _wait_restart(port):
             return st
         await asyncio.sleep(0.2)
     return None
+
+
+async def _signed_config(port, path, text, board, out):
+    peer = await _connect(port)
+    try:
+        svc = Service(peer, port)
+        st = await svc.state()
+        if st.get("board") and st["board"] != board:
+            raise UsageError("signed config %s is for board '%s'; the board on %s is '%s'; "
+                             "nothing changed" % (path, board, port, st["board"]))
+        step = peer.hello["max_payload"] - msgs.FIXED_SIZE[msgs.SERVICE_REQ] - 4
+        for off in range(0, len(text), step):
+            await svc.ok(P.CONFIG_WRITE, struct.pack(P.META_FMT, off) + text[off:off + step],
+                         "sending the signed config")
+        r = await svc.job(P.CONFIG_CHECK)
+        if not r["ok"]:
+            raise Refused(r["reason"])
+        out("config: %s" % r["reason"])
+        await svc.ok(P.REBOOT)
+    finally:
+        await _close(peer)
+    st = await _wait_restart(port)
+    if st is None:
+        raise ToolError("the board did not come back on the link within %.0f s after the "
+                        "restart" % BOOT_WAIT_S)
+    out("config: the board restarted with the signed config (%s)"
+        % ("production: console locked" if st.get("locked") else "console open"))
+    return 0
+
+
+def run_signed_config(args):
+    """``v2g config push-signed FILE --link PORT``: exit 0 stored and the board restarted,
+    1 refused by the board (reason printed), 2 bad input."""
+    p = Path(args.file)
+    try:
+        text = p.read_bytes()
+    except OSError as e:
+        raise UsageError("signed config %s: cannot read it (%s)" % (p, e)) from None
+    try:
+        if len(text) > P.CONFIG_MAX or text.index(b"\n") != 128:
+            raise ValueError("not 128 hex digits, a newline, then JSON")
+        bytes.fromhex(text[:128].decode())
+        board = json.loads(text[129:])["board"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise UsageError("signed config %s does not parse (%s); make it with `v2g "
+                         "sign-config`" % (p, e)) from None
+
+    def out(line):
+        print(line, flush=True)
+
+    try:
+        return asyncio.run(_signed_config(args.link, p, text, board, out))
+    except Refused as e:
+        print("config: refused by the board: %s" % e)
+        return 1
 
 
 def run(port, path, b, t0, progress_cls):

@@ -110,6 +110,7 @@ def check_meta_steps(root, blob, board, out):
     of its scalar loop); ``out[0]`` is ``(result, manifest, digest hex)`` when it ends."""
     res, sig_in = _check_meta(root, blob, board)
     if res is None:
+        yield  # the manifest parsed and its digest taken: one step
         key, sig, dg, m = sig_in
         ok = [False]
         yield from ed25519.verify_steps(key, sig, dg, ok)
@@ -316,6 +317,7 @@ def begin_steps(root, meta_path, board, out):
             _mkdir(d + e[0].split("/")[0])
     with open(d + bootslot.MANIFEST, "wb") as f:
         f.write(blob[:bootslot.parse_meta(blob)[1]])
+    yield  # the slot prepared: one step
     buf = bytearray(1024)
     src = bootslot.slot_dir(root, active)
     need = []

@@ -173,6 +173,64 @@ def test_service_runs_jobs_in_steps(tmp_path):
     print("\nBEGIN in %d steps, COMMIT in %d (a 44 KB tree)" % (n_begin, steps))
 
 
+_MP_STEPS = """
+import json, sys, time
+from services import update
+root = sys.argv[1] + "/"
+def run(gen):
+    n = 0
+    longest = 0
+    t0 = t = time.ticks_us()
+    for _ in gen:
+        now = time.ticks_us()
+        longest = max(longest, time.ticks_diff(now, t))
+        n += 1
+        t = now
+    longest = max(longest, time.ticks_diff(time.ticks_us(), t))
+    return n, longest, time.ticks_diff(time.ticks_us(), t0)
+out = [None]
+b = run(update.begin_steps(root, None, None, out))
+r = out[0]
+for name, size in r["need"]:
+    with open(sys.argv[1] + "/files/" + name.replace("/", "%"), "rb") as f:
+        data = f.read()
+    with open(r["dir"] + name, "wb") as f:
+        f.write(data)
+c = run(update.commit_steps(root, None, out))
+print(json.dumps({"begin": b, "commit": c, "ok": r["ok"] and out[0]["ok"]}))
+"""
+
+
+def test_steps_on_micropython(tmp_path, micropython_exe):
+    """The same steps on the MicroPython unix runtime: the update completes, and the
+    longest step (the loop is blocked for no longer) prints with ``pytest -s``."""
+    import subprocess
+
+    from support.link_helpers import board_env
+    from v2g.board import flash
+
+    key, pub = H.keypair(1)
+    tree = {n: p.read_bytes() for n, p in flash.source_files("sim").items()}
+    root = tmp_path / "b"
+    H.board_root(root, H.small_tree("v1"), pub)
+    b = H.bundle.parse(H.make_bundle(tree, key, "2.0", 2))
+    H.write(root / "upd.meta", b.meta)
+    (root / "files").mkdir()
+    for name, data in b.files.items():
+        (root / "files" / name.replace("/", "%")).write_bytes(data)
+    (tmp_path / "steps.py").write_text(_MP_STEPS)
+    r = subprocess.run([micropython_exe, str(tmp_path / "steps.py"), str(root)],
+                       capture_output=True, text=True, env=board_env(), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["ok"] and res["begin"][0] >= 16 and res["commit"][0] >= 16 + len(tree), res
+    print("\nunix runtime, %d files %.0f kB: BEGIN %d steps in %.1f ms (longest %.1f ms), "
+          "COMMIT %d steps in %.1f ms (longest %.1f ms)" % (
+              len(tree), sum(map(len, tree.values())) / 1024, res["begin"][0],
+              res["begin"][2] / 1000, res["begin"][1] / 1000, res["commit"][0],
+              res["commit"][2] / 1000, res["commit"][1] / 1000))
+
+
 # ---- on the virtual board ----
 
 

@@ -45,15 +45,17 @@ refuses while the converter is energized on any board. A running job stops with 
 when the converter becomes energized on such a board. REBOOT is refused while energized.
 
 Long work never blocks the loop: BEGIN, COMMIT and CONFIG_CHECK run step generators
-(``update``'s, ``lockdown``'s) in an asyncio task that yields after every step (within the signature check every 16 bits of
-its scalar loop; while hashing every 4 KB), so the supervisor and the watchdog feed run
-in between; ``step_max_us`` (in STATE) is the longest step measured. Nothing here runs in
-the tick.
+(``update``'s, ``lockdown``'s) in an asyncio task that yields after every step (within
+the signature check every 16 bits of its scalar loop; while hashing every 4 KB), so the
+supervisor and the watchdog feed run in between; ``step_max_us`` (in STATE) is the
+longest step measured with the HAL's clock (on the simulated board that is simulated
+time, which stands still during a step: there it reads ~0). Nothing here runs in the
+tick.
 
 RAM: the service object, one open file, a 1 KB buffer during a job; the manifest's names
 while an update is staged (~4 KB for a 36-file tree).
 Context: services (the link's task and its own asyncio tasks); never the tick. The
-constants at the top are what the host reads (``v2g.update.linkpath`` loads this file):
+constants at the top are what the host reads (``v2g.link.service`` loads this file):
 nothing above ``UpdateService`` imports anything.
 """
 
@@ -91,8 +93,8 @@ class UpdateService:
     """Group 1 of SERVICE_REQ for one ``App``; ``on_service`` is called in the link's task."""
 
     def __init__(self, app, inline=False):
-        """``inline``: jobs (BEGIN, COMMIT, CONFIG_CHECK) run to their end inside the request (CPython tests,
-        no event loop); the board runs them as asyncio tasks."""
+        """``inline``: jobs (BEGIN, COMMIT, CONFIG_CHECK) run to their end inside the
+        request (CPython tests, no event loop); the board runs them as asyncio tasks."""
         self.app = app
         self.inline = inline
         self.root = app.root

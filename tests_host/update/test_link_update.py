@@ -236,28 +236,28 @@ def test_steps_on_micropython(tmp_path, micropython_exe):
 
 def _hold_link(link_port, seconds):
     """Be the daemon for a while (the board confirms a trial only with its link up)."""
-    from v2g.update import linkpath
+    from v2g.link import service as linkpath
 
     async def main():
-        peer = await linkpath._connect(link_port, timeout=10)
+        peer = await linkpath.connect(link_port, timeout=10)
         try:
             await asyncio.sleep(seconds)
             return await linkpath.Service(peer, link_port).state()
         finally:
-            await linkpath._close(peer)
+            await linkpath.close(peer)
 
     return asyncio.run(main())
 
 
 def _link_state(link_port):
-    from v2g.update import linkpath
+    from v2g.link import service as linkpath
 
     async def main():
-        peer = await linkpath._connect(link_port, timeout=10)
+        peer = await linkpath.connect(link_port, timeout=10)
         try:
             return await linkpath.Service(peer, link_port).state()
         finally:
-            await linkpath._close(peer)
+            await linkpath.close(peer)
 
     return asyncio.run(main())
 

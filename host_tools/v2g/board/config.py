@@ -26,7 +26,7 @@ comments. pull: the stored ``config.json`` as the same YAML (keys not in it are 
 defaults), written atomically to ``--out``.
 
 push-signed: a signed config (``v2g sign-config``; e.g. ``production=0``, the one way out
-of production mode) over the board's link (``v2g.update.linkpath``): the board checks its
+of production mode) over the board's link (``v2g.link.service``): the board checks its
 signature, board and counter at once (exit 1 with its reason when it refuses, nothing
 stored), stores it as ``config.signed`` and restarts; the boot applies it.
 
@@ -80,9 +80,9 @@ def add_arguments(p):
 
 
 def _run_signed(args):
-    from v2g.update import linkpath
+    from v2g.link import service
 
-    return linkpath.run_signed_config(args)
+    return service.run_signed_config(args)
 
 
 def run(args):

@@ -43,14 +43,10 @@ from v2g.link.service import (
 )
 
 
-def _need_indices(bitmaps, first_counts):
-    out = []
-    for (first, bm) in zip(first_counts, bitmaps):
-        for j, byte in enumerate(bm):
-            for i in range(8):
-                if byte >> i & 1:
-                    out.append(first + 8 * j + i)
-    return out
+def _need_indices(bitmap, first):
+    """Manifest indices whose bit is set in a NEED answer for files from ``first`` on."""
+    return [first + 8 * j + i for j, byte in enumerate(bitmap) for i in range(8)
+            if byte >> i & 1]
 
 
 async def _update(port, path, b, t0, progress_cls, out):
@@ -80,7 +76,7 @@ async def _update(port, path, b, t0, progress_cls, out):
         first = 0
         while first < len(names):
             bm = bytes(await svc.ok(P.NEED, struct.pack(P.NEED_FMT, first)))
-            need += _need_indices([bm], [first])
+            need += _need_indices(bm, first)
             first += 8 * len(bm) if bm else len(names)
         total = sum(len(b.files[names[i]]) for i in need)
         out("update: slot %s: %d of %d files to send (%.1f kB), %d unchanged (over the link)"

@@ -188,7 +188,7 @@ class UpdateService:
             "version": b.get("version"), "counter": p.get("counter"),
             "pointer_state": p.get("state"), "pointer_slot": p.get("active"),
             "floor": st["floor"], "key": st["key"], "job": self.job,
-            "staged": self.slot_dir is not None, "free": _free(self.root or "/"),
+            "staged": self.slot_dir is not None, "free": _free(self.root or "."),
             "step_max_us": self.step_max_us, "rebooting": self.rebooting,
             "notes": "; ".join(b.get("notes") or ())[:200], "trial": bootslot.in_trial(),
             "locked": bool(getattr(self.app, "locked", False))})
@@ -385,6 +385,8 @@ class UpdateService:
         res["job"] = name
         if name == "BEGIN" and res["ok"] and not res.get("same"):
             self._staged(res)
+        elif name == "COMMIT" and res["ok"]:
+            self.files = self.need = self.slot_dir = None  # the slot is the trial's now
         self.result = res
         self.job = None
 

@@ -114,6 +114,9 @@ def test_service_stages_and_switches(service):
     assert st["step_max_us"] > 0
     assert _req(svc, UL.POLL)[0] == UL.OK  # the last result stays readable
     assert _req(svc, 99)[0] == UL.UNSUPPORTED
+    # the committed slot is the trial's: no more writes into it
+    st, why = _req(svc, UL.WRITE, struct.pack("<HI", 1, 0) + b"x")
+    assert st == UL.REJECTED and b"nothing staged" in why, why
 
 
 def test_service_refusals_change_nothing(service):
@@ -354,6 +357,7 @@ def test_update_over_link_production_board(tmp_path, keys):
     try:
         st = _link_state(proc.link_port)
         assert st["slot"] == "r" and st["board"] == "sim", st
+        assert st["free"] > 100000, st  # flash bytes free, for the slot
         try:
             r = mpremote(port, "resume", "exec", "print('in')", timeout=4)
             assert "in" not in r.stdout and r.returncode != 0, r

@@ -79,6 +79,10 @@ async def _update(port, path, b, t0, progress_cls, out):
             need += _need_indices(bm, first)
             first += 8 * len(bm) if bm else len(names)
         total = sum(len(b.files[names[i]]) for i in need)
+        free = (await svc.state()).get("free")  # after BEGIN prepared the slot
+        if free is not None and total > free:
+            raise Refused("the board has %.1f kB of flash free, the files it lacks take "
+                          "%.1f kB; nothing switched" % (free / 1024, total / 1024))
         out("update: slot %s: %d of %d files to send (%.1f kB), %d unchanged (over the link)"
             % (r["slot"], len(need), len(names), total / 1024, r["kept"]))
         if need:

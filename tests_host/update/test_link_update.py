@@ -388,3 +388,58 @@ def test_update_over_link_production_board(tmp_path, keys):
         assert not (flash_dir / "config.signed").exists()
     finally:
         stop_board(proc)
+
+
+def test_update_through_the_daemon(tmp_path, keys):
+    """The daemon owns the link; its service socket relays the update, and the trial
+    confirms with the daemon's session up."""
+    import signal
+    import subprocess
+
+    import yaml
+    from support.gateway_rig import free_port
+    from support.virtual_board import _env, v2g_cmd
+
+    b2 = _sign(keys, tmp_path / "d2.v2gu", "2.0", 2)
+    proc, port, flash_dir = start_board(_flash(tmp_path, keys, {"upd_confirm_s": 1}))
+    sock = tmp_path / "svc.sock"
+    cfg = tmp_path / "v2g.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "link": {"device": proc.link_port, "service_socket": str(sock)},
+        "modbus": {"host": "127.0.0.1", "port": free_port()}}))
+    daemon = subprocess.Popen(v2g_cmd() + ["daemon", "--config", str(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env())
+    try:
+        line = daemon.stdout.readline()
+        assert "serving" in line, line + daemon.stderr.read()
+        end = time.monotonic() + 20
+        while True:  # the relay answers once the daemon's session is up
+            try:
+                st = _link_state(str(sock))
+                break
+            except Exception:  # noqa: BLE001 - UsageError: no session yet
+                assert time.monotonic() < end, "the daemon's relay never came up"
+                time.sleep(0.3)
+        assert st["slot"] == "r", st
+        r = v2g("update", b2, "--link", sock, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "runs version 2.0 in trial (slot a)" in r.stdout, r.stdout
+        print("\nthrough the daemon: " + r.stdout.strip().splitlines()[-1])
+        end = time.monotonic() + 20
+        while True:  # confirmed: the daemon holds the link, the board syncs
+            st = _link_state(str(sock))
+            if st["pointer_state"] == "ok":
+                break
+            assert time.monotonic() < end, st
+            time.sleep(0.5)
+        assert st["slot"] == "a" and st["floor"] == 2, st
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        stop_board(proc)
+    assert not sock.exists()  # removed at the daemon's stop

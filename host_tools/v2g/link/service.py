@@ -5,7 +5,9 @@ reads the ``SERVICE_RSP`` answers (in request order); the command ids, statuses 
 layouts are the board's own (``firmware/services/update_link.py``, loaded from this
 checkout as ``P``; docs/update.md, "Over the link"). ``connect(port)`` opens a session
 on a link port (bad port or no handshake: ``UsageError``), ``close(peer)`` ends it,
-``wait_restart(port)`` waits for the restarted board's STATE. ``run_signed_config`` is
+``wait_restart(port)`` waits for the restarted board's STATE. ``port`` may also be a
+running daemon's service socket (``link.service_socket``): the daemon owns the link and
+relays group-1 requests (``RelayPeer``; ``v2g.gateway.service_relay``). ``run_signed_config`` is
 ``v2g config push-signed FILE --link PORT``; ``v2g update --link`` is
 ``v2g.update.linkpath``.
 
@@ -15,6 +17,8 @@ Context: host only (asyncio).
 import asyncio
 import importlib.util
 import json
+import os
+import stat
 import struct
 import sys
 import time
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from v2g.common import paths
 from v2g.common.errors import ToolError, UsageError
-from v2g.link.codec import msgs, pack
+from v2g.link.codec import msgs, pack, unpack
 from v2g.link.peer import open_serial
 
 HELLO_TIMEOUT_S = 5.0
@@ -78,6 +82,10 @@ class Service:
             raise ToolError("link %s: no answer to %s within %.0f s"
                             % (self.port, P.COMMANDS[cmd], REPLY_TIMEOUT_S)) from None
         self.pending -= 1
+        if v["group"] == -1:
+            raise ToolError("service socket %s: the daemon closed the relay (its link to the "
+                            "board went down) while waiting for %s" % (self.port,
+                                                                     P.COMMANDS[cmd]))
         if v["group"] != P.GROUP or v["command"] != cmd:
             raise ToolError("link %s: answer to %d/%d while waiting for %s"
                             % (self.port, v["group"], v["command"], P.COMMANDS[cmd]))
@@ -113,7 +121,66 @@ class Service:
             await asyncio.sleep(POLL_S)
 
 
+def relay_message(payload):
+    """One message of the daemon's service relay: u16 length (little-endian), bytes."""
+    return struct.pack("<H", len(payload)) + payload
+
+
+class RelayPeer:
+    """The part of ``LinkPeer`` that ``Service`` uses, over a running daemon's service
+    relay (``link.service_socket``, ``v2g.gateway.service_relay``): the daemon owns the
+    link and forwards SERVICE_REQ payloads to the board and SERVICE_RSP payloads back.
+    The daemon's first message is the board's payload limit (u16); it closes the socket
+    when its link is not up (or goes down)."""
+
+    def __init__(self, reader, writer, max_payload):
+        self.reader = reader
+        self.writer = writer
+        self.hello = {"max_payload": max_payload}
+        self.service_rsp = asyncio.Queue()
+        self.pump = asyncio.ensure_future(self._pump())
+
+    async def _pump(self):
+        try:
+            while True:
+                n = struct.unpack("<H", await self.reader.readexactly(2))[0]
+                v = unpack(msgs.SERVICE_RSP, await self.reader.readexactly(n))
+                self.service_rsp.put_nowait(v)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            # the daemon closed the relay (its link went down): answers stop here
+            self.service_rsp.put_nowait({"group": -1, "command": -1, "status": -1,
+                                         "tail": b"the daemon closed the relay"})
+
+    async def request(self, msg_id, payload, timeout):
+        self.writer.write(relay_message(payload))
+        await asyncio.wait_for(self.writer.drain(), timeout)
+
+    async def close(self):
+        self.pump.cancel()
+        self.writer.close()
+
+
+async def _connect_relay(path, timeout):
+    try:
+        reader, writer = await asyncio.open_unix_connection(path)
+    except OSError as e:
+        raise UsageError("service socket %s: cannot connect (%s)" % (path, e)) from None
+    try:
+        n = struct.unpack("<H", await asyncio.wait_for(reader.readexactly(2), timeout))[0]
+        max_payload = struct.unpack("<H", await reader.readexactly(n))[0]
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError,
+            struct.error):
+        writer.close()
+        raise UsageError("service socket %s: the daemon has no link to the board now (or "
+                         "another client holds the relay)" % path) from None
+    return RelayPeer(reader, writer, max_payload)
+
+
 async def connect(port, timeout=HELLO_TIMEOUT_S):
+    """A session with the board's group-1 service: on a link port (the handshake), or
+    through a running daemon's service socket (a Unix socket path)."""
+    if stat.S_ISSOCK(_mode(port)):
+        return await _connect_relay(port, timeout)
     try:
         peer = await open_serial(port)
     except Exception as e:  # noqa: BLE001 - serial.SerialException, OSError
@@ -129,6 +196,13 @@ async def connect(port, timeout=HELLO_TIMEOUT_S):
         await close(peer)
         raise UsageError("link port %s: %s" % (port, e)) from None
     return peer
+
+
+def _mode(path):
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
 
 
 async def close(peer):
@@ -151,6 +225,7 @@ async def wait_restart(port):
         try:
             peer = await connect(port, timeout=2.0)
         except UsageError:
+            await asyncio.sleep(0.2)
             continue
         try:
             st = await Service(peer, port).state()

@@ -75,7 +75,7 @@ def add_arguments(p):
                             "over the link and restart the board (production mode)")
     signed.add_argument("file", metavar="FILE", help="a signed config from `v2g sign-config`")
     signed.add_argument("--link", required=True, metavar="PORT",
-                        help="the board's link port")
+                        help="the board's link port, or a running daemon's service socket")
     signed.set_defaults(_config=_run_signed)
 
 

@@ -36,7 +36,8 @@ def add_arguments(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--port", help="serial port of a development board (REPL)")
     g.add_argument("--link", metavar="PORT",
-                   help="the board's link port (the framed link; a board in production mode)")
+                   help="the board's link port (the framed link; a board in production "
+                        "mode), or a running daemon's service socket")
 
 
 class Progress:

@@ -1,8 +1,10 @@
 """``v2g update BUNDLE --link PORT``: a signed update over the framed link.
 
 The way to update a board in production mode (no REPL). The port is the board's link
-UART (the simulated board prints it as ``link: /dev/pts/M`` after its ``port:`` line);
-no ``v2g daemon`` may hold it at the same time (the link has one peer).
+UART (the simulated board prints it as ``link: /dev/pts/M`` after its ``port:`` line),
+which no ``v2g daemon`` may hold at the same time (the link has one peer); or a running
+daemon's service socket (``link.service_socket``), through which the daemon relays the
+same requests (``v2g.gateway.service_relay``).
 
 1. the link handshake (``v2g.link.LinkPeer``); no answer within ``HELLO_TIMEOUT_S``:
    exit 2 (not a board's link port), nothing changed;

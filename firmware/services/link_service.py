@@ -186,6 +186,18 @@ class Wiring(link.Handlers):
         self.sup.session(self.app.hal.ticks_ms(), action == lm.SESSION_START)
         return lm.OK
 
+    update = None  # the update service (group 1), made at its first request
+
+    def on_service(self, now_ms, group, command, data):
+        """SERVICE_REQ: group 1 is the signed update over the link (update_link.py)."""
+        from services import update_link
+
+        if group != update_link.GROUP:
+            return lm.UNSUPPORTED, "service group %d unknown" % group
+        if self.update is None:
+            self.update = update_link.UpdateService(self.app)
+        return self.update.on_service(now_ms, command, data)
+
     def on_link_state(self, now_ms, state):
         lk = self.link
         self.sup.set_link_state(self.app.hal.ticks_ms(), link.STATE_NAMES[state],

@@ -11,7 +11,7 @@ no raw REPL, Ctrl-A/B/C/D/E do nothing). main.py resets instead of returning to 
 when something escapes. What stays: the link (status, logs, update, config).
 
 Leaving production needs a signed config, never a key press: ``config.signed`` on the
-board's flash (``v2g sign-config``; over the link once it carries files), verified at
+board's flash (``v2g sign-config``; over the link: ``v2g config push-signed``), verified at
 boot with the update key: 128 hex digits of an Ed25519 signature of SHA-256(JSON), a
 newline, then the JSON ``{"board": B, "counter": N, "config": {...}}``. It must name this
 board and a counter above the last one used (``lock.json`` remembers it: a used file
@@ -45,34 +45,53 @@ def _read(p):
 def check_signed(root, text, board, last_counter):
     """``(config dict, counter, None)`` when ``text`` (bytes) is a valid signed config for
     ``board`` above ``last_counter``, else ``(None, None, reason)``."""
+    out = [None]
+    for _ in check_signed_steps(root, text, board, last_counter, out):
+        pass
+    return out[0]
+
+
+def check_signed_steps(root, text, board, last_counter, out):
+    """Generator form of ``check_signed`` (the link's update service runs it as a task):
+    yields within the signature check; ``out[0]`` is its result when it ends."""
     import binascii
     import hashlib
 
     from services import ed25519, update
 
+    out[0] = None, None, "signed config: no 128-digit signature line"
     nl = text.find(b"\n")
     if nl != 128:
-        return None, None, "signed config: no 128-digit signature line"
+        return
     try:
         sig = binascii.unhexlify(text[:128])
         doc = json.loads(text[129:])
     except ValueError as e:
-        return None, None, "signed config does not parse: %s" % e
+        out[0] = None, None, "signed config does not parse: %s" % e
+        return
     key = update.read_key(root)
     if key is None:
-        return None, None, "signed config: the board has no update key"
-    if not ed25519.verify(key, sig, hashlib.sha256(text[129:]).digest()):
-        return None, None, "signed config: signature does not verify with the board's key"
-    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
-        return None, None, "signed config: no config object"
-    if doc.get("board") != board:
-        return None, None, "signed config is for board '%s', this board is '%s'" % (
+        out[0] = None, None, "signed config: the board has no update key"
+        return
+    ok = [False]
+    yield from ed25519.verify_steps(key, sig, hashlib.sha256(text[129:]).digest(), ok)
+    if not ok[0]:
+        out[0] = None, None, "signed config: signature does not verify with the board's key"
+    elif not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        out[0] = None, None, "signed config: no config object"
+    elif doc.get("board") != board:
+        out[0] = None, None, "signed config is for board '%s', this board is '%s'" % (
             doc.get("board"), board)
-    ctr = doc.get("counter")
-    if not isinstance(ctr, int) or ctr <= last_counter:
-        return None, None, "signed config: counter %r not above the last used %d (replay)" % (
-            ctr, last_counter)
-    return doc["config"], ctr, None
+    elif not isinstance(doc.get("counter"), int) or doc["counter"] <= last_counter:
+        out[0] = None, None, "signed config: counter %r not above the last used %d (replay)" % (
+            doc.get("counter"), last_counter)
+    else:
+        out[0] = doc["config"], doc["counter"], None
+
+
+def last_counter(root=""):
+    """The counter of the last signed config applied (0: none)."""
+    return (_read(root + LOCK) or {}).get("unlock_counter", 0)
 
 
 def apply(app, root=""):

@@ -98,23 +98,47 @@ def read_key(root=""):
 
 def check_meta(root, blob, board, feed=None):
     """Everything but the files. Returns ``(result, manifest, digest hex)``."""
+    out = [None]
+    for _ in check_meta_steps(root, blob, board, out):
+        if feed is not None:
+            feed()
+    return out[0]
+
+
+def check_meta_steps(root, blob, board, out):
+    """Generator form of ``check_meta``: yields within the signature check (every 16 bits
+    of its scalar loop); ``out[0]`` is ``(result, manifest, digest hex)`` when it ends."""
+    res, sig_in = _check_meta(root, blob, board)
+    if res is None:
+        yield  # the manifest parsed and its digest taken: one step
+        key, sig, dg, m = sig_in
+        ok = [False]
+        yield from ed25519.verify_steps(key, sig, dg, ok)
+        res = _check_rest(root, board, m, dg, ok[0])
+    out[0] = res
+
+
+def _check_meta(root, blob, board):
+    """The checks before the signature: ``(refusal, None)``, or ``(None, (key,
+    signature, digest, manifest))`` when the signature comes next."""
     try:
         m, end = bootslot.parse_meta(blob)
     except ValueError as e:
-        return _r(V_FORMAT, "bundle does not parse: %s" % e), None, None
+        return (_r(V_FORMAT, "bundle does not parse: %s" % e), None, None), None
     mend = end - bootslot.DIGEST - bootslot.SIG
     dg = bootslot.meta_digest(blob, mend)
     if dg != bytes(blob[mend:mend + bootslot.DIGEST]):
-        return _r(V_DIGEST, "manifest digest does not match the manifest (altered)"), m, None
+        return (_r(V_DIGEST, "manifest digest does not match the manifest (altered)"), m,
+                None), None
     key = read_key(root)
     if key is None:
-        return _r(V_KEY, "the board has no update key (%s); install it with `v2g keys "
-                         "install`" % KEY), m, None
-    out = [False]
-    for _ in ed25519.verify_steps(key, blob[mend + bootslot.DIGEST:end], dg, out):
-        if feed is not None:
-            feed()
-    if not out[0]:
+        return (_r(V_KEY, "the board has no update key (%s); install it with `v2g keys "
+                          "install`" % KEY), m, None), None
+    return None, (key, blob[mend + bootslot.DIGEST:end], dg, m)
+
+
+def _check_rest(root, board, m, dg, sig_ok):
+    if not sig_ok:
         return _r(V_SIGNATURE, "signature does not verify with the board's key (wrong key "
                                "or altered)"), m, None
     if board is not None and m["board"] != board:
@@ -169,9 +193,49 @@ def _walk(d, prefix=""):
     return out
 
 
-def _same(p, size, sha_hex, buf):
-    got = bootslot.sha256_file(p, buf)
+HASH_STEP_BLOCKS = 4  # a hashing step covers this many buffer loads (4 KB at 1 KB)
+
+
+def _hash_steps(p, buf, out):
+    """``bootslot.sha256_file`` in steps: yields every ``HASH_STEP_BLOCKS`` reads;
+    ``out[0]`` is ``(size, digest)`` or None (unreadable) when it ends."""
+    import hashlib
+
+    out[0] = None
+    mv = memoryview(buf)
+    h = hashlib.sha256()
+    size = 0
+    k = 0
+    try:
+        f = open(p, "rb")
+    except OSError:
+        return
+    try:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(mv[:n])
+            size += n
+            k += 1
+            if k % HASH_STEP_BLOCKS == 0:
+                yield
+    except OSError:
+        return
+    finally:
+        f.close()
+    out[0] = (size, h.digest())
+
+
+def _matches(got, size, sha_hex):
     return got is not None and got[0] == size and bootslot._hex(got[1]) == sha_hex
+
+
+def _run(steps, out, feed):
+    for _ in steps:
+        if feed is not None:
+            feed()
+    return out[0]
 
 
 def _copy(src, dst, buf):
@@ -197,28 +261,44 @@ def begin(root="", meta_path=None, board=None, feed=None):
     """Check the metadata blob and prepare the inactive slot. Returns a result with
     ``slot``, ``dir`` (where the files go), ``need`` ([name, size] the board lacks) and
     ``kept`` (files already there or copied from the running tree); ``same``: the board
-    already runs this bundle (nothing to do)."""
+    already runs this bundle (nothing to do). ``feed()`` is called at every step."""
+    out = [None]
+    return _run(begin_steps(root, meta_path, board, out), out, feed)
+
+
+def begin_steps(root, meta_path, board, out):
+    """Generator form of ``begin`` (the link's update service runs it as an asyncio
+    task): yields within the signature check and every few KB hashed or copied;
+    ``out[0]`` is the result when it ends."""
+    out[0] = None
     try:
         with open(meta_path or root + META, "rb") as f:
             blob = f.read(bootslot.HEADER + bootslot.MAX_MANIFEST + 96)
     except OSError as e:
-        return _r(V_IO, "cannot read the bundle metadata: %s" % e)
+        out[0] = _r(V_IO, "cannot read the bundle metadata: %s" % e)
+        return
     if board is None:
         board = board_name(root)
-    res, m, dg = check_meta(root, blob, board, feed)
+    co = [None]
+    yield from check_meta_steps(root, blob, board, co)
+    res, m, dg = co[0]
     if not res["ok"]:
-        return res
+        out[0] = res
+        return
     ptr = bootslot.read_pointer(root) or {"active": bootslot.ROOT_SLOT, "state": "ok",
                                           "tries": 0, "prev": None, "digest": None}
     if ptr["state"] == "trial":
-        return _r(V_BUSY, "a trial of %s is running; it must be confirmed or reverted "
-                          "first" % ptr.get("version"))
+        out[0] = _r(V_BUSY, "a trial of %s is running; it must be confirmed or reverted "
+                            "first" % ptr.get("version"))
+        return
     if ptr.get("digest") == dg:
-        return _r(V_OK, "the board already runs this bundle", same=True, need=[], kept=0,
-                  slot=ptr["active"], version=m["version"])
+        out[0] = _r(V_OK, "the board already runs this bundle", same=True, need=[], kept=0,
+                    slot=ptr["active"], version=m["version"])
+        return
     if _energized():
-        return _r(V_BUSY, "the converter is energized; updates are staged while it is "
-                          "de-energized")
+        out[0] = _r(V_BUSY, "the converter is energized; updates are staged while it is "
+                            "de-energized")
+        return
     active = ptr["active"]
     target = "b" if active == "a" else "a"
     if ptr.get("prev") == target:
@@ -237,56 +317,82 @@ def begin(root="", meta_path=None, board=None, feed=None):
             _mkdir(d + e[0].split("/")[0])
     with open(d + bootslot.MANIFEST, "wb") as f:
         f.write(blob[:bootslot.parse_meta(blob)[1]])
+    yield  # the slot prepared: one step
     buf = bytearray(1024)
     src = bootslot.slot_dir(root, active)
     need = []
     kept = 0
+    got = [None]
     for name, size, sha in m["files"]:
-        if _same(d + name, size, sha, buf):
+        yield from _hash_steps(d + name, buf, got)
+        if _matches(got[0], size, sha):
             kept += 1
-        elif _same(src + name, size, sha, buf):
+            continue
+        yield from _hash_steps(src + name, buf, got)
+        if _matches(got[0], size, sha):
             _copy(src + name, d + name, buf)
             kept += 1
+            yield
         else:
             need.append([name, size])
     _state["target"] = target
-    return _r(V_OK, slot=target, dir=d, need=need, kept=kept, same=False,
-              version=m["version"])
+    out[0] = _r(V_OK, slot=target, dir=d, need=need, kept=kept, same=False,
+                version=m["version"])
 
 
 def commit(root="", board=None, feed=None):
     """Verify the staged slot again from its own copy and switch the pointer to it (in
     trial). The running tree is untouched when this returns a failure."""
+    out = [None]
+    return _run(commit_steps(root, board, out), out, feed)
+
+
+def commit_steps(root, board, out):
+    """Generator form of ``commit``: yields within the signature check and every few KB
+    hashed; ``out[0]`` is the result when it ends. The pointer is written last, in one
+    step."""
+    out[0] = None
     ptr = bootslot.read_pointer(root) or {"active": bootslot.ROOT_SLOT, "state": "ok",
                                           "tries": 0, "prev": None, "digest": None}
     if ptr["state"] == "trial":
-        return _r(V_BUSY, "a trial is running")
+        out[0] = _r(V_BUSY, "a trial is running")
+        return
     target = "b" if ptr["active"] == "a" else "a"
     d = bootslot.slot_dir(root, target)
     try:
         blob, m, end = bootslot.read_meta(d + bootslot.MANIFEST)
     except (OSError, ValueError) as e:
-        return _r(V_FORMAT, "staged manifest unreadable: %s" % e)
+        out[0] = _r(V_FORMAT, "staged manifest unreadable: %s" % e)
+        return
     if board is None:
         board = board_name(root)
-    res, m, dg = check_meta(root, blob, board, feed)
+    co = [None]
+    yield from check_meta_steps(root, blob, board, co)
+    res, m, dg = co[0]
     if not res["ok"]:
-        return res
+        out[0] = res
+        return
     buf = bytearray(1024)
     names = set()
+    got = [None]
     for name, size, sha in m["files"]:
         names.add(name)
-        got = bootslot.sha256_file(d + name, buf)
-        if got is None:
-            return _r(V_FILE, "file %s missing after writing" % name)
-        if got[0] != size:
-            return _r(V_FILE, "file %s: %d bytes written, the manifest says %d" % (
-                name, got[0], size))
-        if bootslot._hex(got[1]) != sha:
-            return _r(V_FILE, "file %s: SHA-256 differs from the manifest" % name)
+        yield from _hash_steps(d + name, buf, got)
+        g = got[0]
+        if g is None:
+            out[0] = _r(V_FILE, "file %s missing after writing" % name)
+            return
+        if g[0] != size:
+            out[0] = _r(V_FILE, "file %s: %d bytes written, the manifest says %d" % (
+                name, g[0], size))
+            return
+        if bootslot._hex(g[1]) != sha:
+            out[0] = _r(V_FILE, "file %s: SHA-256 differs from the manifest" % name)
+            return
     for n in _walk(d):
         if n not in names and n != bootslot.MANIFEST:
-            return _r(V_FILE, "file %s in the slot is not in the manifest" % n)
+            out[0] = _r(V_FILE, "file %s in the slot is not in the manifest" % n)
+            return
     new = {"active": target, "state": "trial", "tries": 0, "digest": dg,
            "version": m["version"], "counter": m["counter"], "min_counter": m["min_counter"],
            "prev": ptr["active"], "prev_digest": ptr.get("digest"),
@@ -294,8 +400,8 @@ def commit(root="", board=None, feed=None):
            "why": None}
     bootslot.write_pointer(root, new)  # the switch: one rename
     _state["target"] = None
-    return _r(V_OK, "staged in slot %s; the next boot runs it in trial" % target,
-              slot=target, version=m["version"])
+    out[0] = _r(V_OK, "staged in slot %s; the next boot runs it in trial" % target,
+                slot=target, version=m["version"])
 
 
 def install(root, bundle_path, board=None, feed=None):

@@ -174,8 +174,8 @@ def test_bad_input_exit_2_nothing_changed(board, keys, tmp_path):
     good = _sign(keys, tmp_path / "t.v2gu", "5", 5, "--tree", _source_tree(tmp_path / "t"))
     r = v2g("update", good, "--port", "/dev/null")
     assert r.returncode == 2 and "port /dev/null" in r.stderr, r.stderr
-    r = v2g("update", good, "--link", port)
-    assert r.returncode == 2 and "not yet" in r.stderr, r.stderr
+    r = v2g("update", good, "--link", "/dev/null")
+    assert r.returncode == 2 and "link port /dev/null" in r.stderr, r.stderr
     tree = tmp_path / "rp2tree"
     tree.mkdir()
     (tree / "main.py").write_text("print(1)\n")

@@ -3,6 +3,7 @@
     v2g config push FILE.yaml --port P [--kind device|thermal] [--restart]
     v2g config show --port P
     v2g config pull --port P --out FILE.yaml
+    v2g config push-signed FILE --link P     # a signed config over the link
 
 FILE.yaml is a flat mapping ``name: number`` in the units of the firmware's parameter
 table (``firmware/params.py``: the one place limits live), e.g.::
@@ -23,6 +24,11 @@ show: the config in force in the running controller (``_app.held``; the stored
 ``config.json`` when no controller runs), as YAML with units, ranges and defaults in
 comments. pull: the stored ``config.json`` as the same YAML (keys not in it are at their
 defaults), written atomically to ``--out``.
+
+push-signed: a signed config (``v2g sign-config``; e.g. ``production=0``, the one way out
+of production mode) over the board's link (``v2g.link.service``): the board checks its
+signature, board and counter at once (exit 1 with its reason when it refuses, nothing
+stored), stores it as ``config.signed`` and restarts; the boot applies it.
 
 Kinds: ``device`` (``config.json``) now; ``thermal`` (``thermal.conf``) is reserved:
 ``--kind thermal``, or a FILE named ``*.conf``, is refused until the thermal model has its
@@ -65,12 +71,24 @@ def add_arguments(p):
     pull.add_argument("--port", required=True, help="serial port of the board")
     pull.add_argument("--out", required=True, metavar="FILE.yaml")
     pull.set_defaults(_config=run_pull)
+    signed = sub.add_parser("push-signed", help="send a signed config (`v2g sign-config`) "
+                            "over the link and restart the board (production mode)")
+    signed.add_argument("file", metavar="FILE", help="a signed config from `v2g sign-config`")
+    signed.add_argument("--link", required=True, metavar="PORT",
+                        help="the board's link port, or a running daemon's service socket")
+    signed.set_defaults(_config=_run_signed)
+
+
+def _run_signed(args):
+    from v2g.link import service
+
+    return service.run_signed_config(args)
 
 
 def run(args):
     handler = getattr(args, "_config", None)
     if handler is None:
-        raise UsageError("give an action: push, show or pull")
+        raise UsageError("give an action: push, show, pull or push-signed")
     return handler(args)
 
 

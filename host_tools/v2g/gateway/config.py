@@ -6,6 +6,8 @@ Keys (unknown keys are refused at every level)::
       device: /dev/pts/5        # required: the UART to the real-time controller
       baudrate: 115200          # 1200 .. 4000000
       hb_timeout_s: 1.0         # no valid frame this long: link LOST (0.2 .. 60 s)
+      service_socket: /run/v2g/link-service.sock  # optional: relays the board's update
+                                # service to local tools (`v2g update --link SOCKET`)
     modbus:
       host: 127.0.0.1           # address the server binds to
       port: 1502                # 1 .. 65535
@@ -69,6 +71,7 @@ class Config:
     link_device: str = ""
     link_baudrate: int = 115200
     link_hb_timeout_s: float = 1.0
+    link_service_socket: str = None  # the service relay's Unix socket (service_relay.py)
     modbus_host: str = "127.0.0.1"
     modbus_port: int = 1502
     modbus_unit_id: int = 1
@@ -81,7 +84,7 @@ class Config:
 
 
 _SCHEMA = {
-    "link": {"device": str, "baudrate": int, "hb_timeout_s": float},
+    "link": {"device": str, "baudrate": int, "hb_timeout_s": float, "service_socket": str},
     "modbus": {"host": str, "port": int, "unit_id": int, "stale_s": float,
                "writes": {"enabled": bool, "allow": list, "unlock_token": str,
                           "unlock_s": float}},
@@ -183,6 +186,7 @@ def parse(data, path="config"):
         link_device=flat["link.device"],
         link_baudrate=flat.get("link.baudrate", 115200),
         link_hb_timeout_s=flat.get("link.hb_timeout_s", 1.0),
+        link_service_socket=flat.get("link.service_socket"),
         modbus_host=flat.get("modbus.host", "127.0.0.1"),
         modbus_port=flat.get("modbus.port", 1502),
         modbus_unit_id=flat.get("modbus.unit_id", 1),

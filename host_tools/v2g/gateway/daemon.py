@@ -132,6 +132,11 @@ class Daemon:
         print("v2g daemon: serving Modbus TCP on %s:%d, link %s" % (
             self.cfg.modbus_host, self.cfg.modbus_port, self.cfg.link_device), flush=True)
         tasks = [asyncio.ensure_future(self.updater()), asyncio.ensure_future(self.link())]
+        relay = None
+        if self.cfg.link_service_socket:  # the board's update service for local tools
+            from v2g.gateway.service_relay import Relay
+
+            relay = await Relay(self, self.cfg.link_service_socket).start()
         if self.billing is not None:
             tasks += self.billing.tasks()
             print("v2g daemon: billing for %s to mqtts://%s:%d, outbox %s" % (
@@ -149,6 +154,8 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.shutdown()
+        if relay is not None:
+            relay.close()
         await self._close_peer()
         if self.billing is not None:
             self.billing.close()

@@ -1,7 +1,7 @@
 """``v2g update``: send a signed bundle to a board and start it.
 
     v2g update BUNDLE --port PORT      # a development board, over its REPL
-    v2g update BUNDLE --link PORT      # over the framed link: not yet (see below)
+    v2g update BUNDLE --link PORT      # over the framed link (v2g.update.linkpath)
 
 Over ``--port``: the bundle is parsed here (exit 2 when it does not), the board's name is
 compared with the bundle's (exit 2, nothing written), then the board's update agent
@@ -13,8 +13,8 @@ pointer; the board restarts and runs the bundle in trial. Exit 0 when the board 
 bundle (trial or confirmed, or it already ran it), 1 when the board refused it (the
 reason is printed), 2 on bad input.
 
-``--link``: the link reserves SERVICE_REQ/SERVICE_RSP (group 1) for this, but the
-firmware's link service is not wired into the running app yet; refused with exit 2.
+``--link``: the same over the board's framed link (SERVICE group 1), the way to update a
+board in production mode (no REPL): ``v2g.update.linkpath``.
 
 Context: host only.
 """
@@ -35,7 +35,9 @@ def add_arguments(p):
     p.add_argument("bundle", metavar="BUNDLE", help="a bundle from `v2g sign`")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--port", help="serial port of a development board (REPL)")
-    g.add_argument("--link", metavar="PORT", help="the board's link port (not yet)")
+    g.add_argument("--link", metavar="PORT",
+                   help="the board's link port (the framed link; a board in production "
+                        "mode), or a running daemon's service socket")
 
 
 class Progress:
@@ -111,10 +113,6 @@ def wait_running(port, slot, timeout_s=BOOT_WAIT_S):
 
 
 def run(args):
-    if args.link:
-        raise UsageError("--link: not yet: the link reserves SERVICE_REQ/SERVICE_RSP for "
-                         "updates but the board's link service is not wired into the "
-                         "running firmware; use --port on a development board")
     t0 = time.monotonic()
     p = Path(args.bundle)
     try:
@@ -123,6 +121,10 @@ def run(args):
         raise UsageError("bundle %s: cannot read it (%s)" % (p, e)) from None
     b = bundle.parse(blob, str(p))
     m = b.manifest
+    if args.link:
+        from v2g.update import linkpath
+
+        return linkpath.run(args.link, p, b, t0, Progress)
     with BoardLink(args.port) as link:
         st = _status(link)
         if st.get("board") and st["board"] != m["board"]:

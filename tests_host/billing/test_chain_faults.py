@@ -151,7 +151,7 @@ def test_board_power_cut_mid_record(tmp_path, loss, figures):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_backend_down_ring_fills_and_merges(tmp_path, loss, figures):
     chain = Chain(tmp_path, proxy_loss=loss, link_loss=loss, export_w=-EXPORT_W,
-                  session_s=36.0, interval_s=INTERVAL_S,
+                  session_s=40.0, interval_s=INTERVAL_S,
                   board_keys={"energy_segments": 3, "energy_records_per_segment": 4})
     try:
         chain.start()
@@ -165,7 +165,11 @@ def test_backend_down_ring_fills_and_merges(tmp_path, loss, figures):
         wait_acked(chain, 1)
         chain.kill_daemon()  # the board's back end: no ENERGY_ACK, its ring fills
         time.sleep(16 * INTERVAL_S)  # 16 records into a ring of 12
+        end = time.monotonic() + 60  # a slow board: until it has compacted
         st_full, _ = chain.journal()
+        while st_full["compactions"] == 0 and time.monotonic() < end:
+            time.sleep(1.0)
+            st_full, _ = chain.journal()
         chain.start_daemon()
         st, totals = chain.wait_done(timeout_s=240)
         assert st_full["compactions"] > 0 and st["merged"] > 0, st_full

@@ -64,6 +64,8 @@ def check(chain, st, metered_mwh, lost_mwh=0, case="", loss=0.0, figures=None, *
     fig = {"case": case, "loss_pct": loss * 100, "records": len(rows),
            "journal_last_seq": st["last_seq"], "merged_records": sum(
                1 for r in rows if "merged" in r["flags"]),
+           "merged_export_wh": sum(r["export_mwh"] for r in rows
+                                   if "merged" in r["flags"]) / 1000.0,
            "credited_wh": credited / 1000.0, "metered_wh": metered_mwh / 1000.0,
            "lost_open_interval_wh": lost_mwh / 1000.0,
            "duplicates_suppressed": rep["duplicates_suppressed"], "gaps": rep["gaps"],

@@ -129,7 +129,9 @@ billing-demo: venv tools
 	$(VENV)/bin/v2g billing-demo
 
 # the billing tests with the full sweeps (loss 1/5/20 % with more records and seeds,
-# crash cases repeated); `make test` runs the reduced ones
+# crash cases repeated; on the real chain, test_chain_faults.py: broker and daemon kill -9,
+# board power cut mid-record, ledger down 10 simulated minutes + a full journal ring, each
+# at 1/5/20 % loss on the link and the broker leg); `make test` runs the reduced ones (5 %)
 billing-sweep: venv tools
 	V2G_BILLING_SWEEP=full $(VENV)/bin/python -m pytest tests_host/billing -q $(PYTEST_ARGS)
 

@@ -132,11 +132,13 @@ class App:
         el = self.eventlog
         try:
             ej = energy_journal.EnergyJournal(
-                root + "energy", interval_s=self.board.get("energy_interval_s", 60),
+                root + "energy", self.board.get("energy_segments", 4),
+                self.board.get("energy_records_per_segment", 32),
+                interval_s=self.board.get("energy_interval_s", 60),
                 reset_cause=self.hal.reset_cause(),
                 clock=el.utc_s if el is not None else None)
-        except OSError as e:
-            self.journal.fault(0, "0x30", "energy journal unreadable: %s" % e)
+        except (OSError, ValueError) as e:  # ValueError: a ring the board data cannot have
+            self.journal.fault(0, "0x30", "energy journal unusable: %s" % e)
             return
         ej.attach(self.journal, self.supervisor.meter)
         self.energy_journal = ej

@@ -11,9 +11,11 @@ Records (one frame each, CRC-32 like an event-log record; ``FMT``)::
     u32 crc32(header + payload)                          when this record was written
 
 ``kind``: 0 interval, 1 session_start, 2 session_end. ``flags`` (as ENERGY_RECORD, link
-version 3): bit 0 power_cut (the board came up without a clean close: the open interval
-before it was lost), 1 wdt_reset, 2 merged, 3 clock_unsynced, 4 meter_fault; bit 7 is the
-journal's own "closed cleanly" mark (never sent). ``seq`` grows by 1 per record across
+version 3): bit 0 power_cut (the board came up without a clean close: the open
+interval before it was lost; on the first record after that boot, whatever its kind:
+a session end the boot closes says it), 1 wdt_reset (likewise), 2 merged, 3
+clock_unsynced, 4 meter_fault; bit 7 is the journal's own "closed cleanly" mark (never
+sent). ``seq`` grows by 1 per record across
 reboots and watchdog resets (recovered from the ring at boot); a merged record covers
 ``seq .. seq_last``.
 
@@ -241,6 +243,8 @@ class EnergyJournal:
                                        or exp != self.exp0):
             self._close_interval(now_ms, imp, exp, 0)  # (an empty one is not a record)
         t, f = self._utc(now_ms)
+        f |= self.flags  # the first record after a boot says power_cut / wdt_reset
+        self.flags = 0
         if start:
             self.session += 1
             self.session_open = self.session

@@ -72,6 +72,9 @@ class Handlers:
     def on_session(self, now_ms, action, session_id):
         return lm.UNSUPPORTED
 
+    def on_ev_soc(self, now_ms, soc_pm):
+        return lm.UNSUPPORTED
+
     def on_service(self, now_ms, group, command, data):
         """Returns ``(status, bytes)``; ``data`` is a memoryview valid during the call."""
         return lm.UNSUPPORTED, b""
@@ -311,6 +314,8 @@ class Link:
                 r = (lm.REJECTED, "session action %d not 0 (stop) or 1 (start)" % action)
             else:
                 r = h.on_session(now_ms, action, sid)
+        elif typ == lm.EV_SOC:
+            r = h.on_ev_soc(now_ms, struct.unpack_from("<H", rx, p)[0])
         elif typ == lm.ENERGY_ACK:
             h.on_energy_ack(now_ms, struct.unpack_from("<I", rx, p)[0])
             return False

@@ -36,9 +36,10 @@ import struct
 # 2: REGISTER_IMAGE gained measured P/Q, per-phase V, current, PF, tick cost and the
 # board's link figures (appended); the one table has one image layout, so 1 is dropped
 # 3: ENERGY_RECORD gained seq_last, kind, flags and the EV SoC (the energy journal)
-VERSION = 3  # the version this firmware speaks by default
-VERSION_MIN = 3  # the oldest version it still speaks
-VERSION_MAX = 3
+# 4: EV_SOC (the car's state of charge for the journal's interval start/end SoC)
+VERSION = 4  # the version this firmware speaks by default
+VERSION_MIN = 4  # the oldest version it still speaks
+VERSION_MAX = 4
 HEADER_FMT = "<BBHHH"
 HEADER_SIZE = 8
 CRC_SIZE = 4
@@ -57,6 +58,7 @@ SETPOINT = 0x20
 CONFIG = 0x21
 EV_LIMITS = 0x22
 SESSION = 0x23
+EV_SOC = 0x24
 RESULT = 0x30
 ENERGY_RECORD = 0x40
 ENERGY_ACK = 0x41
@@ -74,6 +76,8 @@ STATUS_NAMES = ("OK", "REJECTED", "DUPLICATE", "MALFORMED", "UNSUPPORTED")
 # SESSION actions
 SESSION_STOP = 0  # cease power and open the DC contactors, as a session end does
 SESSION_START = 1
+
+SOC_UNKNOWN = 0xFFFF  # EV_SOC and ENERGY_RECORD: state of charge not known
 
 # supervisor states, in register-image order (index = the ``state`` field)
 STATES = ("BOOT", "WAIT_GRID", "SYNCING", "ENTER_SERVICE_DELAY", "ENERGIZED", "DERATED",
@@ -162,6 +166,9 @@ MESSAGES = (
      "limits the EV negotiated (ISO 15118 on the daemon), W and 0.1 % state of charge"),
     (SESSION, "SESSION", 1, "h2b", "<BI", ("action", "session_id"), None,
      "session start (1) or stop (0: cease power, open the DC contactors)"),
+    (EV_SOC, "EV_SOC", 1, "h2b", "<H", ("soc_pm",), None,
+     "the EV's state of charge as the daemon knows it (ISO 15118), permille, 0xFFFF = "
+     "unknown; the energy journal's interval start/end SoC"),
     (RESULT, "RESULT", 1, "b2h", "<HBB", ("request_seq", "request_type", "status"), "text",
      "the board's answer to a command: its seq and type, status (OK, REJECTED, DUPLICATE, "
      "MALFORMED, UNSUPPORTED) and a reason"),

@@ -18,6 +18,8 @@ What each message does (``Wiring``, the link's handlers):
 - EV_LIMITS -> ``Supervisor.set_ev_limits`` (what the scenario event ``ev_limits`` sets);
 - SESSION -> ``Supervisor.session``: stop ceases power and opens the DC contactors
   through the contactor supervision (a weld shows STUCK within 1 s);
+- EV_SOC (link version 4) -> ``EnergyJournal.set_soc``: the car's SoC in permille
+  (0xFFFF unknown) for the interval records' start/end SoC; above 1000: REJECTED;
 - link state changes -> ``Supervisor.set_link_state`` (LOST: cease, then open; DEGRADED:
   fault V2G-502, power ceased until the loss is under the threshold again);
 - REGISTER_IMAGE <- supervisor state every ``link_image_ms`` (default: every supervisor
@@ -197,6 +199,14 @@ class Wiring(link.Handlers):
         if self.update is None:
             self.update = update_link.UpdateService(self.app)
         return self.update.on_service(now_ms, command, data)
+
+    def on_ev_soc(self, now_ms, soc_pm):
+        if soc_pm > 1000 and soc_pm != lm.SOC_UNKNOWN:
+            return lm.REJECTED, "soc_pm %d not 0..1000 or 65535 (unknown)" % soc_pm
+        ej = self.app.energy_journal
+        if ej is not None:
+            ej.set_soc(None if soc_pm == lm.SOC_UNKNOWN else soc_pm)
+        return lm.OK
 
     def on_link_state(self, now_ms, state):
         lk = self.link

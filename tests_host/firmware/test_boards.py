@@ -103,6 +103,16 @@ def test_tick_not_an_integer():
     assert "'tick_hz': value 5000.5 is not an integer" in problems(data)
 
 
+def test_energy_journal_keys_are_checked():
+    data = rp2_data()
+    data.update(energy_segments=3, energy_records_per_segment=4, energy_interval_s=1)
+    boards.validate(data)
+    data.update(energy_segments=2, energy_records_per_segment="4")
+    msg = problems(data)
+    assert "'energy_segments': value 2 is outside 3..64 (segment files)" in msg
+    assert "'energy_records_per_segment': value \"4\" is not an integer" in msg
+
+
 def test_adc_gain_beyond_4_pu_is_refused():
     data = rp2_data()
     data["adc"][3]["gain_q14"] = 9000  # 32768 * 9000 > 16384 << 14: 4.39 pu

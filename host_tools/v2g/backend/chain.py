@@ -18,6 +18,7 @@ import random
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,8 +30,38 @@ import yaml
 from v2g.backend.broker import free_port
 from v2g.backend.testbed import Testbed, _env
 from v2g.board.console import BoardLink
+from v2g.common import boards
 
 STATION = "ST-0001"
+
+# Run on the board (its REPL, beside the running main.py): the energy journal's next
+# flush writes half of its first pending frame, syncs, notes the meter then and stops
+# (Chain.power_cut_mid_record kills the process). MicroPython and CPython alike.
+_TEAR_NEXT_RECORD = """
+import sys, time, json
+from services import energy_journal as _ej
+_a = sys.modules['main']._app
+_r = _a.energy_journal.ring
+def _torn():
+    p = _r._pending
+    if not p:
+        return True
+    if _r._count >= _r.records_per_segment:
+        _r._new_segment()
+    elif _r._f is None:
+        _r._f = open(_r.path(_r._segs[-1]), 'ab')
+    fr = p[0]
+    _r._f.write(fr[:len(fr) // 2])
+    _r._f.flush()
+    rec = _ej.decode(fr)
+    imp, exp = _a.supervisor.meter.totals_mwh()
+    with open(_a.root + 'cut.json', 'w') as f:
+        f.write(json.dumps({'seq': rec[0], 'import_mwh': imp, 'export_mwh': exp,
+                            'torn_import_mwh': rec[7], 'torn_export_mwh': rec[8]}))
+    while True:
+        time.sleep_ms(10)
+_r.flush = _torn
+"""
 
 
 class LinkRelay:
@@ -47,9 +78,25 @@ class LinkRelay:
         self.rng = random.Random(seed)
         self.buf = {self.board_fd: bytearray(), self.master: bytearray()}
         self.stats = {"frames": 0, "dropped": 0, "corrupted": 0}
+        self._start()
+
+    def _start(self):
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(self._stop,), daemon=True)
         self.thread.start()
+
+    def attach_board(self, board_dev):
+        """Relay from a restarted board's new link pty; the daemon's side stays."""
+        self._stop.set()
+        self.thread.join(2)
+        try:
+            os.close(self.board_fd)
+        except OSError:
+            pass
+        self.board_fd = os.open(board_dev, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.board_fd)
+        self.buf = {self.board_fd: bytearray(), self.master: bytearray()}
+        self._start()
 
     def _mutate(self, frame):
         self.stats["frames"] += 1
@@ -65,9 +112,9 @@ class LinkRelay:
             return bytes(b)
         return frame
 
-    def _run(self):
+    def _run(self, stop):
         peer = {self.board_fd: self.master, self.master: self.board_fd}
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 ready, _, _ = select.select(list(peer), [], [], 0.05)
             except (OSError, ValueError):
@@ -75,7 +122,10 @@ class LinkRelay:
             for fd in ready:
                 try:
                     data = os.read(fd, 4096)
-                except (BlockingIOError, OSError):
+                except BlockingIOError:
+                    continue
+                except OSError:  # the board is gone (power cut): wait for attach_board
+                    time.sleep(0.05)
                     continue
                 b = self.buf[fd]
                 b += data
@@ -118,53 +168,114 @@ class Chain:
     """Start with ``start()``; ``close()`` stops everything."""
 
     def __init__(self, directory, port=None, proxy_loss=0.0, link_loss=0.0,
-                 export_w=-7000, session_s=20.0, interval_s=2):
+                 export_w=-7000, session_s=20.0, interval_s=2, board_keys=None, seed=1):
         self.dir = str(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.bed = Testbed(self.dir, port=port, stations=(STATION,))
         self.proxy_loss, self.link_loss = proxy_loss, link_loss
         self.export_w, self.session_s, self.interval_s = export_w, session_s, interval_s
+        self.board_keys = dict(board_keys or {})  # e.g. a small journal ring
+        self.seed = seed
         self.board = self.daemon = self.relay = None
         self.port = self.link_dev = None
 
     def _flash(self):
         from v2g.sim import simboard
 
-        flash = os.path.join(self.dir, "flash")
+        flash = self.flash_dir = os.path.join(self.dir, "flash")
         os.makedirs(flash, exist_ok=True)
         simboard.populate(flash)
         bj = os.path.join(flash, "board.json")
         with open(bj) as f:
             board = json.load(f)
         board["energy_interval_s"] = self.interval_s
+        board.update(self.board_keys)
+        boards.validate(board, bj)  # a bad key names itself here, not as a silent default
         with open(bj, "w") as f:
             json.dump(board, f)
         with open(os.path.join(flash, "config.json"), "w") as f:  # board mode reads this
             json.dump({"enter_service_delay_s": 0.2, "enter_service_ramp_s": 0.0}, f)
         return flash
 
-    def _scenario(self):
+    def _scenario(self, session_s=None):
+        session_s = self.session_s if session_s is None else session_s
         sc = {"name": "billing-export", "duration_s": 3600.0,
               "grid": {"v_nom_ln_rms": 230.0, "f_nom_hz": 60, "category": "II"},
               "events": [{"t_s": 0.0, "session": "stop"},
                          {"t_s": 0.0, "setpoint": {"id": "export", "p_w": self.export_w,
                                                    "q_var": 0}},
                          {"t_s": 1.0, "session": "start"},
-                         {"t_s": 1.0 + self.session_s, "session": "stop"}]}
+                         {"t_s": 1.0 + session_s, "session": "stop"}]}
         path = os.path.join(self.dir, "scenario.json")
         with open(path, "w") as f:
             json.dump(sc, f)
         return path
 
-    def start_board(self):
+    def start_board(self, session_s=None):
+        """Start the board (again: the same flash, a new session of ``session_s``)."""
         cmd = [sys.executable, "-m", "v2g.cli", "sim", "board", "--flash-dir", self._flash(),
-               "--scenario", self._scenario()]
+               "--scenario", self._scenario(session_s)]
         self.board_log = open(os.path.join(self.dir, "board.log"), "ab")
         self.board = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.board_log,
                                       text=True, env=_env())
         self.port = self.board.stdout.readline().split(None, 1)[1].strip()
         self.link_dev = self.board.stdout.readline().split(None, 1)[1].strip()
-        self.relay = LinkRelay(self.link_dev, self.link_loss)
+        if self.relay is None:
+            self.relay = LinkRelay(self.link_dev, self.link_loss, self.seed)
+        else:
+            self.relay.attach_board(self.link_dev)
+
+    def power_cut_mid_record(self, timeout_s=60.0):
+        """Cut the board's power in the middle of writing a record: the journal's next
+        record write puts the first half of its frame on flash and syncs it, notes the
+        meter totals then (and the torn record) in ``cut.json`` and stops the board's
+        loop; the board process then gets SIGKILL. Returns that note:
+        ``{"seq", "import_mwh", "export_mwh", "torn_import_mwh", "torn_export_mwh"}``
+        (the meter's totals include the torn record, which the journal loses: the open
+        interval of a power cut)."""
+        note = os.path.join(self.flash_dir, "cut.json")
+        if os.path.exists(note):
+            os.remove(note)
+        with BoardLink(self.port, banner_timeout_s=5) as link:
+            link.exec(_TEAR_NEXT_RECORD, what="arming the power cut")
+        end = time.monotonic() + timeout_s
+        while not os.path.exists(note):
+            if time.monotonic() > end:
+                raise TimeoutError("no record write within %.0f s" % timeout_s)
+            time.sleep(0.02)
+        time.sleep(0.05)  # the note is written and closed before the loop stops
+        self.board.send_signal(signal.SIGKILL)
+        self.board.wait(10)
+        self.board.stdout.close()
+        with open(note) as f:
+            return json.loads(f.read())
+
+    def wait_session(self, timeout_s=60.0):
+        """Until the board's journal has a session open (after a (re)start)."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.journal()[0]["session"]:
+                return
+            time.sleep(0.5)
+        raise TimeoutError("no session opened within %.0f s" % timeout_s)
+
+    def ledger_rows(self):
+        """The ledger's credited records of the station, by seq: dicts with ``seq``,
+        ``seq_last``, ``kind``, ``session``, ``import_mwh``, ``export_mwh``, ``flags``
+        (a list), ``soc_start_pm``, ``soc_end_pm``."""
+        db = sqlite3.connect(self.bed.db)
+        try:
+            rows = db.execute("SELECT seq, seq_last, kind, session_no, import_mwh, export_mwh,"
+                              " flags, soc_start_pm, soc_end_pm FROM ledger_record WHERE "
+                              "station=? ORDER BY seq", (STATION,)).fetchall()
+        finally:
+            db.close()
+        keys = ("seq", "seq_last", "kind", "session", "import_mwh", "export_mwh", "flags",
+                "soc_start_pm", "soc_end_pm")
+        out = [dict(zip(keys, r)) for r in rows]
+        for r in out:
+            r["flags"] = [f for f in r["flags"].split(",") if f]
+        return out
 
     def daemon_config(self):
         path = self.bed.node_config(STATION, via_proxy=self.bed.proxy is not None)

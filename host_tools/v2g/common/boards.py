@@ -80,6 +80,13 @@ EXT_ADC_READS = ("cpu", "pio")
 AD7606_INPUTS = tuple("V%d" % n for n in range(1, 9))
 
 # (key, unit, lo, hi) for the plain integer keys
+# the energy journal's optional keys (services/energy_journal.py; defaults 60 s, 4 x 32)
+_ENERGY_JOURNAL_KEYS = (
+    ("energy_interval_s", "s", 1, 3600),
+    ("energy_segments", "segment files", 3, 64),
+    ("energy_records_per_segment", "records", 2, 1024),
+)
+
 _INT_RANGES = (
     ("tick_hz", "Hz", 2000, 20000),
     ("pwm_freq_hz", "Hz", 1000, 200000),
@@ -189,6 +196,9 @@ def validate(data, source="board.json"):
     if "flash_stalls_tick" in data and not isinstance(data["flash_stalls_tick"], bool):
         bad("flash_stalls_tick", data["flash_stalls_tick"], "is not allowed; give true or "
             "false")
+    for key, unit, lo, hi in _ENERGY_JOURNAL_KEYS:  # optional: the journal's defaults
+        if key in data:
+            _check_int(bad, key, data[key], lo, hi, unit)
     if port not in (None, "unix") and data.get("fs") == "littlefs" and \
             "flash_stalls_tick" not in data:
         errs.append("key 'flash_stalls_tick' is missing: say whether a write to the board's "

@@ -82,6 +82,13 @@ class FirmwareModel:
         self.applied.append(("ev_limits", max_charge_w, max_discharge_w, soc_min_permille))
         return self._res("OK")
 
+    async def ev_soc(self, soc_pm, timeout=5.0):
+        await self._gate(timeout)
+        if not 0 <= soc_pm <= 1000 and soc_pm != 0xFFFF:
+            return self._res("REJECTED", "soc_pm out of range")
+        self.applied.append(("ev_soc", soc_pm))
+        return self._res("OK")
+
     async def session(self, start, session_id=0, timeout=5.0):
         await self._gate(timeout)
         self.applied.append(("session", 1 if start else 0, session_id))

@@ -4,6 +4,8 @@ One ``SessionMapping`` per charge point. It holds the newest *validated* limits 
 party and turns them into two idempotent firmware commands over a ``LinkPeer``-like
 object (``ev_limits``, ``setpoint``, ``session``, ``image``):
 
+- ``EV_SOC`` (permille) whenever the car's SoC changes: the board's energy journal puts it
+  in its records (interval start/end SoC);
 - ``EV_LIMITS`` (charge/discharge W, SoC floor) whenever the car's limits change; at or
   below the car's SoC floor the discharge limit sent is 0, so the firmware never drains
   the battery below it;
@@ -89,6 +91,7 @@ class SessionMapping:
         self.session_open = False
         self.session_id = 0
         self.sent_ev_limits = None
+        self.sent_soc_pm = None
         self.sent_setpoint = None  # (id, p_w)
         self.commands = []  # (kind, args) as sent, for tests and the demo
         self.refused = 0
@@ -254,7 +257,15 @@ class SessionMapping:
             return res
 
     async def push_once(self):
-        """Send what changed since the last push (EV limits first, then the setpoint)."""
+        """Send what changed since the last push (the EV's SoC and limits first, then the
+        setpoint)."""
+        soc = self.ev["soc"]
+        if soc is not None and hasattr(self.firmware, "ev_soc"):
+            soc_pm = int(round(soc * 10))
+            if soc_pm != self.sent_soc_pm:
+                res = await self._command("ev_soc", soc_pm)
+                if res is None or res.ok:
+                    self.sent_soc_pm = soc_pm
         lim = self.ev_limits_for_firmware()
         if lim != self.sent_ev_limits and self.ev["max_charge_w"] is not None:
             res = await self._command("ev_limits", *lim)

@@ -200,6 +200,9 @@ class LinkFirmware:
         return await self._peer().ev_limits(max_charge_w, max_discharge_w, soc_min_permille,
                                             timeout=timeout)
 
+    async def ev_soc(self, soc_pm, timeout=5.0):
+        return await self._peer().ev_soc(soc_pm, timeout=timeout)
+
     async def session(self, start, session_id=0, timeout=5.0):
         return await self._peer().session(start, session_id, timeout=timeout)
 

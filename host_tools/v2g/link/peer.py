@@ -273,6 +273,11 @@ class LinkPeer:
         return await self.request(msgs.EV_LIMITS, pack(msgs.EV_LIMITS, (
             max_charge_w, max_discharge_w, soc_min_permille)), timeout)
 
+    async def ev_soc(self, soc_pm, timeout=5.0):
+        """The EV's state of charge, permille (``msgs.SOC_UNKNOWN``: not known); link
+        version 4. The board's journal puts it in its records' start/end SoC."""
+        return await self.request(msgs.EV_SOC, pack(msgs.EV_SOC, (soc_pm,)), timeout)
+
     async def session(self, start, session_id=0, timeout=5.0):
         action = msgs.SESSION_START if start else msgs.SESSION_STOP
         return await self.request(msgs.SESSION, pack(msgs.SESSION, (action, session_id)),

@@ -88,8 +88,11 @@ class SiteRun:
 
     def setup(self):
         t = time.monotonic()
-        # a fresh status directory: the SEMS histories of an earlier run would be plotted too
-        shutil.rmtree(os.path.join(self.dir, "status"), ignore_errors=True)
+        # a fresh status directory (the SEMS histories of an earlier run would be plotted
+        # too) and a fresh broker: its persistence would hand the new SEMS the last run's
+        # retained lease, plan and demand (a whole site of stale setpoints to correct)
+        for sub in ("status", "broker"):
+            shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
         tls = os.path.join(self.dir, "tls")
         self.ca = pki.CA(tls)
         self.broker_cert = self.ca.issue("broker", "localhost", server=True)

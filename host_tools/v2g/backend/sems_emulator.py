@@ -92,7 +92,8 @@ class Emulator:
     def __init__(self, site, ids, host, port, ca, certs, t0):
         self.site, self.host, self.port, self.ca, self.certs = site, host, port, ca, certs
         self.t0 = t0
-        self.policy = HoldPolicy(site["hold_s"], site["safe_export_w"], site["safe_import_w"])
+        self.policy = HoldPolicy(site["hold_s"], site["safe_export_w"], site["safe_import_w"],
+                                 lead_s=site["fallback_lead_s"])
         self.st = {i: Sta(i, site["stations"][i], self.policy) for i in ids}
         self.hb_topic = "v2g/_sems/%s/heartbeat" % site["site"]
         self.samples, self.applied_log, self.snapshots = [], [], []

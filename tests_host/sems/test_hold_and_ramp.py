@@ -246,3 +246,22 @@ def test_ramp_margin_leaves_room_for_delivery_jitter(tmp_path):
     with pytest.raises(SiteError) as e:
         _site(ramp_margin=1.0)
     assert "ramp_margin" in str(e.value) and "1.0" in str(e.value)
+
+
+def test_cold_start_waits_for_the_table_before_increasing(tmp_path):
+    site = _site(n=10)
+    s = _sems(tmp_path, site)
+    t = s.started
+    for sid in list(s.readings)[5:]:
+        del s.readings[sid]
+    for sid, (r, _) in s.readings.items():
+        s.readings[sid] = (r, t + 1.0)
+    plan, _ = s.make(t + 1.0)             # half the stations heard, 1 s after the start
+    assert _increase(s, plan) == 0
+    plan, _ = s.make(t + site["stale_s"])  # stale_s later: share what is known
+    assert _increase(s, plan) > 0
+    s2 = _sems(tmp_path, site)             # every station heard: at once
+    for sid, (r, _) in s2.readings.items():
+        s2.readings[sid] = (r, s2.started)
+    plan, _ = s2.make(s2.started + 0.1)
+    assert _increase(s2, plan) > 0

@@ -91,6 +91,7 @@ class Sems:
         self.wake = asyncio.Event()
         self.last_hb = -1e9
         self.last_plan_t = None   # monotonic time of the last plan
+        self.warm = False         # the station table has filled (see make)
         self._pub_tasks = set()
         os.makedirs(out, exist_ok=True)
         self.status_path = os.path.join(out, "sems-%s.json" % instance)
@@ -202,6 +203,14 @@ class Sems:
         # the margin keeps the delivered aggregate ramp within site_ramp_w_s although
         # delivery jitter bunches the staggered slices (docs/sems.md)
         ramp = self.site["site_ramp_w_s"] * (1.0 - self.site["ramp_margin"])
+        # a cold start: no increases until every station has reported or stale_s has
+        # passed (shares from a half-filled table are reshuffled a moment later: a burst of
+        # setpoints to every station for nothing); a standby's table is warm already
+        if not self.warm:
+            self.warm = (len(self.readings) == len(self.site["stations"]) or
+                         now - self.started >= self.site["stale_s"])
+            if not self.warm:
+                ramp = 0.0
         plan = make_plan(sts, exp, imp, mode, dt, ramp, self.site["stale_s"],
                          self.site["deadband_w"])
         measured = sum(s.p_w for s in sts if s.p_w is not None and s.age_s is not None

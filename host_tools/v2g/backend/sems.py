@@ -92,6 +92,7 @@ class Sems:
         self.last_hb = -1e9
         self.last_plan_t = None   # monotonic time of the last plan
         self.warm = False         # the station table has filled (see make)
+        self.dec_burst = (0.0, 0)  # (seconds to the last PUBACK, setpoints)
         self._pub_tasks = set()
         os.makedirs(out, exist_ok=True)
         self.status_path = os.path.join(out, "sems-%s.json" % instance)
@@ -126,8 +127,10 @@ class Sems:
                 dem = {k: float(d[k]) for k in ("export_w", "import_w") if k in d}
                 if any(v < 0 for v in dem.values()):
                     raise ValueError
-                if (dem or None) != self.demand:
+                if (dem or None) != self.demand and self.role == "active":
                     self.wake.set()      # a new limit: plan now, not at the next period
+                    #                      (a standby keeps its period: no CPU taken from
+                    #                      the active's burst of decreases)
                 self.demand = dem or None
                 log.info("sems: demand signal %s", self.demand)
             except (ValueError, TypeError, AttributeError):
@@ -231,8 +234,11 @@ class Sems:
                 {"id": sp_id, "p_w": p, "q_var": 0, "station": sid, "ts": ts}))
             (inc if abs(p) > abs(old) and p * old >= 0 else dec).append(msg)
         if dec:
+            t0 = time.monotonic()
             await asyncio.gather(*(client.publish(t, m, qos=1) for t, m in dec))
             self.sent += len(dec)
+            # the burst's cost up to the last PUBACK (status: the largest so far)
+            self.dec_burst = max(self.dec_burst, (round(time.monotonic() - t0, 3), len(dec)))
         if not inc:
             return
         slices = max(1, min(8, len(inc) // 10))
@@ -249,7 +255,8 @@ class Sems:
               "epoch": self.epoch, "t": round(time.time(), 3), "demand": self.demand,
               "sent": self.sent, "dropped_telemetry": sum(self.drops.values()),
               "drops": {"%s.%s" % k: v for k, v in sorted(self.drops.items())},
-              "measured_w": round(measured, 1)}
+              "measured_w": round(measured, 1), "largest_decrease_burst": {
+                  "s": self.dec_burst[0], "setpoints": self.dec_burst[1]}}
         if plan is not None:
             st.update(mode=plan.mode, limit_w=plan.limit_w,
                       planned_w=sum(plan.setpoints.values()), reserve_w=plan.reserve_w,
@@ -286,6 +293,10 @@ class Sems:
                      "t": round(time.time(), 3)}), qos=0)
             ts = round(time.time(), 4)
             self._spawn(self.dispatch(client, plan, ts))
+            # let the decreases leave before anything else this tick (the dispatch's first
+            # step queues one task per setpoint, the second runs them)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
             # the retained plan is not awaited either: the next period's tick must not
             # wait for its PUBACK
             self._spawn(client.publish(self.t_plan, json.dumps(

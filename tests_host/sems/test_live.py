@@ -45,9 +45,10 @@ def test_failover_and_no_setpoint_applied_twice(figures):
 
 
 def test_all_down_falls_back_to_safe_limit(figures):
-    # the fallback starts within the hold time; the power settles one response time later
-    assert figures["all_down_fallback_s"] <= figures["hold_s"] + 0.2, figures
-    assert figures["all_down_safe_s"] <= figures["hold_s"] + 1.5, figures
+    # the fallback starts fallback_lead_s before the hold time ends, so the power is at
+    # the safe limit within hold_s (0.5 s allowed here for a busy machine's scheduling)
+    assert figures["all_down_fallback_s"] <= figures["hold_s"] - 1.2 + 0.5, figures
+    assert figures["all_down_safe_s"] <= figures["hold_s"] + 0.5, figures
 
 
 def test_fairness_and_soc_floor(figures):

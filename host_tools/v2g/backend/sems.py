@@ -90,6 +90,9 @@ class Sems:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.last_hb = -1e9
+        self.last_plan_t = None   # monotonic time of the last plan
+        self.warm = False         # the station table has filled (see make)
+        self.dec_burst = (0.0, 0)  # (seconds to the last PUBACK, setpoints)
         self._pub_tasks = set()
         os.makedirs(out, exist_ok=True)
         self.status_path = os.path.join(out, "sems-%s.json" % instance)
@@ -124,8 +127,10 @@ class Sems:
                 dem = {k: float(d[k]) for k in ("export_w", "import_w") if k in d}
                 if any(v < 0 for v in dem.values()):
                     raise ValueError
-                if (dem or None) != self.demand:
+                if (dem or None) != self.demand and self.role == "active":
                     self.wake.set()      # a new limit: plan now, not at the next period
+                    #                      (a standby keeps its period: no CPU taken from
+                    #                      the active's burst of decreases)
                 self.demand = dem or None
                 log.info("sems: demand signal %s", self.demand)
             except (ValueError, TypeError, AttributeError):
@@ -166,9 +171,13 @@ class Sems:
         return now - (self.lease_seen or self.started) > wait
 
     async def publish_lease(self, client):
+        # QoS 0 (retained): a renewal must never wait for PUBACKs behind a burst of QoS 1
+        # setpoints (under load that once delayed it past lease_s and the standby took
+        # over); a lost renewal costs nothing, the next one follows a period later, and a
+        # lost connection is reported by the will
         await client.publish(self.t_lease, json.dumps(
             {"holder": self.instance, "epoch": self.epoch, "lease_s": self.site["lease_s"],
-             "t": round(time.time(), 3)}), qos=1, retain=True)
+             "t": round(time.time(), 3)}), qos=0, retain=True)
 
     # --- the plan -----------------------------------------------------------------------
     def stations(self, now):
@@ -187,8 +196,25 @@ class Sems:
         exp, imp, mode = site_limits(lim["transformer_w"], lim["grid_export_w"],
                                      lim["grid_import_w"], self.demand)
         sts = self.stations(now)
-        plan = make_plan(sts, exp, imp, mode, self.site["period_s"],
-                         self.site["site_ramp_w_s"], self.site["stale_s"],
+        # ramps are budgeted over the time since the last plan, not a whole period: a
+        # demand step plans at once, and the scheduled plan that follows shortly after
+        # must not hand out a second period's ramp
+        dt = self.site["period_s"]
+        if self.last_plan_t is not None:
+            dt = max(0.0, min(dt, now - self.last_plan_t))
+        self.last_plan_t = now
+        # the margin keeps the delivered aggregate ramp within site_ramp_w_s although
+        # delivery jitter bunches the staggered slices (docs/sems.md)
+        ramp = self.site["site_ramp_w_s"] * (1.0 - self.site["ramp_margin"])
+        # a cold start: no increases until every station has reported or stale_s has
+        # passed (shares from a half-filled table are reshuffled a moment later: a burst of
+        # setpoints to every station for nothing); a standby's table is warm already
+        if not self.warm:
+            self.warm = (len(self.readings) == len(self.site["stations"]) or
+                         now - self.started >= self.site["stale_s"])
+            if not self.warm:
+                ramp = 0.0
+        plan = make_plan(sts, exp, imp, mode, dt, ramp, self.site["stale_s"],
                          self.site["deadband_w"])
         measured = sum(s.p_w for s in sts if s.p_w is not None and s.age_s is not None
                        and s.age_s <= self.site["stale_s"])
@@ -208,8 +234,11 @@ class Sems:
                 {"id": sp_id, "p_w": p, "q_var": 0, "station": sid, "ts": ts}))
             (inc if abs(p) > abs(old) and p * old >= 0 else dec).append(msg)
         if dec:
+            t0 = time.monotonic()
             await asyncio.gather(*(client.publish(t, m, qos=1) for t, m in dec))
             self.sent += len(dec)
+            # the burst's cost up to the last PUBACK (status: the largest so far)
+            self.dec_burst = max(self.dec_burst, (round(time.monotonic() - t0, 3), len(dec)))
         if not inc:
             return
         slices = max(1, min(8, len(inc) // 10))
@@ -226,7 +255,8 @@ class Sems:
               "epoch": self.epoch, "t": round(time.time(), 3), "demand": self.demand,
               "sent": self.sent, "dropped_telemetry": sum(self.drops.values()),
               "drops": {"%s.%s" % k: v for k, v in sorted(self.drops.items())},
-              "measured_w": round(measured, 1)}
+              "measured_w": round(measured, 1), "largest_decrease_burst": {
+                  "s": self.dec_burst[0], "setpoints": self.dec_burst[1]}}
         if plan is not None:
             st.update(mode=plan.mode, limit_w=plan.limit_w,
                       planned_w=sum(plan.setpoints.values()), reserve_w=plan.reserve_w,
@@ -262,14 +292,23 @@ class Sems:
                     {"holder": self.instance, "epoch": self.epoch,
                      "t": round(time.time(), 3)}), qos=0)
             ts = round(time.time(), 4)
-            task = asyncio.create_task(self.dispatch(client, plan, ts))
-            self._pub_tasks.add(task)
-            task.add_done_callback(self._pub_tasks.discard)
-            await client.publish(self.t_plan, json.dumps(
+            self._spawn(self.dispatch(client, plan, ts))
+            # let the decreases leave before anything else this tick (the dispatch's first
+            # step queues one task per setpoint, the second runs them)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            # the retained plan is not awaited either: the next period's tick must not
+            # wait for its PUBACK
+            self._spawn(client.publish(self.t_plan, json.dumps(
                 {"holder": self.instance, "epoch": self.epoch, "t": ts,
-                 "setpoints": {sid: v for sid, v in self.sp.items()}}), qos=1, retain=True)
+                 "setpoints": {sid: v for sid, v in self.sp.items()}}), qos=1, retain=True))
         self.plan = plan
         self.write_status(plan, measured, now)
+
+    def _spawn(self, coro):
+        task = asyncio.create_task(coro)
+        self._pub_tasks.add(task)
+        task.add_done_callback(self._pub_tasks.discard)
 
     async def session(self):
         will = aiomqtt.Will(self.t_lease, json.dumps(
@@ -278,7 +317,7 @@ class Sems:
         async with aiomqtt.Client(self.host, self.port, identifier="sems-" + self.instance,
                                   tls_context=tls_context(*self.tls), keepalive=5,
                                   clean_session=True, timeout=10, will=will,
-                                  max_inflight_messages=100,
+                                  max_inflight_messages=1000,
                                   max_queued_incoming_messages=0) as client:
             log.info("sems %s: connected to %s:%d", self.instance, self.host, self.port)
             await client.subscribe([("v2g/+/telemetry", 0), (self.t_lease, 1),
@@ -288,7 +327,8 @@ class Sems:
                 period = self.site["period_s"]
                 nxt = time.monotonic()
                 while not self.stop.is_set():
-                    nxt += period
+                    # a late tick is not followed by catch-up ticks back to back
+                    nxt = max(nxt + period, time.monotonic())
                     await self.tick(client)
                     if recv.done():
                         recv.result()

@@ -81,6 +81,9 @@ class SiteRun:
         self.n_emu, self.instances, self.log = emulators, instances, log
         n = len(self.site["stations"])
         self.warmup_s = warmup_s if warmup_s is not None else 4.0 + n * 0.008
+        # the stations connect over a third of the warm-up (4 s for 1000): the SEMS's cold
+        # start waits for their first telemetry, then ramps to the first demand
+        self.connect_s = self.warmup_s / 3.0
         self.port = free_port()
         self.procs = {}
         self.emus = []
@@ -88,8 +91,11 @@ class SiteRun:
 
     def setup(self):
         t = time.monotonic()
-        # a fresh status directory: the SEMS histories of an earlier run would be plotted too
-        shutil.rmtree(os.path.join(self.dir, "status"), ignore_errors=True)
+        # a fresh status directory (the SEMS histories of an earlier run would be plotted
+        # too) and a fresh broker: its persistence would hand the new SEMS the last run's
+        # retained lease, plan and demand (a whole site of stale setpoints to correct)
+        for sub in ("status", "broker"):
+            shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
         tls = os.path.join(self.dir, "tls")
         self.ca = pki.CA(tls)
         self.broker_cert = self.ca.issue("broker", "localhost", server=True)
@@ -130,7 +136,8 @@ class SiteRun:
                     [sys.executable, "-m", "v2g.backend.sems_emulator", "--site",
                      self.site_path, "--broker", "127.0.0.1:%d" % self.port, "--ca",
                      self.ca.cert_path, "--certs", self.cert_dir, "--index",
-                     "%d/%d" % (k, self.n_emu), "--t0", str(self.t0), "--out", out],
+                     "%d/%d" % (k, self.n_emu), "--t0", str(self.t0), "--out", out,
+                     "--connect-s", str(self.connect_s)],
                     stdout=log, stderr=log, env=_env())
             self.emus.append((p, out))
 
@@ -338,7 +345,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="site benchmark: SEMS + emulated stations")
     ap.add_argument("--site", default=str(paths.REPO_ROOT / "bench" / "sems" / "site-1000.yaml"))
     ap.add_argument("--out", default="out/sems-bench")
-    ap.add_argument("--emulators", type=int, default=2)
+    ap.add_argument("--emulators", type=int, default=4)
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     run = SiteRun(os.path.abspath(a.out), a.site, emulators=a.emulators)

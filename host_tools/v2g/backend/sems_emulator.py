@@ -89,10 +89,12 @@ class Sta:
 
 
 class Emulator:
-    def __init__(self, site, ids, host, port, ca, certs, t0):
+    def __init__(self, site, ids, host, port, ca, certs, t0, connect_s=2.0):
         self.site, self.host, self.port, self.ca, self.certs = site, host, port, ca, certs
+        self.connect_s = connect_s
         self.t0 = t0
-        self.policy = HoldPolicy(site["hold_s"], site["safe_export_w"], site["safe_import_w"])
+        self.policy = HoldPolicy(site["hold_s"], site["safe_export_w"], site["safe_import_w"],
+                                 lead_s=site["fallback_lead_s"])
         self.st = {i: Sta(i, site["stations"][i], self.policy) for i in ids}
         self.hb_topic = "v2g/_sems/%s/heartbeat" % site["site"]
         self.samples, self.applied_log, self.snapshots = [], [], []
@@ -202,7 +204,10 @@ class Emulator:
     async def run(self):
         ids = list(self.st)
         self._first = self.st[ids[0]]
-        tasks = [asyncio.create_task(self.station(self.st[i], k * 0.004))
+        # connections spread over connect_s: a thousand TLS handshakes in one second
+        # starve everything else on a small machine (stations do not all boot together)
+        step = self.connect_s / max(1, len(ids))
+        tasks = [asyncio.create_task(self.station(self.st[i], k * step))
                  for k, i in enumerate(ids)]
         tasks.append(asyncio.create_task(self.physics()))
         await self.stop.wait()
@@ -233,13 +238,15 @@ def main(argv=None):
     ap.add_argument("--certs", required=True, help="directory with <station>.pem/.key")
     ap.add_argument("--index", default="0/1", help="I/N: every N-th station from the I-th")
     ap.add_argument("--t0", type=float, default=None)
+    ap.add_argument("--connect-s", type=float, default=2.0,
+                    help="spread the stations' first connections over this many seconds")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     site = load_site(a.site)
     host, port = a.broker.rsplit(":", 1)
     emu = Emulator(site, select(site, a.index), host, int(port), a.ca, a.certs,
-                   a.t0 or time.time())
+                   a.t0 or time.time(), connect_s=a.connect_s)
 
     async def go():
         loop = asyncio.get_running_loop()

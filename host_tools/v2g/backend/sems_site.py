@@ -6,10 +6,12 @@ Site file (YAML or JSON; every key checked, errors name the file, the key and th
     limits: {transformer_w: 1000000, grid_export_w: 800000, grid_import_w: 900000}
     period_s: 1.0          # plan period
     stale_s: 3.0           # a reading older than this counts as no headroom
-    site_ramp_w_s: 200000  # aggregate ramp rate of increases
+    site_ramp_w_s: 200000  # aggregate ramp rate of increases (the site's limit)
+    ramp_margin: 0.1       # the plan budgets (1 - margin) x site_ramp_w_s (delivery jitter)
     deadband_w: 50
     lease_s: 3.0           # HA lease
-    hold_s: 5.0            # stations hold their setpoint this long without a heartbeat
+    hold_s: 5.0            # stations are at their safe limit this long after the last heartbeat
+    fallback_lead_s: 0.0   # ... starting the fallback this much earlier (below hold_s)
     safe_export_w: 0       # ... then fall back to this export limit
     safe_import_w: 0       #     and this import limit
     telemetry_s: 1.0       # the emulator's telemetry period
@@ -52,14 +54,15 @@ STATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 SITE_KEYS = {
     "site": str, "limits": dict, "period_s": float, "stale_s": float, "site_ramp_w_s": float,
-    "deadband_w": float, "lease_s": float, "hold_s": float, "safe_export_w": float,
-    "safe_import_w": float, "telemetry_s": float, "heartbeat_s": float,
+    "ramp_margin": float, "deadband_w": float, "lease_s": float, "hold_s": float, "fallback_lead_s": float,
+    "safe_export_w": float, "safe_import_w": float, "telemetry_s": float, "heartbeat_s": float,
     "station_defaults": dict, "stations": list,
     "generate": dict, "duration_s": float, "events": list,
 }
-DEFAULTS = {"period_s": 1.0, "stale_s": 3.0, "site_ramp_w_s": 1e12, "deadband_w": 50.0,
-            "lease_s": 3.0, "hold_s": 5.0, "safe_export_w": 0.0, "safe_import_w": 0.0,
-            "telemetry_s": 1.0, "heartbeat_s": 1.0, "duration_s": 60.0}
+DEFAULTS = {"period_s": 1.0, "stale_s": 3.0, "site_ramp_w_s": 1e12, "ramp_margin": 0.0,
+            "deadband_w": 50.0,
+            "lease_s": 3.0, "hold_s": 5.0, "fallback_lead_s": 0.0, "safe_export_w": 0.0,
+            "safe_import_w": 0.0, "telemetry_s": 1.0, "heartbeat_s": 1.0, "duration_s": 60.0}
 LIMIT_KEYS = ("transformer_w", "grid_export_w", "grid_import_w")
 STATION_KEYS = ("max_export_w", "max_import_w", "ramp_w_s", "tau_s")
 STATION_DEFAULTS = {"max_export_w": 11000.0, "max_import_w": 11000.0, "ramp_w_s": 5000.0,
@@ -131,6 +134,12 @@ def parse_site(data, path="<site>"):
     for k in ("period_s", "stale_s", "lease_s", "telemetry_s", "heartbeat_s"):
         if site[k] <= 0:
             raise SiteError("%s: %s %r: must be > 0" % (path, k, site[k]))
+    if site["ramp_margin"] >= 1.0:
+        raise SiteError("%s: ramp_margin %r: 0 <= margin < 1 (a fraction of site_ramp_w_s)"
+                        % (path, site["ramp_margin"]))
+    if site["fallback_lead_s"] >= site["hold_s"] > 0:
+        raise SiteError("%s: fallback_lead_s %r: must be below hold_s %r"
+                        % (path, site["fallback_lead_s"], site["hold_s"]))
     lim = data.get("limits")
     if lim is None:
         raise SiteError("%s: limits: required (%s)" % (path, ", ".join(LIMIT_KEYS)))

@@ -16,6 +16,10 @@ CRC-32, so a re-sent id stays a duplicate on the board). The daemon knows no EV 
 charge yet (ISO 15118 is not wired into this leg), so a ``demand`` is answered with an
 offer of 0 W.
 
+With a ``sems`` section in the config the setpoints pass through the SEMS hold
+(``sems_hold.HoldGate``): the publisher also subscribes to the SEMS heartbeat, and
+``hold_s`` without one the board is given the safe local limit instead.
+
 Context: host (daemon, asyncio).
 """
 
@@ -26,6 +30,7 @@ import zlib
 from v2g.common.energy_record import RecordError, from_link
 from v2g.gateway.mqtt_publisher import Publisher
 from v2g.gateway.outbox import Outbox
+from v2g.gateway.sems_hold import HoldGate
 from v2g.gateway.signing import make_signer
 
 log = logging.getLogger("v2g.billing")
@@ -43,8 +48,13 @@ class BillingLeg:
         self.outbox = Outbox(bcfg.outbox, make_signer(bcfg.signing_key, bcfg.station))
         self.fw = "unknown"
         self.fw_ready = asyncio.Event()  # records wait for the HELLO_ACK's firmware text
-        self.publisher = Publisher(bcfg, self.outbox, fw=self.fw,
-                                   on_setpoint=self._setpoint, ev_state=lambda: None)
+        sems = getattr(daemon.cfg, "sems", None)
+        self.hold = HoldGate(sems["policy"], self._setpoint) if sems else None
+        self.publisher = Publisher(
+            bcfg, self.outbox, fw=self.fw, ev_state=lambda: None,
+            on_setpoint=self.hold.setpoint if self.hold else self._setpoint,
+            heartbeat_topic=sems["topic"] if sems else None,
+            on_heartbeat=self.hold.heartbeat if self.hold else None)
         self.stored = {"new": 0, "exists": 0, "conflict": 0, "bad": 0}
         self.acks = 0
 
@@ -54,8 +64,10 @@ class BillingLeg:
         self.fw_ready.set()
 
     def tasks(self):
-        return [asyncio.ensure_future(self.publisher.run()),
-                asyncio.ensure_future(self.pump())]
+        out = [asyncio.ensure_future(self.publisher.run()), asyncio.ensure_future(self.pump())]
+        if self.hold is not None:
+            out.append(asyncio.ensure_future(self.hold.run()))
+        return out
 
     async def stop(self):
         self.publisher.stop()
@@ -64,10 +76,11 @@ class BillingLeg:
         self.outbox.close()
 
     def _setpoint(self, sp):
+        """Pass ``sp`` to the board; False when there is no link session."""
         peer = self.daemon.peer
         if peer is None or peer.state != "UP":
             log.warning("billing: setpoint %r dropped: no link session", sp.get("id"))
-            return
+            return False
         sid = link_setpoint_id(sp["id"])
 
         async def send():
@@ -79,6 +92,7 @@ class BillingLeg:
                 log.warning("billing: setpoint %r not delivered: %s", sp["id"], e)
 
         asyncio.ensure_future(send())
+        return True
 
     async def pump(self):
         """ENERGY_RECORDs from the link -> outbox -> ENERGY_ACK (only when stored)."""

@@ -29,6 +29,13 @@ Keys (unknown keys are refused at every level)::
       status_path: /run/v2g/iso15118.json   # figures for `v2g status --daemon-status`
     billing: {...}              # optional, with mqtt: the billing leg (billing_config)
     mqtt: {...}
+    sems:                       # optional, with billing/mqtt: the SEMS hold (sems_hold)
+      hold_s: 5.0               # no SEMS heartbeat this long: safe local limit (0.5 .. 3600 s)
+      fallback_lead_s: 0.0      # start the fallback this much earlier (the station's time
+                                # to reach its safe limit; below hold_s)
+      safe_export_w: 0          # the safe local limit: export at most (0 .. 1e6 W)
+      safe_import_w: 0          # ... and import at most (0 .. 1e6 W)
+      site: depot-1             # heartbeat of this site only (default: any site, +)
 
 ``load(path)`` -> ``Config`` or ``ConfigError`` naming the file, the key (dotted path), the
 bad value and what is allowed. The daemon refuses to start on an error; on SIGHUP it keeps
@@ -81,6 +88,7 @@ class Config:
     log_level: str = "info"
     station: dict = None  # {"iface", "config" (parsed JSON), "config_path", "status_path"}
     billing: object = None  # billing_config.BillingConfig when billing:/mqtt: are given
+    sems: dict = None  # {"policy": sems_hold.HoldPolicy, "topic": heartbeat topic}
 
 
 _SCHEMA = {
@@ -91,6 +99,8 @@ _SCHEMA = {
     "device": {"serial": str},
     "log": {"level": str},
     "station": {"iface": str, "config": str, "status_path": str},
+    "sems": {"hold_s": float, "fallback_lead_s": float, "safe_export_w": float,
+             "safe_import_w": float, "site": str},
 }
 _RANGES = {
     "link.baudrate": (1200, 4000000),
@@ -99,6 +109,10 @@ _RANGES = {
     "modbus.unit_id": (0, 247),
     "modbus.stale_s": (0.1, 60.0),
     "modbus.writes.unlock_s": (1.0, 86400.0),
+    "sems.hold_s": (0.5, 3600.0),
+    "sems.fallback_lead_s": (0.0, 3600.0),
+    "sems.safe_export_w": (0.0, 1e6),
+    "sems.safe_import_w": (0.0, 1e6),
 }
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -140,7 +154,8 @@ def parse(data, path="config"):
     if data is None:
         data = {}
     billing = None
-    if isinstance(data, dict) and ("billing" in data or "mqtt" in data):
+    has_billing = isinstance(data, dict) and ("billing" in data or "mqtt" in data)
+    if has_billing:
         # the billing leg's sections: validated by billing_config (unknown keys refused,
         # key files checked), errors name the dotted key and the value
         from v2g.gateway import billing_config
@@ -178,6 +193,7 @@ def parse(data, path="config"):
     if len(serial.encode()) > 32:
         errors.append("key 'device.serial': value %r longer than 32 bytes" % serial)
     station = _station(flat, errors)
+    sems = _sems(data, flat, has_billing, errors)
     if errors:
         raise ConfigError("%s: %s" % (path, "; ".join(errors)))
     return Config(
@@ -196,7 +212,37 @@ def parse(data, path="config"):
         device_serial=serial,
         log_level=level,
         billing=billing,
+        sems=sems,
     )
+
+
+def _sems(data, flat, has_billing, errors):
+    """The ``sems`` section: the hold policy and the heartbeat topic (the heartbeat comes
+    over the billing leg's MQTT connection, so ``billing``/``mqtt`` are required)."""
+    if not isinstance(data, dict) or "sems" not in data:
+        return None
+    if not isinstance(data["sems"], dict) or any("'sems" in e for e in errors):
+        return None  # already reported
+    if not has_billing:
+        errors.append("key 'sems': needs the billing and mqtt sections (the SEMS heartbeat "
+                      "and setpoints arrive over that MQTT connection)")
+        return None
+    from v2g.gateway.sems_hold import HoldPolicy
+
+    hold = flat.get("sems.hold_s", 5.0)
+    lead = flat.get("sems.fallback_lead_s", 0.0)
+    if lead >= hold:
+        errors.append("key 'sems.fallback_lead_s': value %r is not below sems.hold_s %r"
+                      % (lead, hold))
+        return None
+    site = flat.get("sems.site", "+")
+    if site != "+" and (not site or any(c in site for c in "/+#")):
+        errors.append("key 'sems.site': value %r is not a site id (no / + #)" % site)
+        return None
+    policy = HoldPolicy(hold_s=hold, lead_s=lead,
+                        safe_export_w=flat.get("sems.safe_export_w", 0.0),
+                        safe_import_w=flat.get("sems.safe_import_w", 0.0))
+    return {"policy": policy, "topic": "v2g/_sems/%s/heartbeat" % site}
 
 
 def _station(flat, errors):

@@ -274,7 +274,8 @@ class Daemon:
         except UsageError as e:
             log.error("daemon: reload refused, keeping the last good config: %s", e)
             return
-        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port", "billing"):
+        for key in ("link_device", "link_baudrate", "modbus_host", "modbus_port", "billing",
+                    "sems"):
             if getattr(new, key) != getattr(self.cfg, key):
                 log.warning("daemon: %s changed: takes effect at the next start", key)
                 setattr(new, key, getattr(self.cfg, key))

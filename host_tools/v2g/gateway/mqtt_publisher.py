@@ -68,9 +68,12 @@ class Publisher:
     """MQTT publisher of one station's outbox (see the module docstring)."""
 
     def __init__(self, cfg, outbox, fw, on_setpoint=None, ev_state=None, telemetry=None,
-                 batch=10, publish_timeout_s=10.0, seed=None):
+                 batch=10, publish_timeout_s=10.0, seed=None, heartbeat_topic=None,
+                 on_heartbeat=None):
         self.cfg, self.outbox, self.fw = cfg, outbox, fw
         self.on_setpoint = on_setpoint or (lambda sp: None)
+        # the SEMS heartbeat (docs/sems.md), QoS 0; any payload counts as a sign of life
+        self.heartbeat_topic, self.on_heartbeat = heartbeat_topic, on_heartbeat
         self.ev_state = ev_state or (lambda: None)
         self.telemetry = telemetry
         self.batch, self.publish_timeout_s = batch, publish_timeout_s
@@ -143,8 +146,11 @@ class Publisher:
             self.connections += 1
             log.info("mqtt: connected to %s:%d (TLS 1.3) as %s", self.cfg.host, self.cfg.port,
                      st)
-            await client.subscribe([(topic(st, "energy/ack"), 1),
-                                    (topic(st, "cmd/setpoint"), 1), (topic(st, "demand"), 1)])
+            subs = [(topic(st, "energy/ack"), 1), (topic(st, "cmd/setpoint"), 1),
+                    (topic(st, "demand"), 1)]
+            if self.heartbeat_topic:
+                subs.append((self.heartbeat_topic, 0))
+            await client.subscribe(subs)
             n = self.outbox.requeue_sent(st)
             self.resends += n
             self._last_ack_move = time.monotonic()
@@ -203,6 +209,8 @@ class Publisher:
                     self.on_setpoint(commands.parse_setpoint(msg.payload, self.cfg))
                 elif t == topic(st, "demand"):
                     await self._on_demand(client, msg.payload)
+                elif self.heartbeat_topic and msg.topic.matches(self.heartbeat_topic):
+                    self.on_heartbeat()
             except commands.CommandError as e:
                 self.dropped_commands += 1
                 log.warning("mqtt %s: dropped: %s", t, e)

@@ -108,6 +108,14 @@ class Service:
     async def state(self):
         return json.loads(bytes(await self.ok(P.STATE)).decode())
 
+    async def send_blob(self, cmd, blob, what):
+        """Send ``blob`` with ``cmd`` (META, CONFIG_WRITE) in pieces that fill the link's
+        payload, each led by its offset (``META_FMT``)."""
+        step = (self.peer.hello["max_payload"] - msgs.FIXED_SIZE[msgs.SERVICE_REQ]
+                - struct.calcsize(P.META_FMT))
+        for off in range(0, len(blob), step):
+            await self.ok(cmd, struct.pack(P.META_FMT, off) + blob[off:off + step], what)
+
     async def job(self, cmd):
         """Start BEGIN or COMMIT and POLL until it ends; returns its result dict."""
         await self.ok(cmd)
@@ -247,10 +255,7 @@ async def _signed_config(port, path, text, board, out):
         if st.get("board") and st["board"] != board:
             raise UsageError("signed config %s is for board '%s'; the board on %s is '%s'; "
                              "nothing changed" % (path, board, port, st["board"]))
-        step = peer.hello["max_payload"] - msgs.FIXED_SIZE[msgs.SERVICE_REQ] - 4
-        for off in range(0, len(text), step):
-            await svc.ok(P.CONFIG_WRITE, struct.pack(P.META_FMT, off) + text[off:off + step],
-                         "sending the signed config")
+        await svc.send_blob(P.CONFIG_WRITE, text, "sending the signed config")
         r = await svc.job(P.CONFIG_CHECK)
         if not r["ok"]:
             raise Refused(r["reason"])

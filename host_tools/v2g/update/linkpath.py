@@ -62,11 +62,7 @@ async def _update(port, path, b, t0, progress_cls, out):
             raise UsageError("bundle %s is for board '%s'; the board on %s is '%s'; nothing "
                              "changed" % (path, m["board"], port, st["board"]))
         room = peer.hello["max_payload"] - msgs.FIXED_SIZE[msgs.SERVICE_REQ]
-        meta = b.meta
-        step = room - struct.calcsize(P.META_FMT)
-        for off in range(0, len(meta), step):
-            await svc.ok(P.META, struct.pack(P.META_FMT, off) + meta[off:off + step],
-                         "sending the metadata")
+        await svc.send_blob(P.META, b.meta, "sending the metadata")
         r = await svc.job(P.BEGIN)
         if not r["ok"]:
             raise Refused(r["reason"])

@@ -37,9 +37,11 @@ import struct
 # board's link figures (appended); the one table has one image layout, so 1 is dropped
 # 3: ENERGY_RECORD gained seq_last, kind, flags and the EV SoC (the energy journal)
 # 4: EV_SOC (the car's state of charge for the journal's interval start/end SoC)
-VERSION = 4  # the version this firmware speaks by default
-VERSION_MIN = 4  # the oldest version it still speaks
-VERSION_MAX = 4
+# 5: REGISTER_IMAGE gained the energy counters' mWh below the whole Wh (appended), so the
+# daemon's transaction energy is the firmware's to the mWh, not estimated between images
+VERSION = 5  # the version this firmware speaks by default
+VERSION_MIN = 5  # the oldest version it still speaks
+VERSION_MAX = 5
 HEADER_FMT = "<BBHHH"
 HEADER_SIZE = 8
 CRC_SIZE = 4
@@ -134,6 +136,10 @@ REGISTER_FIELDS = (
     ("link_crc_errors", "H", "frames from the daemon dropped for a bad CRC (wraps at 2**16)"),
     ("link_lost", "H", "frames from the daemon estimated lost (wraps at 2**16)"),
     ("link_hb_gaps", "H", "heartbeat gaps seen by the board (wraps at 2**16)"),
+    # version 5
+    ("energy_import_sub_mwh", "H", "energy imported below the whole Wh, mWh 0..999: the "
+     "board's counter is energy_import_wh x 1000 + this"),
+    ("energy_export_sub_mwh", "H", "energy exported below the whole Wh, mWh 0..999"),
 )
 PF_NONE = -32768  # pf_milli when the apparent power is too small for a power factor
 

@@ -45,7 +45,7 @@ and sent on the x64 host. The image is packed straight into the link's transmit 
 (``pack_image``: one ``struct.pack_into`` of plain arguments, integer maths): ~160 bytes
 allocated per image (the module temperature's float, the frame's memoryview slices),
 16 KB/s at the default 10 ms period; the v1 image built a values tuple with float maths
-and allocated ~860 bytes per image (~86 KB/s) for 66 bytes of payload, v2 carries 97.
+and allocated ~860 bytes per image (~86 KB/s) for 66 bytes of payload, v5 carries 101.
 Nothing here runs in the tick or touches the tick's hardware; a command reaches the
 controller only through the supervisor's methods.
 Context: services (asyncio task beside the supervisor); never the tick.
@@ -269,6 +269,8 @@ class Wiring(link.Handlers):
         t_mod = sup.thermal.t_module_c
         stats = ctl.stats
         sp_id = self.last_id if sup.setpoint_id == self.last_key else 0
+        imp_mwh = sup.meter.imp_mwh[3]
+        exp_mwh = sup.meter.exp_mwh[3]
         v_dc_q12 = (ctl.raw[6] - ctl.cal[6]) * ctl.cal[13] >> 14
         if lk is not None:
             lc = lk.counters
@@ -292,8 +294,8 @@ class Wiring(link.Handlers):
             int(sup.q_cmd_var),
             sp_id or 0,
             _clamp(int(t_mod * 10), -32768, 32767) if t_mod is not None else 0,
-            (sup.meter.imp_mwh[3] // 1000) & 0xFFFFFFFF,
-            (sup.meter.exp_mwh[3] // 1000) & 0xFFFFFFFF,
+            (imp_mwh // 1000) & 0xFFFFFFFF,
+            (exp_mwh // 1000) & 0xFFFFFFFF,
             _clamp(int(sup.ev_max_charge_w), -2**31, 2**31 - 1),
             _clamp(int(sup.ev_max_discharge_w), -2**31, 2**31 - 1),
             self.fault_count,
@@ -310,7 +312,8 @@ class Wiring(link.Handlers):
             _clamp(stats[tick.COST_US], 0, 65535),
             _clamp(stats[tick.COST_MAX_US], 0, 65535),
             _clamp(stats[tick.PERIOD_US], 0, 65535),
-            l_state, l_crc, l_lost, l_gaps)
+            l_state, l_crc, l_lost, l_gaps,
+            imp_mwh % 1000, exp_mwh % 1000)
         return True
 
     def register_image(self, now_ms):

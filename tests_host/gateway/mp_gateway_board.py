@@ -79,7 +79,9 @@ class FakeSupervisor(link.Handlers):
                 int(self.e_exp), 11000, 11000, 1, b"0x07", 123456, 0,
                 # version 2: measured P/Q, V per phase, current, PF, tick, board link
                 self.p_w, self.q_var, 2301, 2299, 2303, abs(self.p_w) * 100 // 690,
-                -1000 if self.p_w < 0 else 1000, 21, 35, 100, 1, 0, 0, 0)
+                -1000 if self.p_w < 0 else 1000, 21, 35, 100, 1, 0, 0, 0,
+                # version 5: the energy counters' mWh below the whole Wh
+                int(self.e_imp * 1000) % 1000, int(self.e_exp * 1000) % 1000)
 
 
 def main():

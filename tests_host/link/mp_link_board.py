@@ -56,7 +56,7 @@ class Recorder(link.Handlers):
     def register_image(self, now_ms):
         return (now_ms, 4, 2, 0, 1, 60000, 1000, 1001, 7000, -7000, 0, len(self.applied),
                 250, 1, 2, 11000, 11000, 0, b"V2G-502", 123456, 0,
-                -7000, 0, 2300, 2300, 2300, 1014, -1000, 20, 30, 100, 1, 0, 0, 0)
+                -7000, 0, 2300, 2300, 2300, 1014, -1000, 20, 30, 100, 1, 0, 0, 0, 250, 750)
 
     def energy_record(self, min_no):
         for no in range(min_no, self.n_records):

@@ -170,6 +170,8 @@ class FirmwareModel:
             "setpoint_id": self.setpoint_id, "t_module_dc": 400,
             "energy_import_wh": int(self.import_mwh // 1000),
             "energy_export_wh": int(self.export_mwh // 1000),
+            "energy_import_sub_mwh": int(self.import_mwh) % 1000,
+            "energy_export_sub_mwh": int(self.export_mwh) % 1000,
             "ev_max_charge_w": self.ev[0], "ev_max_discharge_w": self.ev[1],
             "fault_count": 0, "last_fault": b"", "tick_count": 0, "tick_overruns": 0,
         }

@@ -450,7 +450,7 @@ class Station:
 
     def summary(self):
         fw, m = self.fw, self.meter
-        imp, exp = m.imp.mwh(), m.exp.mwh()
+        imp, exp = m.energy_mwh()
         if hasattr(fw, "export_mwh"):  # the stand-in integrates its plant power exactly
             imp, exp = fw.import_mwh, fw.export_mwh
         applied = getattr(fw, "applied", None)

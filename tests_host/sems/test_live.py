@@ -1,7 +1,10 @@
-"""The reduced site on the broker: 50 emulated stations (TLS 1.3, client certificates, ACL),
-two SEMS instances, a 100 % demand step up, a step down, kill -9 of the active SEMS, then
-all down. Checks the reduced forms of the issue's targets. About 40 s."""
+"""The reduced site on the broker: 50 stations (TLS 1.3, client certificates, ACL), two of
+them the firmware on simulated boards behind their own ``v2g daemon`` (``sim_ev`` cars), 48
+emulated; two SEMS instances, a 100 % demand step up, a step down, kill -9 of the active
+SEMS, then all down. Checks the reduced forms of the issue's targets, over the boards and
+the emulators alike. About 60 s."""
 
+import json
 import os
 
 import pytest
@@ -13,12 +16,13 @@ pytestmark = pytest.mark.skipif(mosquitto_exe() is None,
                                 reason="mosquitto not installed (`make tools`)")
 
 SITE = str(paths.REPO_ROOT / "bench" / "sems" / "site-50.yaml")
+BOARDS = 2
 
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
     d = tmp_path_factory.mktemp("sems-site")
-    run = SiteRun(d, SITE, emulators=1, log=lambda *a: None)
+    run = SiteRun(d, SITE, emulators=1, boards=BOARDS, log=lambda *a: None)
     run.start()
     try:
         run.run_events()
@@ -26,6 +30,7 @@ def figures(tmp_path_factory):
         results = run.stop()
     fig = run.figures(results)
     fig["_dir"] = str(d)
+    fig["_boards"] = [r for r in results if r.get("boards")]
     return fig
 
 
@@ -66,3 +71,29 @@ def test_status_and_plot(figures, tmp_path):
     assert main(["sems", "status", "--out", os.path.join(figures["_dir"], "status"),
                  "--plot", str(png)]) == 0
     assert png.stat().st_size > 1000
+
+
+def test_boards_are_stations_like_the_others(figures):
+    """The boards' daemons publish telemetry the SEMS plans with (not stale, a share), apply
+    its setpoints within the dispatch target, and reach the safe limit when all are down."""
+    assert figures["boards"] == BOARDS
+    (res,) = figures["_boards"]
+    assert len(res["stations"]) == BOARDS
+    lat = [t_ap - ts for _sid, _id, ts, t_ap in res["applied"]]
+    assert len({sid for sid, *_ in res["applied"]}) == BOARDS, res["applied"]
+    assert max(lat) <= 1.0, res["applied"]
+    # exporting while the SEMS runs, and at the safe limit (0 W export) at the end
+    assert min(p for _t, p, _fb, _us in res["samples"]) < -1000.0
+    t_end, p_end, fb_end, unsafe_end = res["samples"][-1]
+    assert fb_end == BOARDS and unsafe_end == 0 and abs(p_end) <= 50.0, res["samples"][-5:]
+    # the car's SoC reached the SEMS through the daemon's telemetry
+    sdir = os.path.join(figures["_dir"], "status")
+    views = []
+    for name in os.listdir(sdir):
+        if name.endswith(".json"):
+            with open(os.path.join(sdir, name)) as f:
+                views.append(json.load(f))
+    status = max((v for v in views if v["role"] == "active"), key=lambda v: v["t"])
+    for sid in res["stations"]:
+        assert sid not in status["stale"]
+        assert status["shares"][sid]["target_w"] < -100.0, status["shares"][sid]

@@ -16,6 +16,7 @@ Context: host (tests, ``make billing-demo``).
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -69,6 +70,28 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_GIVEN = set()
+
+
+def listen_port(lo=20000, hi=32000):
+    """A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range (32768 up on
+    Linux) so that the outgoing connections of a thousand stations cannot take it before
+    the server that is given it binds (``free_port`` hands out ephemeral ports)."""
+    start = random.randrange(lo, hi)
+    for k in range(hi - lo):
+        port = lo + (start - lo + k) % (hi - lo)
+        if port in _GIVEN:  # handed out before, perhaps not bound yet
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _GIVEN.add(port)
+            return port
+    raise OSError("no free TCP port in %d..%d" % (lo, hi))
 
 
 def wait_port(port, timeout=10.0, host="127.0.0.1"):

@@ -1,6 +1,8 @@
 """The site on one machine: mosquitto (TLS 1.3, ACL), two or more ``v2g sems`` instances,
-station emulators (hundreds of stations per process), a utility's demand signal, a SEMS
-kill; then the figures (``make sems-bench``; ``tests_host/sems`` with a reduced site).
+simulated boards running the firmware behind their daemons (``sems_boards``, ``--boards``),
+station emulators for the rest (hundreds of stations per process), a utility's demand
+signal, a SEMS kill; then the figures (``make sems-bench``; ``tests_host/sems`` with a
+reduced site).
 
 Last stdout line: ``{"stations", "site_limit_w", "max_over_pct", "dispatch_p99_s",
 "failover_s", ...}`` (the project contract's keys, plus extra ones).
@@ -75,9 +77,11 @@ class Utility:
 
 class SiteRun:
     def __init__(self, directory, site_path, emulators=2, instances=("a", "b"),
-                 warmup_s=None, log=print):
+                 warmup_s=None, boards=0, log=print):
         self.dir, self.site_path = str(directory), site_path
         self.site = load_site(site_path)
+        self.board_ids = board_stations(self.site, boards)
+        self.boards = None
         self.n_emu, self.instances, self.log = emulators, instances, log
         n = len(self.site["stations"])
         self.warmup_s = warmup_s if warmup_s is not None else 4.0 + n * 0.008
@@ -94,7 +98,7 @@ class SiteRun:
         # a fresh status directory (the SEMS histories of an earlier run would be plotted
         # too) and a fresh broker: its persistence would hand the new SEMS the last run's
         # retained lease, plan and demand (a whole site of stale setpoints to correct)
-        for sub in ("status", "broker"):
+        for sub in ("status", "broker", "boards"):
             shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
         tls = os.path.join(self.dir, "tls")
         self.ca = pki.CA(tls)
@@ -123,10 +127,30 @@ class SiteRun:
                  "--out", os.path.join(self.dir, "status")],
                 stdout=out, stderr=out, env=_env())
 
+    def start_boards(self, ready_s=90.0):
+        """The simulated boards and their daemons, up and energized before the SEMS
+        starts (a board's start-up is not a station arriving)."""
+        from v2g.backend.sems_boards import BoardStations
+
+        self.boards = BoardStations(os.path.join(self.dir, "boards"), self.board_ids,
+                                    self.site, self.port, self.ca.cert_path, self.cert_dir,
+                                    self.sems_cert, _env(), log=self.log)
+        self.boards.start()
+        try:
+            self.boards.wait_ready(ready_s)
+        except BaseException:
+            self.boards.stop()
+            self.broker.stop()
+            raise
+
     def start(self):
         self.setup()
+        if self.board_ids:
+            self.start_boards()
         self.util = Utility(self.port, self.ca.cert_path, *self.util_cert, self.site["site"])
         self.t0 = time.time() + self.warmup_s
+        if self.boards is not None:
+            self.boards.t0 = self.t0  # snapshots on the emulators' 2 s grid
         for i, name in enumerate(self.instances):
             self.start_sems(name, 1.0 * i)
         for k in range(self.n_emu):
@@ -136,7 +160,8 @@ class SiteRun:
                     [sys.executable, "-m", "v2g.backend.sems_emulator", "--site",
                      self.site_path, "--broker", "127.0.0.1:%d" % self.port, "--ca",
                      self.ca.cert_path, "--certs", self.cert_dir, "--index",
-                     "%d/%d" % (k, self.n_emu), "--t0", str(self.t0), "--out", out,
+                     "%d/%d" % (k, self.n_emu), "--exclude", ",".join(self.board_ids),
+                     "--t0", str(self.t0), "--out", out,
                      "--connect-s", str(self.connect_s)],
                     stdout=log, stderr=log, env=_env())
             self.emus.append((p, out))
@@ -195,6 +220,9 @@ class SiteRun:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
+        if self.boards is not None:
+            self.boards.stop()
+            results.append(self.boards.result())
         self.util.close()
         self.broker.stop()
         return results
@@ -240,7 +268,9 @@ class SiteRun:
             lim, mode = self.limit_at(t)
             if mode != "export" or lim <= 0:
                 continue
-            if any(s <= t <= s + 1.0 for s in steps):
+            # the series is bucketed to 0.1 s: a bucket up to 0.05 s before a step may hold
+            # samples taken just after it
+            if any(s - 0.05 <= t <= s + 1.0 for s in steps):
                 continue
             o = (exp_w - lim) / lim * 100.0
             if o > worst:
@@ -253,7 +283,7 @@ class SiteRun:
             for sid, i, _, _ in r["applied"]:
                 twice += (sid, i) in seen
                 seen.add((sid, i))
-        fig = {"stations": len(site["stations"]),
+        fig = {"stations": len(site["stations"]), "boards": len(self.board_ids),
                "site_limit_w": site_limits(site["limits"]["transformer_w"],
                                            site["limits"]["grid_export_w"],
                                            site["limits"]["grid_import_w"])[0],
@@ -333,12 +363,29 @@ class SiteRun:
                 caps[sid] = min(ev["max_discharge_w"], spec["max_export_w"])
             actual[sid] = max(0.0, -p)
         ideal = water_fill(weights, caps, sum(actual.values()))
-        errs = sorted(abs(actual[s] - ideal[s]) / ideal[s] for s in ideal if ideal[s] > 100)
+        err = {s: abs(actual[s] - ideal[s]) / ideal[s] for s in ideal if ideal[s] > 100}
+        errs = sorted(err.values())
         if errs:
+            worst = max(err, key=err.get)
+            out["fairness_worst"] = {"station": worst, "actual_w": round(actual[worst]),
+                                     "share_w": round(ideal[worst])}
             out["fairness_max_err_pct"] = round(100 * errs[-1], 2)
             out["fairness_p95_err_pct"] = round(100 * errs[int(0.95 * (len(errs) - 1))], 2)
             out["fairness_within_5pct"] = round(sum(e <= 0.05 for e in errs) / len(errs), 4)
         return out
+
+
+def board_stations(site, n):
+    """The ``n`` stations (first by id) that run as simulated boards: only stations whose
+    vehicle stays for the whole run (no arrive/depart events: a board's car is plugged in
+    by its daemon's ``sim_ev`` at start-up)."""
+    moving = {e["station"] for e in site["events"] if e["kind"] in ("arrive", "depart")}
+    ids = [s for s in sorted(site["stations"]) if s not in moving
+           and site["stations"][s]["ev"]][:n]
+    if len(ids) < n:
+        raise ValueError("--boards %d: the site has only %d stations with a vehicle and no "
+                         "arrive/depart event" % (n, len(ids)))
+    return ids
 
 
 def main(argv=None):
@@ -346,15 +393,20 @@ def main(argv=None):
     ap.add_argument("--site", default=str(paths.REPO_ROOT / "bench" / "sems" / "site-1000.yaml"))
     ap.add_argument("--out", default="out/sems-bench")
     ap.add_argument("--emulators", type=int, default=4)
+    ap.add_argument("--boards", type=int, default=10,
+                    help="stations that run the firmware on simulated boards behind their "
+                         "daemons (the rest are emulated); 0: emulators only")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    run = SiteRun(os.path.abspath(a.out), a.site, emulators=a.emulators)
+    run = SiteRun(os.path.abspath(a.out), a.site, emulators=a.emulators, boards=a.boards)
     run.start()
     try:
         run.run_events()
     finally:
         results = run.stop()
     fig = run.figures(results)
+    with open(os.path.join(a.out, "results.json"), "w") as f:  # what the figures come from
+        json.dump(results, f)
     try:
         from v2g.backend.sems import plot
         plot(os.path.join(run.dir, "status"), os.path.join(run.dir, "site.png"))

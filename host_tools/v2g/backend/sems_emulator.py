@@ -222,8 +222,8 @@ class Emulator:
                 "hb_holders": self.hb_holders}
 
 
-def select(site, spec):
-    ids = sorted(site["stations"])
+def select(site, spec, exclude=()):
+    ids = sorted(set(site["stations"]) - set(exclude))
     if "/" in spec:
         i, n = (int(x) for x in spec.split("/"))
         return ids[i::n]
@@ -237,6 +237,8 @@ def main(argv=None):
     ap.add_argument("--ca", required=True)
     ap.add_argument("--certs", required=True, help="directory with <station>.pem/.key")
     ap.add_argument("--index", default="0/1", help="I/N: every N-th station from the I-th")
+    ap.add_argument("--exclude", default="",
+                    help="station ids run elsewhere (simulated boards), comma-separated")
     ap.add_argument("--t0", type=float, default=None)
     ap.add_argument("--connect-s", type=float, default=2.0,
                     help="spread the stations' first connections over this many seconds")
@@ -245,7 +247,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     site = load_site(a.site)
     host, port = a.broker.rsplit(":", 1)
-    emu = Emulator(site, select(site, a.index), host, int(port), a.ca, a.certs,
+    emu = Emulator(site, select(site, a.index, [x for x in a.exclude.split(",") if x]), host, int(port), a.ca, a.certs,
                    a.t0 or time.time(), connect_s=a.connect_s)
 
     async def go():

@@ -12,9 +12,11 @@ Runs inside ``v2g daemon`` when its config has the ``billing:`` and ``mqtt:`` se
 The ``Publisher`` (``mqtt_publisher``) runs as one task: records to the back end with QoS 1
 over TLS 1.3; setpoints from ``cmd/setpoint`` and the accepted part of a ``demand`` become
 link SETPOINTs (the board's idempotent path; the MQTT id is mapped to the link's u32 id by
-CRC-32, so a re-sent id stays a duplicate on the board). The daemon knows no EV state of
-charge yet (ISO 15118 is not wired into this leg), so a ``demand`` is answered with an
-offer of 0 W.
+CRC-32, so a re-sent id stays a duplicate on the board). A ``demand`` is answered with an
+offer from the car's state (``Daemon.ev_state``: the ``sim_ev`` stand-in; 0 W without a
+car). Every ``telemetry_s`` the station's telemetry goes out (``telemetry``: measured
+power, the setpoint in force, the SEMS hold mode, the car), what a site energy manager
+plans with (docs/sems.md).
 
 With a ``sems`` section in the config the setpoints pass through the SEMS hold
 (``sems_hold.HoldGate``): the publisher also subscribes to the SEMS heartbeat, and
@@ -32,6 +34,7 @@ from v2g.gateway.mqtt_publisher import Publisher
 from v2g.gateway.outbox import Outbox
 from v2g.gateway.sems_hold import HoldGate
 from v2g.gateway.signing import make_signer
+from v2g.link.codec import msgs
 
 log = logging.getLogger("v2g.billing")
 
@@ -51,12 +54,31 @@ class BillingLeg:
         sems = getattr(daemon.cfg, "sems", None)
         self.hold = HoldGate(sems["policy"], self._setpoint) if sems else None
         self.publisher = Publisher(
-            bcfg, self.outbox, fw=self.fw, ev_state=lambda: None,
+            bcfg, self.outbox, fw=self.fw, ev_state=daemon.ev_state,
+            telemetry=self.telemetry,
             on_setpoint=self.hold.setpoint if self.hold else self._setpoint,
             heartbeat_topic=sems["topic"] if sems else None,
             on_heartbeat=self.hold.heartbeat if self.hold else None)
         self.stored = {"new": 0, "exists": 0, "conflict": 0, "bad": 0}
         self.acks = 0
+        self.last_sp = None  # the last setpoint passed to the board {"id", "p_w", "q_var"}
+
+    def telemetry(self):
+        """``{"p_w", "sp_w", "sp_id", "mode", "state", "ev"}`` from the newest register
+        image (None without one: nothing is published). ``p_w``: the power the board
+        measures (W, > 0 charging the EV); ``sp_w``/``sp_id``: the setpoint last passed to
+        the board and its id; ``mode``: the SEMS hold's (``sems``, ``fallback``; null
+        without a ``sems`` section); ``ev``: ``Daemon.ev_state()``."""
+        peer = self.daemon.peer
+        img = peer.image if peer is not None else None
+        if img is None:
+            return None
+        sp = self.last_sp or {}
+        st = img.get("state", 0)
+        return {"p_w": float(img.get("p_meas_w", 0)), "sp_w": sp.get("p_w"),
+                "sp_id": sp.get("id"), "mode": self.hold.mode if self.hold else None,
+                "state": msgs.STATES[st] if 0 <= st < len(msgs.STATES) else st,
+                "ev": self.daemon.ev_state()}
 
     def set_fw(self, text):
         self.fw = (text or "unknown").strip()[:64] or "unknown"
@@ -82,6 +104,7 @@ class BillingLeg:
             log.warning("billing: setpoint %r dropped: no link session", sp.get("id"))
             return False
         sid = link_setpoint_id(sp["id"])
+        self.last_sp = dict(sp)
 
         async def send():
             try:

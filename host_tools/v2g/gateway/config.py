@@ -36,6 +36,13 @@ Keys (unknown keys are refused at every level)::
       safe_export_w: 0          # the safe local limit: export at most (0 .. 1e6 W)
       safe_import_w: 0          # ... and import at most (0 .. 1e6 W)
       site: depot-1             # heartbeat of this site only (default: any site, +)
+    sim_ev:                     # optional, simulated sites only: a stand-in car (sim_ev)
+      soc_pm: 800               # SoC when plugged in, permille (0 .. 1000)
+      soc_min_pm: 200           # no export at or below (0 .. 1000)
+      soc_max_pm: 1000          # no import at or above (0 .. 1000)
+      capacity_wh: 60000        # (1 .. 1e7)
+      max_charge_w: 11000       # (0 .. 1e6)
+      max_discharge_w: 11000    # (0 .. 1e6)
 
 ``load(path)`` -> ``Config`` or ``ConfigError`` naming the file, the key (dotted path), the
 bad value and what is allowed. The daemon refuses to start on an error; on SIGHUP it keeps
@@ -89,6 +96,7 @@ class Config:
     station: dict = None  # {"iface", "config" (parsed JSON), "config_path", "status_path"}
     billing: object = None  # billing_config.BillingConfig when billing:/mqtt: are given
     sems: dict = None  # {"policy": sems_hold.HoldPolicy, "topic": heartbeat topic}
+    sim_ev: dict = None  # sim_ev.SimEv's spec (simulated sites only)
 
 
 _SCHEMA = {
@@ -101,6 +109,8 @@ _SCHEMA = {
     "station": {"iface": str, "config": str, "status_path": str},
     "sems": {"hold_s": float, "fallback_lead_s": float, "safe_export_w": float,
              "safe_import_w": float, "site": str},
+    "sim_ev": {k: float for k in ("soc_pm", "soc_min_pm", "soc_max_pm", "capacity_wh",
+                                  "max_charge_w", "max_discharge_w")},
 }
 _RANGES = {
     "link.baudrate": (1200, 4000000),
@@ -114,6 +124,10 @@ _RANGES = {
     "sems.safe_export_w": (0.0, 1e6),
     "sems.safe_import_w": (0.0, 1e6),
 }
+_RANGES.update(("sim_ev." + k, lo_hi) for k, lo_hi in (
+    ("soc_pm", (0.0, 1000.0)), ("soc_min_pm", (0.0, 1000.0)), ("soc_max_pm", (0.0, 1000.0)),
+    ("capacity_wh", (1.0, 1e7)), ("max_charge_w", (0.0, 1e6)),
+    ("max_discharge_w", (0.0, 1e6))))
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -194,6 +208,7 @@ def parse(data, path="config"):
         errors.append("key 'device.serial': value %r longer than 32 bytes" % serial)
     station = _station(flat, errors)
     sems = _sems(data, flat, has_billing, errors)
+    sim_ev = _sim_ev(data, flat, station, errors)
     if errors:
         raise ConfigError("%s: %s" % (path, "; ".join(errors)))
     return Config(
@@ -213,7 +228,25 @@ def parse(data, path="config"):
         log_level=level,
         billing=billing,
         sems=sems,
+        sim_ev=sim_ev,
     )
+
+
+def _sim_ev(data, flat, station, errors):
+    """The ``sim_ev`` section (a stand-in car): its spec, or None."""
+    if not isinstance(data, dict) or "sim_ev" not in data:
+        return None
+    if station is not None:
+        errors.append("key 'sim_ev': not with a 'station' section (the car's state comes "
+                      "from its ISO 15118 session there)")
+        return None
+    spec = {k[len("sim_ev."):]: v for k, v in flat.items() if k.startswith("sim_ev.")}
+    lo = spec.get("soc_min_pm", 200.0)
+    hi = spec.get("soc_max_pm", 1000.0)
+    if lo > hi:
+        errors.append("key 'sim_ev.soc_min_pm': value %r is above sim_ev.soc_max_pm %r"
+                      % (lo, hi))
+    return spec
 
 
 def _sems(data, flat, has_billing, errors):

@@ -110,6 +110,11 @@ class Daemon:
         self.peer = None
         self.device_error = None
         self.station = None
+        self.sim_ev = None
+        if cfg.sim_ev is not None:  # a stand-in car (simulated sites)
+            from v2g.gateway.sim_ev import SimEv
+
+            self.sim_ev = SimEv(cfg.sim_ev)
         self.billing = None
         if cfg.billing is not None:
             from v2g.gateway.billing_leg import BillingLeg
@@ -137,6 +142,8 @@ class Daemon:
             from v2g.gateway.service_relay import Relay
 
             relay = await Relay(self, self.cfg.link_service_socket).start()
+        if self.sim_ev is not None:
+            tasks.append(asyncio.ensure_future(self.sim_ev.run(lambda: self.peer)))
         if self.billing is not None:
             tasks += self.billing.tasks()
             print("v2g daemon: billing for %s to mqtts://%s:%d, outbox %s" % (
@@ -267,6 +274,16 @@ class Daemon:
                     ser.close()
                 except OSError:
                     pass
+
+    def ev_state(self):
+        """The car's state as the daemon knows it (``commands.make_offer``'s EV fields:
+        ``soc_pm``, ``soc_min_pm``, ``soc_max_pm``, ``capacity_wh``, ``max_charge_w``,
+        ``max_discharge_w``), or None without a car. The ISO 15118 car of a ``station``
+        section is not reported here yet: its session gives no battery capacity, which
+        the SEMS shares by."""
+        if self.sim_ev is not None:
+            return self.sim_ev.state()
+        return None
 
     def reload(self):
         try:

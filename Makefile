@@ -154,8 +154,11 @@ clean:
 	find . -name '*.mpy' -not -path './.git/*' -delete
 
 # Site energy management on one machine (docs/sems.md): mosquitto (TLS 1.3, ACL), two
-# `v2g sems` instances (HA), 1000 emulated stations in two processes, demand steps, kill -9
-# of the active SEMS, then all down. Last stdout line: the CONTRACTS JSON.
+# `v2g sems` instances (HA), 1000 stations (SEMS_BOARDS of them the firmware on simulated
+# boards behind their own daemons, the rest emulated in four processes), demand steps,
+# kill -9 of the active SEMS, then all down. Last stdout line: the CONTRACTS JSON.
 SEMS_SITE ?= bench/sems/site-1000.yaml
+SEMS_BOARDS ?= 10
 sems-bench: venv tools
-	PYTHONPATH=host_tools $(VENV)/bin/python -m v2g.backend.sems_bench --site $(SEMS_SITE) --out out/sems-bench
+	PYTHONPATH=host_tools $(VENV)/bin/python -m v2g.backend.sems_bench --site $(SEMS_SITE) \
+	  --boards $(SEMS_BOARDS) --out out/sems-bench

@@ -278,6 +278,8 @@ class SiteRun:
         lat = sorted(t_ap - ts for r in results for _, _, ts, t_ap in r["applied"]
                      if ts is not None)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None
+        b_lat = sorted(t_ap - ts for r in results if r.get("boards")
+                       for _, _, ts, t_ap in r["applied"] if ts is not None)
         seen, twice = set(), 0
         for r in results:
             for sid, i, _, _ in r["applied"]:
@@ -294,6 +296,10 @@ class SiteRun:
                "setpoints_applied": len(lat), "applied_twice": twice,
                "duplicates_suppressed": sum(r["duplicates"] for r in results),
                "failover_s": None}
+        if b_lat:  # the simulated boards' own share (plan -> applied on the board)
+            fig["boards_setpoints_applied"] = len(b_lat)
+            fig["boards_dispatch_p99_s"] = round(
+                b_lat[min(len(b_lat) - 1, int(0.99 * len(b_lat)))], 3)
         # failover: kill of the active -> first heartbeat of another holder
         act = [k for k in self.kills if k[1] == "active"]
         if act:

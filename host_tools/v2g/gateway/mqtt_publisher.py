@@ -6,7 +6,8 @@ Topics under ``v2g/<station>/`` (payloads are JSON; each carries ``station``, a 
 ===================  =====  =========  ==================================================
 topic                QoS    direction  payload
 ===================  =====  =========  ==================================================
-``telemetry``        0      out        ``{"station","seq","fw","t", ...snapshot}``
+``telemetry``        0      out        ``{"station","seq","fw","t", ...snapshot}`` (the
+                                       daemon's: ``billing_leg.BillingLeg.telemetry``)
 ``energy``           1      out        a signed record (``v2g.common.energy_record``)
 ``energy/ack``       1      in         ``{"station","acked_seq","id"}`` (retained)
 ``cmd/setpoint``     1      in         ``{"id","p_w","q_var"}`` (``commands``)

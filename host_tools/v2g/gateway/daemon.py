@@ -181,7 +181,8 @@ class Daemon:
             self.station.link_up()
 
     async def updater(self):
-        """The one writer of the datastore (``Gateway.refresh``), every UPDATE_S."""
+        """The controls every UPDATE_S, and the datastore (``Gateway.refresh``) when no read
+        has refreshed it for IDLE_REFRESH_S."""
         from v2g.gateway.server import UPDATE_S
 
         while True:

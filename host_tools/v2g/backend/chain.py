@@ -152,6 +152,39 @@ class LinkRelay:
                 pass
 
 
+def sim_flash(flash, board_keys=None, config=None):
+    """A simulated board's flash directory: the firmware, ``board.json`` with
+    ``board_keys`` (validated: a bad key names itself here, not as a silent default) and the
+    ``config.json`` board mode reads (a quick start, plus ``config``). Returns ``flash``."""
+    from v2g.sim import simboard
+
+    os.makedirs(flash, exist_ok=True)
+    simboard.populate(flash)
+    bj = os.path.join(flash, "board.json")
+    with open(bj) as f:
+        board = json.load(f)
+    board.update(board_keys or {})
+    boards.validate(board, bj)
+    with open(bj, "w") as f:
+        json.dump(board, f)
+    with open(os.path.join(flash, "config.json"), "w") as f:
+        json.dump(dict({"enter_service_delay_s": 0.2, "enter_service_ramp_s": 0.0},
+                       **(config or {})), f)
+    return flash
+
+
+def start_sim_board(flash, scenario, log_path):
+    """``v2g sim board`` on ``flash`` with ``scenario``; returns (process, console port,
+    link device) from its first two lines; stderr goes to ``log_path``."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "v2g.cli", "sim", "board",
+                                 "--flash-dir", flash, "--scenario", scenario],
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=_env())
+    console = proc.stdout.readline().split(None, 1)[1].strip()
+    link = proc.stdout.readline().split(None, 1)[1].strip()
+    return proc, console, link
+
+
 def board_eval(port, expr, timeout_s=30.0):
     end = time.monotonic() + timeout_s
     while True:
@@ -180,22 +213,9 @@ class Chain:
         self.port = self.link_dev = None
 
     def _flash(self):
-        from v2g.sim import simboard
-
-        flash = self.flash_dir = os.path.join(self.dir, "flash")
-        os.makedirs(flash, exist_ok=True)
-        simboard.populate(flash)
-        bj = os.path.join(flash, "board.json")
-        with open(bj) as f:
-            board = json.load(f)
-        board["energy_interval_s"] = self.interval_s
-        board.update(self.board_keys)
-        boards.validate(board, bj)  # a bad key names itself here, not as a silent default
-        with open(bj, "w") as f:
-            json.dump(board, f)
-        with open(os.path.join(flash, "config.json"), "w") as f:  # board mode reads this
-            json.dump({"enter_service_delay_s": 0.2, "enter_service_ramp_s": 0.0}, f)
-        return flash
+        self.flash_dir = sim_flash(os.path.join(self.dir, "flash"),
+                                   dict(self.board_keys, energy_interval_s=self.interval_s))
+        return self.flash_dir
 
     def _scenario(self, session_s=None):
         session_s = self.session_s if session_s is None else session_s
@@ -213,13 +233,8 @@ class Chain:
 
     def start_board(self, session_s=None):
         """Start the board (again: the same flash, a new session of ``session_s``)."""
-        cmd = [sys.executable, "-m", "v2g.cli", "sim", "board", "--flash-dir", self._flash(),
-               "--scenario", self._scenario(session_s)]
-        self.board_log = open(os.path.join(self.dir, "board.log"), "ab")
-        self.board = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.board_log,
-                                      text=True, env=_env())
-        self.port = self.board.stdout.readline().split(None, 1)[1].strip()
-        self.link_dev = self.board.stdout.readline().split(None, 1)[1].strip()
+        self.board, self.port, self.link_dev = start_sim_board(
+            self._flash(), self._scenario(session_s), os.path.join(self.dir, "board.log"))
         if self.relay is None:
             self.relay = LinkRelay(self.link_dev, self.link_loss, self.seed)
         else:

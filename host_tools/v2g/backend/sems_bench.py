@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import paho.mqtt.client as mqtt
 
 from v2g.backend import pki
 from v2g.backend.broker import Broker, free_port
+from v2g.backend.sems import tls_context
 from v2g.backend.sems_plan import site_limits, water_fill
 from v2g.backend.sems_site import load_site
 from v2g.common import paths
@@ -43,10 +43,7 @@ class Utility:
         self.site = site
         self.beats = []    # (wall t, holder) on every holder change
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="utility")
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-        ctx.load_cert_chain(cert, key)
-        self.c.tls_set_context(ctx)
+        self.c.tls_set_context(tls_context(ca, cert, key))
         self.c.on_message = self._msg
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(
             "v2g/_sems/%s/heartbeat" % site, 0)

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -40,7 +39,8 @@ from pymodbus.client import ModbusTcpClient
 
 from v2g.backend import pki
 from v2g.backend.broker import listen_port
-from v2g.common import boards
+from v2g.backend.chain import sim_flash, start_sim_board
+from v2g.backend.sems import tls_context
 from v2g.gateway.billing_leg import link_setpoint_id
 
 POLL_S = 0.1
@@ -61,10 +61,7 @@ def _words32(regs, i, signed):
 
 def _client(ca, cert, key, client_id):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(cert, key)
-    c.tls_set_context(ctx)
+    c.tls_set_context(tls_context(ca, cert, key))
     return c
 
 
@@ -82,21 +79,6 @@ class BoardStation:
         self.p_w, self.link_sp, self.ev = 0.0, None, None
         self.applied_ids = set()
 
-    def _flash(self):
-        from v2g.sim import simboard
-
-        flash = os.path.join(self.dir, "flash")
-        os.makedirs(flash, exist_ok=True)
-        simboard.populate(flash)
-        bj = os.path.join(flash, "board.json")
-        with open(bj) as f:
-            board = json.load(f)
-        boards.validate(board, bj)
-        with open(os.path.join(flash, "config.json"), "w") as f:
-            json.dump({"enter_service_delay_s": 0.2, "enter_service_ramp_s": 0.0,
-                       "link_image_ms": IMAGE_MS}, f)
-        return flash
-
     def start_board(self):
         sc = {"name": "sems-site-board", "duration_s": 3600.0,
               "grid": {"v_nom_ln_rms": 230.0, "f_nom_hz": 60, "category": "II"},
@@ -104,13 +86,9 @@ class BoardStation:
         path = os.path.join(self.dir, "scenario.json")
         with open(path, "w") as f:
             json.dump(sc, f)
-        with open(os.path.join(self.dir, "board.log"), "ab") as log:
-            self.board = subprocess.Popen(
-                [sys.executable, "-m", "v2g.cli", "sim", "board", "--flash-dir", self._flash(),
-                 "--scenario", path], stdout=subprocess.PIPE, stderr=log, text=True,
-                env=self.env)
-        self.console = self.board.stdout.readline().split(None, 1)[1].strip()
-        self.link_dev = self.board.stdout.readline().split(None, 1)[1].strip()
+        flash = sim_flash(os.path.join(self.dir, "flash"), config={"link_image_ms": IMAGE_MS})
+        self.board, self.console, self.link_dev = start_sim_board(
+            flash, path, os.path.join(self.dir, "board.log"))
 
     def start_daemon(self):
         s, site = self.spec, self.site

@@ -27,12 +27,12 @@ import math
 import os
 import random
 import signal
-import ssl
 import time
 from types import SimpleNamespace
 
 import aiomqtt
 
+from v2g.backend.sems import tls_context
 from v2g.backend.sems_site import load_site
 from v2g.gateway import commands
 from v2g.gateway.sems_hold import HoldPolicy
@@ -104,11 +104,8 @@ class Emulator:
         self.hb_holders = []   # (t, holder) when the heartbeat's holder changes
 
     def ctx(self, sid):
-        c = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
-        c.minimum_version = c.maximum_version = ssl.TLSVersion.TLSv1_3
-        c.load_cert_chain(os.path.join(self.certs, sid + ".pem"),
-                          os.path.join(self.certs, sid + ".key"))
-        return c
+        return tls_context(self.ca, os.path.join(self.certs, sid + ".pem"),
+                           os.path.join(self.certs, sid + ".key"))
 
     async def station(self, s, delay):
         await asyncio.sleep(delay)

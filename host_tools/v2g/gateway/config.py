@@ -55,6 +55,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from v2g.common.errors import UsageError
+from v2g.gateway.sim_ev import RANGES as SIM_EV_RANGES
 
 
 class ConfigError(UsageError):
@@ -109,8 +110,7 @@ _SCHEMA = {
     "station": {"iface": str, "config": str, "status_path": str},
     "sems": {"hold_s": float, "fallback_lead_s": float, "safe_export_w": float,
              "safe_import_w": float, "site": str},
-    "sim_ev": {k: float for k in ("soc_pm", "soc_min_pm", "soc_max_pm", "capacity_wh",
-                                  "max_charge_w", "max_discharge_w")},
+    "sim_ev": {k: float for k in SIM_EV_RANGES},
 }
 _RANGES = {
     "link.baudrate": (1200, 4000000),
@@ -124,10 +124,7 @@ _RANGES = {
     "sems.safe_export_w": (0.0, 1e6),
     "sems.safe_import_w": (0.0, 1e6),
 }
-_RANGES.update(("sim_ev." + k, lo_hi) for k, lo_hi in (
-    ("soc_pm", (0.0, 1000.0)), ("soc_min_pm", (0.0, 1000.0)), ("soc_max_pm", (0.0, 1000.0)),
-    ("capacity_wh", (1.0, 1e7)), ("max_charge_w", (0.0, 1e6)),
-    ("max_discharge_w", (0.0, 1e6))))
+_RANGES.update(("sim_ev." + k, lo_hi) for k, lo_hi in SIM_EV_RANGES.items())
 _LEVELS = ("debug", "info", "warning", "error")
 
 

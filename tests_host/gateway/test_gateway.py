@@ -281,3 +281,28 @@ def test_sigterm_stops_cleanly(rig):
     rc = rig.stop()
     assert rc == 0
     assert "v2g daemon: stopped" in rig.daemon.stdout.read()
+
+
+def test_a_read_encodes_exactly_the_words_of_a_whole_refresh():
+    """A read encodes only the points it reads; every range must come out as the whole
+    map's encode gives it (points cut by the range's ends included)."""
+    from v2g.link.codec import msgs
+
+    image = {name: (k * 37) % 500 for k, name in enumerate(msgs.REGISTER_FIELDS)}
+    snap = regmap.Snap(image=image, params={}, controls={}, stale=False, link={},
+                       fw="v2g-fw test", serial="SN1")
+    whole = RM.encode(snap)
+    n = RM.sunspec_end
+    garbage = [0] * n  # unmapped words stay 0 in the server's words, mapped ones are old
+    for a, size in RM.regions():
+        garbage[a:a + size] = [0xDEAD] * size
+    for start in range(0, n, 11):
+        for count in (1, 2, 13, 125):
+            out = list(garbage)
+            RM.encode(snap, out, start, start + count)
+            end = min(n, start + count)
+            assert out[start:end] == whole[start:end], (start, count)
+    stale = RM.encode(regmap.Snap(image=image, stale=True))
+    out = list(garbage)
+    RM.encode(regmap.Snap(image=image, stale=True), out, 0, 60)
+    assert out[:60] == stale[:60]

@@ -27,6 +27,7 @@ idempotent setpoint) or ``unlock``. ``markdown()`` prints the map (``v2g modbus 
 Context: host (daemon, ``v2g modbus``).
 """
 
+import bisect
 import importlib.util
 import json
 import math
@@ -526,6 +527,7 @@ class RegisterMap:
                 self.by_addr[a] = r
         self.by_name = {r.name: r for r in self.regs}
         self.sunspec_end = max(r.addr + r.size for r in self.regs)
+        self._ends = [r.addr + r.size for r in self.regs]  # ascending: points don't overlap
         self.models = []  # (model id, address of its ID point, length L)
 
     def regions(self):
@@ -538,11 +540,19 @@ class RegisterMap:
                 out.append([r.addr, r.size])
         return [tuple(x) for x in out]
 
-    def encode(self, snap, out=None):
-        """All register words for ``snap`` -> ``out`` (a list indexed by address)."""
+    def encode(self, snap, out=None, start=0, end=None):
+        """The register words for ``snap`` -> ``out`` (a list indexed by address): every
+        point, or only the points that overlap addresses ``start`` .. ``end`` - 1 (a read
+        encodes what it reads: the whole map is ~300 points)."""
         if out is None:
             out = [0] * self.sunspec_end
-        for r in self.regs:
+        if end is None:
+            regs = self.regs
+        else:
+            regs = self.regs[bisect.bisect_right(self._ends, start):]
+        for r in regs:
+            if end is not None and r.addr >= end:
+                break
             if snap.stale and not r.static:
                 value = None
             else:

@@ -173,13 +173,15 @@ def sim_flash(flash, board_keys=None, config=None):
     return flash
 
 
-def start_sim_board(flash, scenario, log_path):
+def start_sim_board(flash, scenario, log_path, nice=0):
     """``v2g sim board`` on ``flash`` with ``scenario``; returns (process, console port,
-    link device) from its first two lines; stderr goes to ``log_path``."""
+    link device) from its first two lines; stderr goes to ``log_path``. ``nice``: added to
+    the process's niceness (the board process inherits it)."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "v2g.cli", "sim", "board",
                                  "--flash-dir", flash, "--scenario", scenario],
-                                stdout=subprocess.PIPE, stderr=log, text=True, env=_env())
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=_env(),
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
     console = proc.stdout.readline().split(None, 1)[1].strip()
     link = proc.stdout.readline().split(None, 1)[1].strip()
     return proc, console, link

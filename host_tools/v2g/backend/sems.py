@@ -347,7 +347,10 @@ class Sems:
         async with aiomqtt.Client(self.host, self.port, identifier="sems-" + self.instance,
                                   tls_context=tls_context(*self.tls), keepalive=5,
                                   clean_session=True, timeout=10, will=will,
-                                  max_inflight_messages=1000,
+                                  # 0: no client-side window; with one, paho
+                                  # rescans every queued message on each PUBACK (a
+                                  # thousand-setpoint burst: a million steps)
+                                  max_inflight_messages=0,
                                   max_queued_incoming_messages=0) as client:
             log.info("sems %s: connected to %s:%d", self.instance, self.host, self.port)
             await client.subscribe([("v2g/+/telemetry", 0), (self.t_lease, 1),

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -45,10 +46,20 @@ class Utility:
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="utility")
         self.c.tls_set_context(tls_context(ca, cert, key))
         self.c.on_message = self._msg
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            "v2g/_sems/%s/heartbeat" % site, 0)
+        self.connected = threading.Event()
+
+        def on_connect(c, u, f, rc, p):
+            c.subscribe("v2g/_sems/%s/heartbeat" % site, 0)
+            self.connected.set()
+
+        self.c.on_connect = on_connect
         self.c.connect("127.0.0.1", port, 10)
         self.c.loop_start()
+        # the first demand is published right after the start: a publish before the
+        # CONNACK fails ("not currently connected")
+        if not self.connected.wait(30):
+            self.close()
+            raise RuntimeError("sems-bench: the utility's client got no CONNACK in 30 s")
 
     def _msg(self, c, u, m):
         try:
@@ -74,10 +85,11 @@ class Utility:
 
 class SiteRun:
     def __init__(self, directory, site_path, emulators=2, instances=("a", "b"),
-                 warmup_s=None, boards=0, log=print):
+                 warmup_s=None, boards=0, log=print, boards_nice=0):
         self.dir, self.site_path = str(directory), site_path
         self.site = load_site(site_path)
         self.board_ids = board_stations(self.site, boards)
+        self.boards_nice = boards_nice
         self.boards = None
         self.n_emu, self.instances, self.log = emulators, instances, log
         n = len(self.site["stations"])
@@ -124,6 +136,21 @@ class SiteRun:
                  "--out", os.path.join(self.dir, "status")],
                 stdout=out, stderr=out, env=_env())
 
+    def wait_sems_connected(self, timeout_s=60.0):
+        """Every SEMS instance connected (it writes its status file every period once it
+        is) before the stations start: a thousand TLS handshakes overflow the broker's
+        listen backlog, and a SEMS whose SYNs were dropped in that storm waited out two
+        10 s connect timeouts (measured; the site then started without its manager)."""
+        end = time.monotonic() + timeout_s
+        files = [os.path.join(self.dir, "status", "sems-%s.json" % n) for n in self.procs]
+        while not all(os.path.exists(f) for f in files):
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead or time.monotonic() > end:
+                raise RuntimeError("sems-bench: SEMS %s not connected (%s); see %s" % (
+                    ", ".join(sorted(self.procs)), "exited: " + ", ".join(dead) if dead
+                    else "%.0f s" % timeout_s, os.path.join(self.dir, "sems-*.log")))
+            time.sleep(0.1)
+
     def start_boards(self, ready_s=90.0):
         """The simulated boards and their daemons, up and energized before the SEMS
         starts (a board's start-up is not a station arriving)."""
@@ -131,7 +158,8 @@ class SiteRun:
 
         self.boards = BoardStations(os.path.join(self.dir, "boards"), self.board_ids,
                                     self.site, self.port, self.ca.cert_path, self.cert_dir,
-                                    self.sems_cert, _env(), log=self.log)
+                                    self.sems_cert, _env(), log=self.log,
+                                    nice=self.boards_nice)
         self.boards.start()
         try:
             self.boards.wait_ready(ready_s)
@@ -145,11 +173,22 @@ class SiteRun:
         if self.board_ids:
             self.start_boards()
         self.util = Utility(self.port, self.ca.cert_path, *self.util_cert, self.site["site"])
+        for i, name in enumerate(self.instances):
+            self.start_sems(name, 1.0 * i)
+        try:
+            self.wait_sems_connected()
+        except BaseException:
+            for p in self.procs.values():
+                p.kill()
+                p.wait(5)
+            if self.boards is not None:
+                self.boards.stop()
+            self.util.close()
+            self.broker.stop()
+            raise
         self.t0 = time.time() + self.warmup_s
         if self.boards is not None:
             self.boards.t0 = self.t0  # snapshots on the emulators' 2 s grid
-        for i, name in enumerate(self.instances):
-            self.start_sems(name, 1.0 * i)
         for k in range(self.n_emu):
             out = os.path.join(self.dir, "emu-%d.json" % k)
             with open(os.path.join(self.dir, "emu-%d.log" % k), "ab") as log:
@@ -399,9 +438,13 @@ def main(argv=None):
     ap.add_argument("--boards", type=int, default=10,
                     help="stations that run the firmware on simulated boards behind their "
                          "daemons (the rest are emulated); 0: emulators only")
+    ap.add_argument("--boards-nice", type=int, default=0,
+                    help="niceness added to the simulated boards and their daemons (the "
+                         "simulated hardware yields the CPU to the site under test)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    run = SiteRun(os.path.abspath(a.out), a.site, emulators=a.emulators, boards=a.boards)
+    run = SiteRun(os.path.abspath(a.out), a.site, emulators=a.emulators, boards=a.boards,
+                  boards_nice=a.boards_nice)
     run.start()
     try:
         run.run_events()

@@ -68,7 +68,8 @@ def _client(ca, cert, key, client_id):
 class BoardStation:
     """One board + daemon; its files under ``directory``."""
 
-    def __init__(self, directory, sid, spec, site, broker_port, ca, cert_dir, env):
+    def __init__(self, directory, sid, spec, site, broker_port, ca, cert_dir, env, nice=0):
+        self.nice = nice
         self.dir, self.id, self.spec, self.site = directory, sid, spec, site
         self.port, self.ca, self.cert_dir, self.env = broker_port, ca, cert_dir, env
         os.makedirs(directory, exist_ok=True)
@@ -88,7 +89,7 @@ class BoardStation:
             json.dump(sc, f)
         flash = sim_flash(os.path.join(self.dir, "flash"), config={"link_image_ms": IMAGE_MS})
         self.board, self.console, self.link_dev = start_sim_board(
-            flash, path, os.path.join(self.dir, "board.log"))
+            flash, path, os.path.join(self.dir, "board.log"), nice=self.nice)
 
     def start_daemon(self):
         s, site = self.spec, self.site
@@ -117,7 +118,8 @@ class BoardStation:
         with open(os.path.join(self.dir, "daemon.log"), "ab") as log:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "v2g.cli", "daemon", "--config", path],
-                stdout=log, stderr=log, env=self.env)
+                stdout=log, stderr=log, env=self.env,
+                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
 
     # --- observation ----------------------------------------------------------------
     def watch_setpoints(self):
@@ -176,9 +178,10 @@ class BoardStations:
     """Start ``start()``, watch (a thread), ``stop()`` -> ``result()``."""
 
     def __init__(self, directory, ids, site, broker_port, ca, cert_dir, sems_cert, env,
-                 log=print):
+                 log=print, nice=0):
         self.st = [BoardStation(os.path.join(directory, sid), sid, site["stations"][sid],
-                                site, broker_port, ca, cert_dir, env) for sid in ids]
+                                site, broker_port, ca, cert_dir, env, nice)
+                   for sid in ids]
         self.site, self.port, self.ca, self.sems_cert, self.log = (
             site, broker_port, ca, sems_cert, log)
         self.samples, self.applied, self.snapshots = [], [], []

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 import aiomqtt
 
-from v2g.backend.sems import tls_context
+from v2g.backend.sems import publish_burst, tls_context
 from v2g.backend.sems_site import load_site
 from v2g.gateway import commands
 from v2g.gateway.sems_hold import HoldPolicy
@@ -165,7 +165,9 @@ class Emulator:
     async def telemetry(self, s, c, rng):
         await asyncio.sleep(rng.uniform(0, self.site["telemetry_s"]))
         while True:
-            await c.publish("v2g/%s/telemetry" % s.id, s.telemetry(), qos=0)
+            # queued without awaiting (QoS 0): aiomqtt's publish would wait for the socket
+            # write with an event and a timeout task per message
+            publish_burst(c, [("v2g/%s/telemetry" % s.id, s.telemetry())], qos=0)
             await asyncio.sleep(self.site["telemetry_s"])
 
     async def physics(self):

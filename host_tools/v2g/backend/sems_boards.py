@@ -18,8 +18,10 @@ bench observes them from outside, as a site controller would:
 ``result()`` has the station emulator's result format (samples, applied, snapshots), so the
 bench adds the boards to the site's figures like one more emulator.
 
-Cost (measured, docs/sems.md): about 0.09 of a core per board station (board 5.5 %,
-daemon 3.8 %), so ten of them fit beside the emulated site on two cores.
+Cost (measured over 30 s of the 1000-station bench on a 2 GHz x64 core): about 0.10 of
+a core per board station (board 7.5 %, daemon 2.6 %); ten of them and 990 emulated
+stations keep two such cores busy (~1.9 cores), so the site's time targets are missed
+there (docs/sems.md).
 
 Context: host (bench, tests).
 """

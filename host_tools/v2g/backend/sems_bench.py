@@ -462,6 +462,10 @@ def main(argv=None):
     with open(os.path.join(a.out, "figures.json"), "w") as f:
         json.dump(fig, f, indent=1)
     print(json.dumps(fig))
+    if not fig.get("setpoints_applied"):
+        # figures from a site that never ran (no SEMS, broker stalled) are no figures
+        print("sems-bench: no setpoint was applied: the run failed (see %s/*.log)" % a.out)
+        return 1
     return 0
 
 

@@ -173,6 +173,11 @@ def sim_flash(flash, board_keys=None, config=None):
     return flash
 
 
+def niced(nice):
+    """A ``preexec_fn`` that adds ``nice`` to a child's niceness (None for 0)."""
+    return (lambda: os.nice(nice)) if nice else None
+
+
 def start_sim_board(flash, scenario, log_path, nice=0):
     """``v2g sim board`` on ``flash`` with ``scenario``; returns (process, console port,
     link device) from its first two lines; stderr goes to ``log_path``. ``nice``: added to
@@ -181,7 +186,7 @@ def start_sim_board(flash, scenario, log_path, nice=0):
         proc = subprocess.Popen([sys.executable, "-m", "v2g.cli", "sim", "board",
                                  "--flash-dir", flash, "--scenario", scenario],
                                 stdout=subprocess.PIPE, stderr=log, text=True, env=_env(),
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                preexec_fn=niced(nice))
     console = proc.stdout.readline().split(None, 1)[1].strip()
     link = proc.stdout.readline().split(None, 1)[1].strip()
     return proc, console, link

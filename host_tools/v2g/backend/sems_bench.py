@@ -138,9 +138,9 @@ class SiteRun:
 
     def wait_sems_connected(self, timeout_s=60.0):
         """Every SEMS instance connected (it writes its status file every period once it
-        is) before the stations start: a thousand TLS handshakes overflow the broker's
-        listen backlog, and a SEMS whose SYNs were dropped in that storm waited out two
-        10 s connect timeouts (measured; the site then started without its manager)."""
+        is) before the stations start: a SEMS that connected during the stations' thousand
+        TLS handshakes once waited out two 10 s connect timeouts (the site then started
+        without its manager)."""
         end = time.monotonic() + timeout_s
         files = [os.path.join(self.dir, "status", "sems-%s.json" % n) for n in self.procs]
         while not all(os.path.exists(f) for f in files):

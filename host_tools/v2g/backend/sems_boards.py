@@ -41,7 +41,7 @@ from pymodbus.client import ModbusTcpClient
 
 from v2g.backend import pki
 from v2g.backend.broker import listen_port
-from v2g.backend.chain import sim_flash, start_sim_board
+from v2g.backend.chain import niced, sim_flash, start_sim_board
 from v2g.backend.sems import tls_context
 from v2g.gateway.billing_leg import link_setpoint_id
 
@@ -121,7 +121,7 @@ class BoardStation:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "v2g.cli", "daemon", "--config", path],
                 stdout=log, stderr=log, env=self.env,
-                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
+                preexec_fn=niced(self.nice))
 
     # --- observation ----------------------------------------------------------------
     def watch_setpoints(self):

@@ -265,3 +265,91 @@ def test_cold_start_waits_for_the_table_before_increasing(tmp_path):
         s2.readings[sid] = (r, s2.started)
     plan, _ = s2.make(s2.started + 0.1)
     assert _increase(s2, plan) > 0
+
+
+# --- dispatch and tick costs -----------------------------------------------------------
+
+
+class _Info:
+    rc = 0
+
+    def is_published(self):
+        return True
+
+
+class _Client:
+    """What ``Sems`` uses of an aiomqtt client: ``publish`` and the paho client under it."""
+
+    def __init__(self):
+        self.sent = []      # (topic, payload) in the order they were queued
+        self._client = self
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.sent.append((topic, payload))
+        if qos is not None and not retain and "cmd/setpoint" in topic:
+            return _Info()
+        return _async_none()
+
+
+async def _async_none():
+    return None
+
+
+def test_decreases_leave_largest_first(tmp_path):
+    import asyncio
+    import json
+    s = _sems(tmp_path, _site(n=30))
+    for k, sid in enumerate(s.sp):          # exporting 1..30 kW; the limit falls to 20 kW
+        s.sp[sid] = [-1000.0 * (k + 1), "old"]
+    s.demand = {"export_w": 20000.0}
+    plan, _ = s.make(1.0)
+    old = {sid: v[0] for sid, v in s.sp.items()}
+    c = _Client()
+    asyncio.run(s.dispatch(c, plan, 1.0))
+    steps = [abs(old[json.loads(p)["station"]] - json.loads(p)["p_w"])
+             for t, p in c.sent if t.endswith("cmd/setpoint")]
+    assert len(steps) >= 20 and steps == sorted(steps, reverse=True), steps
+
+
+def test_standby_plans_and_writes_status_once_a_second(tmp_path, monkeypatch):
+    import asyncio
+    from v2g.backend import sems as sems_mod
+    s = _sems(tmp_path, _site(n=10))
+    calls = []
+    make = s.make
+    monkeypatch.setattr(s, "make", lambda now: calls.append(now) or make(now))
+    now = [100.0]
+    monkeypatch.setattr(sems_mod.time, "monotonic", lambda: now[0])
+    c = _Client()
+    for k in range(8):                      # 4 s of 0.5 s periods, the holder renewing
+        now[0] = 100.0 + 0.5 * k
+        s.lease_seen = now[0]
+        asyncio.run(s.tick(c))
+    assert s.role == "standby" and c.sent == []
+    assert calls == [100.0, 101.0, 102.0, 103.0]
+
+
+def test_active_publishes_the_retained_plan_at_most_once_a_second(tmp_path, monkeypatch):
+    import asyncio
+    from v2g.backend import sems as sems_mod
+    s = _sems(tmp_path, _site(n=10))
+    s.role, s.holder, s.epoch = "active", "a", 1
+    s.stagger_s = 0.0
+    now = [100.0]
+    monkeypatch.setattr(sems_mod.time, "monotonic", lambda: now[0])
+    c = _Client()
+
+    async def periods(n):
+        for k in range(n):
+            now[0] = 100.0 + 0.25 * k
+            await s.tick(c)
+            await asyncio.sleep(0)
+            for sid, (r, _) in s.readings.items():   # the stations follow at once
+                s.readings[sid] = (dict(r, p_w=float(s.sp[sid][0])), now[0])
+        await asyncio.gather(*s._pub_tasks)
+
+    asyncio.run(periods(12))                # 3 s, the plan ramping (changing) all along
+    changes = sum(t.endswith("cmd/setpoint") for t, _ in c.sent)
+    plans = [t for t, _ in c.sent if t.endswith("/plan")]
+    assert changes > 12 * 5 and len(plans) == 3, (changes, len(plans))   # at 0, 1, 2 s
+    assert sum(t.endswith("/lease") for t, _ in c.sent) == 12

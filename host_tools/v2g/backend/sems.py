@@ -8,7 +8,7 @@ never collide with a station):
 ``lease``     1, r   SEMS      ``{"holder","epoch","lease_s","t"}``; a will of
                                ``{"holder","epoch","released":true}`` on connection loss
 ``heartbeat`` 0      active    ``{"holder","epoch","t"}`` every period; stations hold
-``plan``      1, r   active    the last plan: ``{"holder","epoch","t","setpoints":{st:[p,id]}}``
+``plan``      1, r   active    the last plan (at most 1/s, after a change): ``{"holder","epoch","t","setpoints":{st:[p,id]}}``
 ``demand``    1, r   utility   ``{"id","export_w"}`` / ``{"id","import_w"}`` / ``{"id"}``
 ============  =====  ========  ===========================================================
 
@@ -21,7 +21,7 @@ epoch + 1, the retained plan as its starting point (so unchanged setpoints are n
 again). Two instances claiming the same epoch: the lower holder id keeps it, the other
 steps down. Times are local receipt times, so clocks need not agree.
 
-Status: every period the instance writes ``<out>/sems-<instance>.json`` (role, limits,
+Status: once a second the instance writes ``<out>/sems-<instance>.json`` (role, limits,
 measured site total, plan, each share) and appends ``<out>/sems-<instance>.csv`` (t, limit,
 measured, planned, role); ``v2g sems status --out DIR [--json] [--plot PNG]`` reads them.
 
@@ -45,6 +45,11 @@ from v2g.backend.sems_site import TelemetryError, load_site, parse_telemetry
 from v2g.common.errors import ToolError, UsageError
 
 log = logging.getLogger("v2g.sems")
+
+# Status files and the retained plan are written at most this often (seconds): a status of
+# a thousand shares costs ~10 ms of JSON, and a standby plans only to write it
+STATUS_S = 1.0
+PLAN_PUB_S = 1.0
 
 
 def tls_context(ca, cert, key):
@@ -124,6 +129,9 @@ class Sems:
         self.warm = False         # the station table has filled (see make)
         self.dec_burst = (0.0, 0)  # (seconds to the last PUBACK, setpoints)
         self._pub_tasks = set()
+        self.last_status = -1e9   # monotonic time of the last status write
+        self.last_plan_pub = -1e9  # ... of the last retained plan
+        self.plan_dirty = True    # setpoints changed since then
         os.makedirs(out, exist_ok=True)
         self.status_path = os.path.join(out, "sems-%s.json" % instance)
         self.hist_path = os.path.join(out, "sems-%s.csv" % instance)
@@ -262,9 +270,16 @@ class Sems:
             self.sp[sid] = [p, sp_id]
             msg = ("v2g/%s/cmd/setpoint" % sid, json.dumps(
                 {"id": sp_id, "p_w": p, "q_var": 0, "station": sid, "ts": ts}))
-            (inc if abs(p) > abs(old) and p * old >= 0 else dec).append(msg)
+            if abs(p) > abs(old) and p * old >= 0:
+                inc.append(msg)
+            else:
+                dec.append((abs(old - p), msg))
         dec_infos = []
         if dec:
+            # the largest steps first: a burst of a thousand takes a few tenths of a second
+            # to leave and the site total falls fastest this way
+            dec.sort(key=lambda x: -x[0])
+            dec = [m for _, m in dec]
             t0 = time.monotonic()
             dec_infos = publish_burst(client, dec)
             self.sent += len(dec)
@@ -314,8 +329,13 @@ class Sems:
             self.role = "active"
             self.released_at = None
             log.warning("sems %s: taking the lease, epoch %d", self.instance, self.epoch)
+        active = self.role == "active"
+        due = now - self.last_status >= STATUS_S
+        if not (active or due):
+            # a standby plans only for its status: it takes over with a fresh plan
+            return
         plan, measured = self.make(now)
-        if self.role == "active":
+        if active:
             await self.publish_lease(client)
             if now - self.last_hb >= self.site["heartbeat_s"] - 0.05:
                 self.last_hb = now
@@ -327,13 +347,23 @@ class Sems:
             # let the decreases leave before anything else this tick (the dispatch's first
             # step queues them all on the connection)
             await asyncio.sleep(0)
-            # the retained plan is not awaited either: the next period's tick must not
-            # wait for its PUBACK
-            self._spawn(client.publish(self.t_plan, json.dumps(
-                {"holder": self.instance, "epoch": self.epoch, "t": ts,
-                 "setpoints": {sid: v for sid, v in self.sp.items()}}), qos=1, retain=True))
+            if plan.changed:
+                self.plan_dirty = True
+            if self.plan_dirty and now - self.last_plan_pub >= PLAN_PUB_S:
+                # the retained plan (every setpoint and its id, ~40 kB for a thousand
+                # stations) at most once a second, and only after a change: a standby
+                # taking over with a plan up to a second old re-sends the few setpoints
+                # changed since, with new ids (never the same id twice). Not awaited: the
+                # next period's tick must not wait for its PUBACK
+                self.plan_dirty, self.last_plan_pub = False, now
+                self._spawn(client.publish(self.t_plan, json.dumps(
+                    {"holder": self.instance, "epoch": self.epoch, "t": ts,
+                     "setpoints": {sid: v for sid, v in self.sp.items()}}), qos=1,
+                    retain=True))
         self.plan = plan
-        self.write_status(plan, measured, now)
+        if due:
+            self.last_status = now
+            self.write_status(plan, measured, now)
 
     def _spawn(self, coro):
         task = asyncio.create_task(coro)

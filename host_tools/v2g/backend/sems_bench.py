@@ -93,13 +93,20 @@ class SiteRun:
         self.boards = None
         self.n_emu, self.instances, self.log = emulators, instances, log
         n = len(self.site["stations"])
-        self.warmup_s = warmup_s if warmup_s is not None else 4.0 + n * 0.008
-        # the stations connect over a third of the warm-up (4 s for 1000): the SEMS's cold
-        # start waits for their first telemetry, then ramps to the first demand
-        self.connect_s = self.warmup_s / 3.0
+        # from the SEMS connected to t0: its cold start (every station's telemetry, at most
+        # stale_s), its ramp to the first demand, 2 s to settle
+        first = [e["demand"].get("export_w", 0.0) for e in self.site["events"]
+                 if e["kind"] == "demand" and e["t_s"] <= 0]
+        ramp = self.site["site_ramp_w_s"] * (1.0 - self.site["ramp_margin"])
+        self.warmup_s = warmup_s if warmup_s is not None else (
+            self.site["stale_s"] + (first[-1] if first else 0.0) / ramp + 2.0)
+        # the stations' first connections spread over 4 s per thousand
+        self.connect_s = max(0.5, n * 0.004)
+        self.t0_file = os.path.join(self.dir, "t0")
         self.port = free_port()
         self.procs = {}
         self.emus = []
+        self.util = None
         self.marks = {}
 
     def setup(self):
@@ -137,10 +144,10 @@ class SiteRun:
                 stdout=out, stderr=out, env=_env())
 
     def wait_sems_connected(self, timeout_s=60.0):
-        """Every SEMS instance connected (it writes its status file every period once it
-        is) before the stations start: a SEMS that connected during the stations' thousand
-        TLS handshakes once waited out two 10 s connect timeouts (the site then started
-        without its manager)."""
+        """Every SEMS instance connected (it writes its status file once it is) before t0
+        is set: a SEMS that connected during the stations' thousand TLS handshakes once
+        waited out two 10 s connect timeouts (the site then started without its
+        manager)."""
         end = time.monotonic() + timeout_s
         files = [os.path.join(self.dir, "status", "sems-%s.json" % n) for n in self.procs]
         while not all(os.path.exists(f) for f in files):
@@ -169,38 +176,68 @@ class SiteRun:
             raise
 
     def start(self):
+        """Broker, boards, then the emulated stations (their TLS storm: a thousand
+        handshakes keep the broker busy for seconds on a small machine), then the SEMS
+        instances once every station is connected; t0 is ``warmup_s`` after that (the
+        SEMS's cold start and its ramp to the first demand)."""
         self.setup()
         if self.board_ids:
             self.start_boards()
-        self.util = Utility(self.port, self.ca.cert_path, *self.util_cert, self.site["site"])
-        for i, name in enumerate(self.instances):
-            self.start_sems(name, 1.0 * i)
         try:
+            self.util = Utility(self.port, self.ca.cert_path, *self.util_cert,
+                                self.site["site"])
+            self.start_emulators()
+            self.wait_emulators_ready()
+            for i, name in enumerate(self.instances):
+                self.start_sems(name, 1.0 * i)
             self.wait_sems_connected()
         except BaseException:
-            for p in self.procs.values():
-                p.kill()
-                p.wait(5)
-            if self.boards is not None:
-                self.boards.stop()
-            self.util.close()
-            self.broker.stop()
+            self.stop()
             raise
         self.t0 = time.time() + self.warmup_s
+        tmp = self.t0_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(repr(self.t0))
+        os.replace(tmp, self.t0_file)
         if self.boards is not None:
             self.boards.t0 = self.t0  # snapshots on the emulators' 2 s grid
+
+    def start_emulators(self):
         for k in range(self.n_emu):
             out = os.path.join(self.dir, "emu-%d.json" % k)
+            ready = os.path.join(self.dir, "emu-%d.ready" % k)
+            for f in (out, ready, self.t0_file):
+                if os.path.exists(f):
+                    os.remove(f)
             with open(os.path.join(self.dir, "emu-%d.log" % k), "ab") as log:
                 p = subprocess.Popen(
                     [sys.executable, "-m", "v2g.backend.sems_emulator", "--site",
                      self.site_path, "--broker", "127.0.0.1:%d" % self.port, "--ca",
                      self.ca.cert_path, "--certs", self.cert_dir, "--index",
                      "%d/%d" % (k, self.n_emu), "--exclude", ",".join(self.board_ids),
-                     "--t0", str(self.t0), "--out", out,
+                     "--t0-file", self.t0_file, "--ready", ready, "--out", out,
                      "--connect-s", str(self.connect_s)],
                     stdout=log, stderr=log, env=_env())
-            self.emus.append((p, out))
+            self.emus.append((p, out, ready))
+
+    def wait_emulators_ready(self):
+        """Every emulated station connected and subscribed (each emulator's ready file);
+        RuntimeError naming the emulators that are not, after ``connect_s`` + 60 s."""
+        t = time.monotonic()
+        end = t + self.connect_s + 60.0
+        while True:
+            late = [k for k, (p, _o, ready) in enumerate(self.emus)
+                    if not os.path.exists(ready)]
+            if not late:
+                break
+            dead = [k for k in late if self.emus[k][0].poll() is not None]
+            if dead or time.monotonic() > end:
+                raise RuntimeError("sems-bench: station emulators %s not connected (%s); see "
+                                   "%s" % (late, "exited: %s" % dead if dead else "timeout",
+                                           os.path.join(self.dir, "emu-*.log")))
+            time.sleep(0.1)
+        self.log("sems-bench: %d emulated stations connected in %.1f s" % (
+            len(self.site["stations"]) - len(self.board_ids), time.monotonic() - t))
 
     def run_events(self):
         """Demand steps and SEMS kills at their times (relative to t0)."""
@@ -236,10 +273,10 @@ class SiteRun:
 
     def stop(self):
         results = []
-        for p, _out in self.emus:
+        for p, _out, _ready in self.emus:
             if p.poll() is None:
                 p.terminate()
-        for p, out in self.emus:
+        for p, out, _ready in self.emus:
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:
@@ -259,7 +296,8 @@ class SiteRun:
         if self.boards is not None:
             self.boards.stop()
             results.append(self.boards.result())
-        self.util.close()
+        if self.util is not None:
+            self.util.close()
         self.broker.stop()
         return results
 

@@ -10,7 +10,12 @@ to the EV's limits and SoC window, a first-order power response (``tau_s``), SoC
 integration. Arrivals and departures come from the site file's events.
 
     python -m v2g.backend.sems_emulator --site SITE --broker H:P --ca CA --certs DIR \
-        --stations ST-0001,... | --index I/N  --t0 WALLCLOCK --out RESULT.json
+        --stations ST-0001,... | --index I/N  --t0 WALLCLOCK | --t0-file PATH \
+        [--ready PATH] --out RESULT.json
+
+``--ready PATH``: written once every station has connected and subscribed (the bench
+starts the SEMS after the stations' TLS storm). ``--t0-file PATH``: the run's t0 (wall
+clock) read from that file once it appears; until then no arrival, departure or snapshot.
 
 On SIGTERM it writes RESULT.json: samples (t, site p_w, stations in fallback, stations
 not at their safe limit), applied setpoints (station, id, plan ts, applied t), duplicates,
@@ -30,9 +35,9 @@ import signal
 import time
 from types import SimpleNamespace
 
-import aiomqtt
+import paho.mqtt.client as mqtt
 
-from v2g.backend.sems import publish_burst, tls_context
+from v2g.backend.sems import tls_context
 from v2g.backend.sems_site import load_site
 from v2g.gateway import commands
 from v2g.gateway.sems_hold import HoldPolicy
@@ -57,6 +62,10 @@ class Sta:
         self.mode = "fallback"
         self.seq = 0
         self.connected = False
+        self.ever = False   # connected at least once
+        self.client = None  # its paho client (Emulator.station)
+        self.lost = asyncio.Event()
+        self.tel_due = None  # monotonic time its next telemetry is due
 
     def target(self, now):
         p, self.mode = self.policy.effective(self.sp, self.hb, now)
@@ -89,10 +98,12 @@ class Sta:
 
 
 class Emulator:
-    def __init__(self, site, ids, host, port, ca, certs, t0, connect_s=2.0):
+    def __init__(self, site, ids, host, port, ca, certs, t0, connect_s=2.0, t0_file=None,
+                 ready_file=None):
         self.site, self.host, self.port, self.ca, self.certs = site, host, port, ca, certs
         self.connect_s = connect_s
-        self.t0 = t0
+        self.t0, self.t0_file, self.ready_file = t0, t0_file, ready_file
+        self.n_connected = 0   # stations connected at least once (for the ready file)
         self.policy = HoldPolicy(site["hold_s"], site["safe_export_w"], site["safe_import_w"],
                                  lead_s=site["fallback_lead_s"])
         self.st = {i: Sta(i, site["stations"][i], self.policy) for i in ids}
@@ -107,30 +118,116 @@ class Emulator:
         return tls_context(self.ca, os.path.join(self.certs, sid + ".pem"),
                            os.path.join(self.certs, sid + ".key"))
 
+    # --- connections ----------------------------------------------------------------
+    # paho driven by this process's event loop, without a thread or a task per station:
+    # reads by add_reader, writes straight from publish (a writer callback only while the
+    # socket is full), keepalive by one loop_misc pass a second for every station. A
+    # thousand aiomqtt clients (tasks, a queue, a writer registration per message) cost
+    # about twice the CPU, which the site bench's boards need.
     async def station(self, s, delay):
+        """Connect ``s`` after ``delay``, and again with a backoff whenever it is lost."""
         await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
         rng = random.Random(s.id)
         backoff = 0.2
+        c = s.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id="daemon-" + s.id, clean_session=True)
+        c.tls_set_context(self.ctx(s.id))
+        c.on_connect = lambda c, u, f, rc, p: self._connected(s, rc)
+        c.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed(s)
+        c.on_message = lambda c, u, m: self.on_message(s, m.topic, m.payload)
+        c.on_disconnect = lambda c, u, f, rc, p: self._lost(s, loop)
+        # socket callbacks may come from the executor thread that runs connect(); by file
+        # descriptor: the socket is closed by the time the loop runs the callback
+        c.on_socket_open = lambda c, u, sock: loop.call_soon_threadsafe(
+            loop.add_reader, sock.fileno(), self._read, s)
+        c.on_socket_close = lambda c, u, sock: loop.call_soon_threadsafe(
+            self._closed, sock.fileno())
         while not self.stop.is_set():
+            s.lost.clear()
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier="daemon-" + s.id,
-                                          tls_context=self.ctx(s.id), keepalive=30,
-                                          clean_session=True, timeout=10) as c:
-                    await c.subscribe([("v2g/%s/cmd/setpoint" % s.id, 1),
-                                       (self.hb_topic, 0)])
-                    s.connected = True
-                    backoff = 0.2
-                    tel = asyncio.create_task(self.telemetry(s, c, rng))
-                    try:
-                        async for m in c.messages:
-                            self.on_message(s, str(m.topic), m.payload)
-                    finally:
-                        tel.cancel()
-            except aiomqtt.MqttError as e:
-                s.connected = False
+                # connect() blocks for the TCP connect and the TLS handshake
+                await loop.run_in_executor(None, c.connect, self.host, self.port, 30)
+                backoff = 0.2
+                await s.lost.wait()
+            except (OSError, ValueError) as e:
                 log.warning("%s: mqtt: %s", s.id, e)
+            s.connected = False
+            if not self.stop.is_set():
                 await asyncio.sleep(backoff * rng.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, 2.0)
+
+    def _lost(self, s, loop):
+        s.connected = False
+        loop.call_soon_threadsafe(s.lost.set)
+
+    def _connected(self, s, rc):
+        if rc.is_failure:
+            log.warning("%s: mqtt: connect refused: %s", s.id, rc)
+            s.lost.set()
+            return
+        s.client.subscribe([("v2g/%s/cmd/setpoint" % s.id, 1), (self.hb_topic, 0)])
+
+    def _subscribed(self, s):
+        s.connected = True
+        if not s.ever:
+            s.ever = True
+            # the first telemetry somewhere in the first period (as the daemons' boots are)
+            s.tel_due = time.monotonic() + random.Random(s.id).uniform(
+                0, self.site["telemetry_s"])
+            self.n_connected += 1
+            if self.n_connected == len(self.st) and self.ready_file:
+                with open(self.ready_file, "w") as f:
+                    f.write("%d\n" % self.n_connected)
+
+    def _closed(self, fd):
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(fd)
+        loop.remove_writer(fd)
+
+    def _read(self, s):
+        c = s.client
+        c.loop_read()
+        sock = c.socket()
+        # packets already decrypted by TLS do not make the socket readable again
+        while sock is not None and hasattr(sock, "pending") and sock.pending():
+            c.loop_read()
+            sock = c.socket()
+        self._flush(s)   # PUBACKs and SUBSCRIBEs queued inside paho's callbacks
+
+    def _flush(self, s):
+        c = s.client
+        if c.want_write():
+            c.loop_write()
+            sock = c.socket()
+            if c.want_write() and sock is not None:
+                asyncio.get_running_loop().add_writer(sock.fileno(), self._writable, s)
+
+    def _writable(self, s):
+        c = s.client
+        c.loop_write()
+        sock = c.socket()
+        if not c.want_write() and sock is not None:
+            asyncio.get_running_loop().remove_writer(sock.fileno())
+
+    async def misc(self):
+        """Keepalive and timeouts of every connection, once a second."""
+        while not self.stop.is_set():
+            await asyncio.sleep(1.0)
+            for s in self.st.values():
+                if s.connected:
+                    s.client.loop_misc()
+                    self._flush(s)
+
+    def send_telemetry(self, now):
+        """Publish (QoS 0) the telemetry of every connected station that is due."""
+        for s in self.st.values():
+            if s.connected and now >= s.tel_due:
+                s.tel_due += self.site["telemetry_s"]
+                if s.tel_due <= now:   # late (a stall): the next one a period from now
+                    s.tel_due = now + self.site["telemetry_s"]
+                s.client.publish("v2g/%s/telemetry" % s.id, s.telemetry(), 0)
+                self._flush(s)
 
     def on_message(self, s, topic, payload):
         now = time.monotonic()
@@ -162,14 +259,6 @@ class Emulator:
             ts = None
         self.applied_log.append((s.id, sp["id"], ts, round(time.time(), 4)))
 
-    async def telemetry(self, s, c, rng):
-        await asyncio.sleep(rng.uniform(0, self.site["telemetry_s"]))
-        while True:
-            # queued without awaiting (QoS 0): aiomqtt's publish would wait for the socket
-            # write with an event and a timeout task per message
-            publish_burst(c, [("v2g/%s/telemetry" % s.id, s.telemetry())], qos=0)
-            await asyncio.sleep(self.site["telemetry_s"])
-
     async def physics(self):
         events = [e for e in self.site["events"] if e["kind"] in ("arrive", "depart")
                   and e["station"] in self.st]
@@ -179,7 +268,11 @@ class Emulator:
             await asyncio.sleep(DT - (time.monotonic() - last) % DT)
             now = time.monotonic()
             dt, last = now - last, now
-            rel = time.time() - self.t0
+            if self.t0 is None and os.path.exists(self.t0_file):
+                with open(self.t0_file) as f:
+                    self.t0 = float(f.read())
+            # before t0 (not yet known): no arrivals, departures or snapshots
+            rel = time.time() - self.t0 if self.t0 is not None else -1e9
             while events and events[0]["t_s"] <= rel:
                 e = events.pop(0)
                 s = self.st[e["station"]]
@@ -194,6 +287,7 @@ class Emulator:
                 if abs(s.p - self.policy.safe(s.p)) > 50.0:
                     n_unsafe += 1
             self.samples.append((round(time.time(), 3), round(tot, 1), n_fb, n_unsafe))
+            self.send_telemetry(now)
             if rel >= next_snap:
                 next_snap = rel + 2.0
                 self.snapshots.append((round(time.time(), 3), {
@@ -209,10 +303,14 @@ class Emulator:
         tasks = [asyncio.create_task(self.station(self.st[i], k * step))
                  for k, i in enumerate(ids)]
         tasks.append(asyncio.create_task(self.physics()))
+        tasks.append(asyncio.create_task(self.misc()))
         await self.stop.wait()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for s in self.st.values():
+            if s.connected:
+                s.client.disconnect()
 
     def result(self):
         return {"stations": list(self.st), "samples": self.samples,
@@ -238,7 +336,10 @@ def main(argv=None):
     ap.add_argument("--index", default="0/1", help="I/N: every N-th station from the I-th")
     ap.add_argument("--exclude", default="",
                     help="station ids run elsewhere (simulated boards), comma-separated")
-    ap.add_argument("--t0", type=float, default=None)
+    ap.add_argument("--t0", type=float, default=None,
+                    help="the run's t0 (wall clock; default: now)")
+    ap.add_argument("--t0-file", help="read t0 from this file once it appears")
+    ap.add_argument("--ready", help="write this file once every station is connected")
     ap.add_argument("--connect-s", type=float, default=2.0,
                     help="spread the stations' first connections over this many seconds")
     ap.add_argument("--out", required=True)
@@ -247,7 +348,8 @@ def main(argv=None):
     site = load_site(a.site)
     host, port = a.broker.rsplit(":", 1)
     emu = Emulator(site, select(site, a.index, [x for x in a.exclude.split(",") if x]), host, int(port), a.ca, a.certs,
-                   a.t0 or time.time(), connect_s=a.connect_s)
+                   None if a.t0_file else (a.t0 or time.time()), connect_s=a.connect_s,
+                   t0_file=a.t0_file, ready_file=a.ready)
 
     async def go():
         loop = asyncio.get_running_loop()

@@ -18,10 +18,9 @@ bench observes them from outside, as a site controller would:
 ``result()`` has the station emulator's result format (samples, applied, snapshots), so the
 bench adds the boards to the site's figures like one more emulator.
 
-Cost (measured over 30 s of the 1000-station bench on a 2 GHz x64 core): about 0.10 of
-a core per board station (board 7.5 %, daemon 2.6 %); ten of them and 990 emulated
-stations keep two such cores busy (~1.9 cores), so the site's time targets are missed
-there (docs/sems.md).
+Cost (measured over 8 s of steady state in the 1000-station bench, two x64 cores): about
+0.10 of a core per board station (board 7.2-7.7 %, daemon 2.2-2.5 %). The whole site with
+ten of them and 990 emulated stations takes about 1.6 of the two cores (docs/sems.md).
 
 Context: host (bench, tests).
 """

@@ -286,9 +286,9 @@ class _Client:
 
     def publish(self, topic, payload, qos=0, retain=False):
         self.sent.append((topic, payload))
-        if qos is not None and not retain and "cmd/setpoint" in topic:
+        if "cmd/setpoint" in topic:   # publish_burst: paho's publish, an info back
             return _Info()
-        return _async_none()
+        return _async_none()          # aiomqtt's publish: awaited
 
 
 async def _async_none():

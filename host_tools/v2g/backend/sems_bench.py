@@ -203,10 +203,12 @@ class SiteRun:
             self.boards.t0 = self.t0  # snapshots on the emulators' 2 s grid
 
     def start_emulators(self):
+        if os.path.exists(self.t0_file):   # an earlier run's
+            os.remove(self.t0_file)
         for k in range(self.n_emu):
             out = os.path.join(self.dir, "emu-%d.json" % k)
             ready = os.path.join(self.dir, "emu-%d.ready" % k)
-            for f in (out, ready, self.t0_file):
+            for f in (out, ready):
                 if os.path.exists(f):
                     os.remove(f)
             with open(os.path.join(self.dir, "emu-%d.log" % k), "ab") as log:

@@ -158,7 +158,9 @@ def test_wset_int32_and_volt_watt_config(rig):
         n = len(rig.applied)
         v1 = addr("706.Crv[0].Pt[0].V")
         assert exc(c.write_register(v1, 10700)) == 0  # 107.00 % -> vw_v1_pu 1.07
-        assert rig.applied[n:] == [["config", [["vw_v1_pu", 1.07]]]]
+        # the config command reaches the board rig after the Modbus reply: wait for it
+        assert wait_for(lambda: rig.applied[n:] == [["config", [["vw_v1_pu", 1.07]]]]), \
+            rig.applied[n:]
         assert read(c, "706.Crv[0].Pt[0].V") == 10700
         assert exc(c.write_register(v1, 10700)) == 0  # same value: no command
         time.sleep(0.2)

@@ -353,3 +353,32 @@ def test_active_publishes_the_retained_plan_at_most_once_a_second(tmp_path, monk
     plans = [t for t, _ in c.sent if t.endswith("/plan")]
     assert changes > 12 * 5 and len(plans) == 3, (changes, len(plans))   # at 0, 1, 2 s
     assert sum(t.endswith("/lease") for t, _ in c.sent) == 12
+
+
+def test_paho_callback_takes_telemetry_reports_lag_and_never_raises(tmp_path, monkeypatch):
+    import json
+    import time as _time
+    from types import SimpleNamespace
+    from v2g.backend import sems as sems_mod
+    s = _sems(tmp_path, _site(n=3))
+    s.readings.clear()
+    ev = {"soc_pm": 500, "soc_min_pm": 200, "capacity_wh": 60000, "max_charge_w": 11000,
+          "max_discharge_w": 11000}
+    now = _time.time()
+    for k, (sid, age_s) in enumerate([("ST-0001", 0.2), ("ST-0002", 1.5), ("ST-0003", 0.4)]):
+        body = {"station": sid, "seq": k, "t": now - age_s, "p_w": -1000.0, "ev": ev}
+        s._paho_message(None, None, SimpleNamespace(topic="v2g/%s/telemetry" % sid,
+                                                    payload=json.dumps(body).encode()))
+    # a handler that raises (here: on_message itself) is logged, never raised into paho
+    monkeypatch.setattr(s, "on_message", lambda t, p: 1 / 0)
+    s._paho_message(None, None, SimpleNamespace(topic="v2g/ST-0001/telemetry", payload=b"{}"))
+    assert sorted(s.readings) == ["ST-0001", "ST-0002", "ST-0003"]
+    lag = s.lag_figures()
+    assert lag["n"] == 3 and 0.4 <= lag["p50"] < 1.0 and 1.5 <= lag["max"] < 2.5, lag
+    assert s.lag_figures() is None          # reset at each status
+    s.lags = [0.3]
+    s.write_status(None, 0.0, 0.0)
+    with open(tmp_path / "sems-a.csv") as f:
+        head, row = f.read().splitlines()
+    assert head.endswith("lag_p50_s,lag_max_s") and row.endswith("0.3,0.3")
+    assert sems_mod.json.load(open(tmp_path / "sems-a.json"))["telemetry_lag_s"]["n"] == 1

@@ -22,8 +22,9 @@ again). Two instances claiming the same epoch: the lower holder id keeps it, the
 steps down. Times are local receipt times, so clocks need not agree.
 
 Status: once a second the instance writes ``<out>/sems-<instance>.json`` (role, limits,
-measured site total, plan, each share) and appends ``<out>/sems-<instance>.csv`` (t, limit,
-measured, planned, role); ``v2g sems status --out DIR [--json] [--plot PNG]`` reads them.
+measured site total, plan, each share, telemetry lag) and appends
+``<out>/sems-<instance>.csv`` (t, limit, measured, planned, role, telemetry lag median and
+largest); ``v2g sems status --out DIR [--json] [--plot PNG]`` reads them.
 
 Context: host (back end).
 """
@@ -132,6 +133,7 @@ class Sems:
         self.last_status = -1e9   # monotonic time of the last status write
         self.last_plan_pub = -1e9  # ... of the last retained plan
         self.plan_dirty = True    # setpoints changed since then
+        self.lags = []            # telemetry receipt - station time (s) since the last status
         os.makedirs(out, exist_ok=True)
         self.status_path = os.path.join(out, "sems-%s.json" % instance)
         self.hist_path = os.path.join(out, "sems-%s.csv" % instance)
@@ -148,6 +150,7 @@ class Sems:
                 self.drops[k] = self.drops.get(k, 0) + 1
                 return
             self.readings[sid] = (r, time.monotonic())
+            self.lags.append(time.time() - r["t"])
         elif topic == self.t_lease:
             self.on_lease(payload)
         elif topic == self.t_plan and self.role != "active":
@@ -296,12 +299,23 @@ class Sems:
             # the burst's cost up to the last PUBACK (status: the largest so far)
             self.dec_burst = max(self.dec_burst, (round(time.monotonic() - t0, 3), len(dec)))
 
+    def lag_figures(self):
+        """Median and largest telemetry lag (receipt minus the station's ``t``, seconds;
+        it includes any offset between the clocks) since the last status, or None."""
+        lags, self.lags = sorted(self.lags), []
+        if not lags:
+            return None
+        return {"p50": round(lags[len(lags) // 2], 3), "max": round(lags[-1], 3),
+                "n": len(lags)}
+
     def write_status(self, plan, measured, now):
+        lag = self.lag_figures()
         st = {"instance": self.instance, "role": self.role, "holder": self.holder,
               "epoch": self.epoch, "t": round(time.time(), 3), "demand": self.demand,
               "sent": self.sent, "dropped_telemetry": sum(self.drops.values()),
               "drops": {"%s.%s" % k: v for k, v in sorted(self.drops.items())},
-              "measured_w": round(measured, 1), "largest_decrease_burst": {
+              "measured_w": round(measured, 1), "telemetry_lag_s": lag,
+              "largest_decrease_burst": {
                   "s": self.dec_burst[0], "setpoints": self.dec_burst[1]}}
         if plan is not None:
             st.update(mode=plan.mode, limit_w=plan.limit_w,
@@ -317,9 +331,11 @@ class Sems:
         with open(self.hist_path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["t", "limit_w", "measured_w", "planned_w", "role"])
+                w.writerow(["t", "limit_w", "measured_w", "planned_w", "role", "lag_p50_s",
+                            "lag_max_s"])
             w.writerow([st["t"], st.get("limit_w", ""), st["measured_w"],
-                        st.get("planned_w", ""), self.role])
+                        st.get("planned_w", ""), self.role, lag["p50"] if lag else "",
+                        lag["max"] if lag else ""])
 
     async def tick(self, client):
         now = time.monotonic()
@@ -383,9 +399,14 @@ class Sems:
                                   max_inflight_messages=0,
                                   max_queued_incoming_messages=0) as client:
             log.info("sems %s: connected to %s:%d", self.instance, self.host, self.port)
+            # messages are handled in paho's callback as the socket is read, not through
+            # aiomqtt's queue and an async iterator: half a thousand telemetry messages a
+            # second cost a queue entry and a task switch each, and a lease renewal waited
+            # behind the whole backlog when the machine was loaded (a standby once learned
+            # of the active's lease 33 s late)
+            client._client.on_message = self._paho_message
             await client.subscribe([("v2g/+/telemetry", 0), (self.t_lease, 1),
                                     (self.t_plan, 1), (self.t_demand, 1)])
-            recv = asyncio.create_task(self._receiver(client))
             try:
                 period = self.site["period_s"]
                 nxt = time.monotonic()
@@ -393,8 +414,6 @@ class Sems:
                     # a late tick is not followed by catch-up ticks back to back
                     nxt = max(nxt + period, time.monotonic())
                     await self.tick(client)
-                    if recv.done():
-                        recv.result()
                     self.wake.clear()
                     try:
                         async with asyncio.timeout(max(0.0, nxt - time.monotonic())):
@@ -402,16 +421,19 @@ class Sems:
                     except TimeoutError:
                         pass
             finally:
-                recv.cancel()
                 if self.role == "active":
                     # a clean stop: release so a standby takes over at once
                     await client.publish(self.t_lease, json.dumps(
                         {"holder": self.instance, "epoch": self.epoch, "released": True}),
                         qos=1, retain=True)
 
-    async def _receiver(self, client):
-        async for m in client.messages:
-            self.on_message(str(m.topic), bytes(m.payload))
+    def _paho_message(self, _client, _userdata, m):
+        """paho's ``on_message`` (the event loop's thread: aiomqtt reads the socket there).
+        Never raises into paho: a handler bug is logged and the message dropped."""
+        try:
+            self.on_message(m.topic, m.payload)
+        except Exception:  # noqa: BLE001 - the reader must go on
+            log.exception("sems: message on %s dropped", m.topic)
 
     async def run(self):
         while not self.stop.is_set():
@@ -497,6 +519,10 @@ def status(args):
                       s["mode"], s["limit_w"], s["planned_w"], s["measured_w"],
                       s["reserve_w"], s["headroom_w"], len(s["stale"]),
                       s["dropped_telemetry"]))
+            lag = s.get("telemetry_lag_s")
+            if lag:
+                print("  telemetry lag p50 %.2f s  max %.2f s  (%d messages)" % (
+                    lag["p50"], lag["max"], lag["n"]))
             if s["role"] == "active":
                 for sid, sh in sorted(s["shares"].items())[:50]:
                     print("    %-12s %8.0f W (target %8.0f W)" % (sid, sh["p_w"],

@@ -53,6 +53,7 @@ class Utility:
             self.connected.set()
 
         self.c.on_connect = on_connect
+        self.c.on_disconnect = lambda c, u, f, rc, p: self.connected.clear()
         self.c.connect("127.0.0.1", port, 10)
         self.c.loop_start()
         # the first demand is published right after the start: a publish before the
@@ -75,8 +76,20 @@ class Utility:
     def demand(self, d):
         self.n = getattr(self, "n", 0) + 1
         body = dict(d, id="d-%d" % self.n)
-        self.c.publish("v2g/_sems/%s/demand" % self.site, json.dumps(body), qos=1,
-                       retain=True).wait_for_publish(5)
+        # the client reconnects by itself (loop_start) after a lost connection (the
+        # broker once dropped it during the stations' TLS storm); the step waits for that
+        end = time.monotonic() + 30.0
+        while True:
+            try:
+                if self.connected.wait(max(0.0, end - time.monotonic())):
+                    self.c.publish("v2g/_sems/%s/demand" % self.site, json.dumps(body),
+                                   qos=1, retain=True).wait_for_publish(5)
+                    return
+            except RuntimeError:   # the connection went between the wait and the PUBACK
+                if time.monotonic() < end:
+                    continue
+            raise RuntimeError("sems-bench: the utility could not publish demand %s in "
+                               "30 s (not connected)" % body)
 
     def close(self):
         self.c.loop_stop()

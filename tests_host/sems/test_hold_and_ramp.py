@@ -277,17 +277,26 @@ class _Info:
         return True
 
 
+class _Paho:
+    """paho's client under aiomqtt: ``publish`` queues and returns an info at once."""
+
+    def __init__(self, sent):
+        self.sent = sent
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.sent.append((topic, payload))
+        return _Info()
+
+
 class _Client:
     """What ``Sems`` uses of an aiomqtt client: ``publish`` and the paho client under it."""
 
     def __init__(self):
         self.sent = []      # (topic, payload) in the order they were queued
-        self._client = self
+        self._client = _Paho(self.sent)
 
     def publish(self, topic, payload, qos=0, retain=False):
         self.sent.append((topic, payload))
-        if "cmd/setpoint" in topic:   # publish_burst: paho's publish, an info back
-            return _Info()
         return _async_none()          # aiomqtt's publish: awaited
 
 
@@ -382,3 +391,32 @@ def test_paho_callback_takes_telemetry_reports_lag_and_never_raises(tmp_path, mo
         head, row = f.read().splitlines()
     assert head.endswith("lag_p50_s,lag_max_s") and row.endswith("0.3,0.3")
     assert sems_mod.json.load(open(tmp_path / "sems-a.json"))["telemetry_lag_s"]["n"] == 1
+
+
+@pytest.mark.parametrize("bad", [0, 17, 2.5, "4", True])
+def test_site_dispatch_connections_refused(bad):
+    with pytest.raises(SiteError) as e:
+        _site(dispatch_connections=bad)
+    assert "dispatch_connections" in str(e.value)
+
+
+def test_burst_splits_over_the_dispatch_connections_one_station_one_connection(tmp_path):
+    site = _site(n=40, dispatch_connections=3)
+    assert _site(n=2)["dispatch_connections"] == 1 and site["dispatch_connections"] == 3
+    s = _sems(tmp_path, site)
+    s.pool = [_Client(), _Client(), _Client()]
+    msgs = [("v2g/%s/cmd/setpoint" % sid, "%s-%d" % (sid, k))
+            for k in range(3) for sid in site["stations"]]
+    infos = s.burst(None, msgs)
+    assert len(infos) == len(msgs)
+    got = [m for c in s.pool for m in c.sent]
+    assert sorted(got) == sorted(msgs)                      # each once
+    where = {}
+    for i, c in enumerate(s.pool):
+        assert len(c.sent) >= 40 * 3 // 10                  # every connection takes a share
+        for topic, body in c.sent:
+            assert where.setdefault(topic, i) == i          # a station on one connection
+    for c in s.pool:                                        # in order per station
+        for sid in site["stations"]:
+            mine = [b for t, b in c.sent if t == "v2g/%s/cmd/setpoint" % sid]
+            assert mine == sorted(mine)

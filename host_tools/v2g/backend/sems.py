@@ -30,6 +30,7 @@ Context: host (back end).
 """
 
 import asyncio
+import contextlib
 import csv
 import glob
 import json
@@ -38,6 +39,7 @@ import os
 import signal
 import ssl
 import time
+import zlib
 
 import aiomqtt
 
@@ -130,6 +132,7 @@ class Sems:
         self.warm = False         # the station table has filled (see make)
         self.dec_burst = (0.0, 0)  # (seconds to the last PUBACK, setpoints)
         self._pub_tasks = set()
+        self.pool = []            # the dispatch connections (session)
         self.last_status = -1e9   # monotonic time of the last status write
         self.last_plan_pub = -1e9  # ... of the last retained plan
         self.plan_dirty = True    # setpoints changed since then
@@ -211,12 +214,12 @@ class Sems:
             return now - self.released_at > self.priority
         return now - (self.lease_seen or self.started) > wait
 
-    async def publish_lease(self, client):
+    def publish_lease(self, client):
         # QoS 0 (retained): a renewal must never wait for PUBACKs behind a burst of QoS 1
         # setpoints (under load that once delayed it past lease_s and the standby took
         # over); a lost renewal costs nothing, the next one follows a period later, and a
-        # lost connection is reported by the will
-        await client.publish(self.t_lease, json.dumps(
+        # lost connection is reported by the will. Queued on the paho client, not awaited
+        client._client.publish(self.t_lease, json.dumps(
             {"holder": self.instance, "epoch": self.epoch, "lease_s": self.site["lease_s"],
              "t": round(time.time(), 3)}), qos=0, retain=True)
 
@@ -261,6 +264,23 @@ class Sems:
                        and s.age_s <= self.site["stale_s"])
         return plan, measured
 
+    def burst(self, client, msgs):
+        """``publish_burst`` over the dispatch connections: each station always on the same
+        one (its setpoints stay in order), the burst split between them. The broker reads
+        one packet per connection and turn of its loop, so a thousand setpoints on one
+        connection waited behind the stations' own traffic (docs/sems.md)."""
+        pool = self.pool or [client]
+        if len(pool) == 1:
+            return publish_burst(pool[0], msgs)
+        parts = [[] for _ in pool]
+        for m in msgs:
+            parts[zlib.crc32(m[0].encode()) % len(pool)].append(m)
+        infos = []
+        for c, part in zip(pool, parts, strict=True):
+            if part:
+                infos += publish_burst(c, part)
+        return infos
+
     async def dispatch(self, client, plan, ts):
         """Publish the changed setpoints: decreases (the safe direction) at once, increases
         in slices spread over ``stagger_s`` so the stations do not ramp in one instant."""
@@ -284,14 +304,14 @@ class Sems:
             dec.sort(key=lambda x: -x[0])
             dec = [m for _, m in dec]
             t0 = time.monotonic()
-            dec_infos = publish_burst(client, dec)
+            dec_infos = self.burst(client, dec)
             self.sent += len(dec)
         if inc:
             slices = max(1, min(8, len(inc) // 10))
             per = -(-len(inc) // slices)
             for k in range(slices):
                 part = inc[k * per:(k + 1) * per]
-                publish_burst(client, part)
+                self.burst(client, part)
                 self.sent += len(part)
                 if k + 1 < slices:
                     await asyncio.sleep(self.stagger_s / slices)
@@ -352,17 +372,19 @@ class Sems:
             return
         plan, measured = self.make(now)
         if active:
-            await self.publish_lease(client)
-            if now - self.last_hb >= self.site["heartbeat_s"] - 0.05:
-                self.last_hb = now
-                await client.publish(self.t_hb, json.dumps(
-                    {"holder": self.instance, "epoch": self.epoch,
-                     "t": round(time.time(), 3)}), qos=0)
             ts = round(time.time(), 4)
             self._spawn(self.dispatch(client, plan, ts))
             # let the decreases leave before anything else this tick (the dispatch's first
             # step queues them all on the connection)
             await asyncio.sleep(0)
+            # renewal and heartbeat queued, not awaited (QoS 0: nothing to wait for but the
+            # write; awaiting it once held a plan 0.5 s on a loaded machine)
+            self.publish_lease(client)
+            if now - self.last_hb >= self.site["heartbeat_s"] - 0.05:
+                self.last_hb = now
+                client._client.publish(self.t_hb, json.dumps(
+                    {"holder": self.instance, "epoch": self.epoch,
+                     "t": round(time.time(), 3)}), qos=0)
             if plan.changed:
                 self.plan_dirty = True
             if self.plan_dirty and now - self.last_plan_pub >= PLAN_PUB_S:
@@ -386,33 +408,55 @@ class Sems:
         self._pub_tasks.add(task)
         task.add_done_callback(self._pub_tasks.discard)
 
+    def _client(self, identifier, **kw):
+        return aiomqtt.Client(self.host, self.port, identifier=identifier,
+                              tls_context=tls_context(*self.tls), keepalive=5,
+                              clean_session=True, timeout=10,
+                              # 0: no client-side window; with one, paho rescans every
+                              # queued message on each PUBACK (a thousand-setpoint burst:
+                              # a million steps)
+                              max_inflight_messages=0, **kw)
+
     async def session(self):
         will = aiomqtt.Will(self.t_lease, json.dumps(
             {"holder": self.instance, "epoch": self.epoch, "released": True}), qos=1,
             retain=True)
-        async with aiomqtt.Client(self.host, self.port, identifier="sems-" + self.instance,
-                                  tls_context=tls_context(*self.tls), keepalive=5,
-                                  clean_session=True, timeout=10, will=will,
-                                  # 0: no client-side window; with one, paho
-                                  # rescans every queued message on each PUBACK (a
-                                  # thousand-setpoint burst: a million steps)
-                                  max_inflight_messages=0,
-                                  max_queued_incoming_messages=0) as client:
-            log.info("sems %s: connected to %s:%d", self.instance, self.host, self.port)
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(self._client(
+                "sems-" + self.instance, will=will, max_queued_incoming_messages=0))
+            # further connections that only publish setpoints (site key
+            # dispatch_connections; the first one is this one)
+            self.pool = [client]
+            for k in range(1, self.site["dispatch_connections"]):
+                self.pool.append(await stack.enter_async_context(
+                    self._client("sems-%s-d%d" % (self.instance, k))))
+            log.info("sems %s: connected to %s:%d (%d dispatch connections)", self.instance,
+                     self.host, self.port, len(self.pool))
             # messages are handled in paho's callback as the socket is read, not through
             # aiomqtt's queue and an async iterator: half a thousand telemetry messages a
             # second cost a queue entry and a task switch each, and a lease renewal waited
             # behind the whole backlog when the machine was loaded (a standby once learned
             # of the active's lease 33 s late)
-            client._client.on_message = self._paho_message
-            await client.subscribe([("v2g/+/telemetry", 0), (self.t_lease, 1),
-                                    (self.t_plan, 1), (self.t_demand, 1)])
+            control = [(self.t_lease, 1), (self.t_plan, 1), (self.t_demand, 1)]
+            tel = [("v2g/+/telemetry", 0)]
+            for c in self.pool:
+                c._client.on_message = self._paho_message
+            if len(self.pool) > 1:
+                # the stations' telemetry on a connection of its own: a demand step or a
+                # lease renewal is read at once, not behind a second of telemetry
+                await self.pool[-1].subscribe(tel)
+                await client.subscribe(control)
+            else:
+                await client.subscribe(tel + control)
             try:
                 period = self.site["period_s"]
                 nxt = time.monotonic()
                 while not self.stop.is_set():
                     # a late tick is not followed by catch-up ticks back to back
                     nxt = max(nxt + period, time.monotonic())
+                    if not all(c._client.is_connected() for c in self.pool):
+                        # a dispatch connection went: a new session, not setpoints lost
+                        raise aiomqtt.MqttError("a dispatch connection was lost")
                     await self.tick(client)
                     self.wake.clear()
                     try:
@@ -421,6 +465,7 @@ class Sems:
                     except TimeoutError:
                         pass
             finally:
+                self.pool = []
                 if self.role == "active":
                     # a clean stop: release so a standby takes over at once
                     await client.publish(self.t_lease, json.dumps(

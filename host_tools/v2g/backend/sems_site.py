@@ -56,13 +56,15 @@ SITE_KEYS = {
     "site": str, "limits": dict, "period_s": float, "stale_s": float, "site_ramp_w_s": float,
     "ramp_margin": float, "deadband_w": float, "lease_s": float, "hold_s": float, "fallback_lead_s": float,
     "safe_export_w": float, "safe_import_w": float, "telemetry_s": float, "heartbeat_s": float,
-    "station_defaults": dict, "stations": list,
+    "dispatch_connections": int, "station_defaults": dict, "stations": list,
     "generate": dict, "duration_s": float, "events": list,
 }
 DEFAULTS = {"period_s": 1.0, "stale_s": 3.0, "site_ramp_w_s": 1e12, "ramp_margin": 0.0,
             "deadband_w": 50.0,
             "lease_s": 3.0, "hold_s": 5.0, "fallback_lead_s": 0.0, "safe_export_w": 0.0,
-            "safe_import_w": 0.0, "telemetry_s": 1.0, "heartbeat_s": 1.0, "duration_s": 60.0}
+            "safe_import_w": 0.0, "telemetry_s": 1.0, "heartbeat_s": 1.0, "duration_s": 60.0,
+            "dispatch_connections": 1}
+DISPATCH_CONNECTIONS_MAX = 16
 LIMIT_KEYS = ("transformer_w", "grid_export_w", "grid_import_w")
 STATION_KEYS = ("max_export_w", "max_import_w", "ramp_w_s", "tau_s")
 STATION_DEFAULTS = {"max_export_w": 11000.0, "max_import_w": 11000.0, "ramp_w_s": 5000.0,
@@ -134,6 +136,11 @@ def parse_site(data, path="<site>"):
     for k in ("period_s", "stale_s", "lease_s", "telemetry_s", "heartbeat_s"):
         if site[k] <= 0:
             raise SiteError("%s: %s %r: must be > 0" % (path, k, site[k]))
+    n = site["dispatch_connections"]
+    if n != int(n) or not 1 <= n <= DISPATCH_CONNECTIONS_MAX:
+        raise SiteError("%s: dispatch_connections %r: an integer 1..%d" % (
+            path, data.get("dispatch_connections"), DISPATCH_CONNECTIONS_MAX))
+    site["dispatch_connections"] = int(n)
     if site["ramp_margin"] >= 1.0:
         raise SiteError("%s: ramp_margin %r: 0 <= margin < 1 (a fraction of site_ramp_w_s)"
                         % (path, site["ramp_margin"]))

@@ -16,6 +16,7 @@ Site file (YAML or JSON; every key checked, errors name the file, the key and th
     safe_import_w: 0       #     and this import limit
     telemetry_s: 1.0       # the emulator's telemetry period
     heartbeat_s: 1.0       # SEMS heartbeat period (keep well below hold_s)
+    dispatch_connections: 1  # SEMS connections the setpoints are split over (1..16)
     station_defaults: {max_export_w: 11000, max_import_w: 11000, ramp_w_s: 5000, tau_s: 0.3}
     stations:
       - {id: ST-0001, ev: {soc_pm: 800, soc_min_pm: 200, capacity_wh: 60000,

@@ -270,8 +270,6 @@ class Sems:
         a thousand setpoints took 1.7 s to leave a loaded site: the socket stayed full while
         the broker served a thousand stations' connections in turn (docs/sems.md)."""
         pool = self.pool or [client]
-        if len(pool) == 1:
-            return publish_burst(pool[0], msgs)
         parts = [[] for _ in pool]
         for m in msgs:
             parts[zlib.crc32(m[0].encode()) % len(pool)].append(m)

@@ -137,11 +137,10 @@ def parse_site(data, path="<site>"):
     for k in ("period_s", "stale_s", "lease_s", "telemetry_s", "heartbeat_s"):
         if site[k] <= 0:
             raise SiteError("%s: %s %r: must be > 0" % (path, k, site[k]))
-    n = site["dispatch_connections"]
-    if n != int(n) or not 1 <= n <= DISPATCH_CONNECTIONS_MAX:
+    n = site["dispatch_connections"] = int(site["dispatch_connections"])  # an int (SITE_KEYS)
+    if not 1 <= n <= DISPATCH_CONNECTIONS_MAX:
         raise SiteError("%s: dispatch_connections %r: an integer 1..%d" % (
-            path, data.get("dispatch_connections"), DISPATCH_CONNECTIONS_MAX))
-    site["dispatch_connections"] = int(n)
+            path, n, DISPATCH_CONNECTIONS_MAX))
     if site["ramp_margin"] >= 1.0:
         raise SiteError("%s: ramp_margin %r: 0 <= margin < 1 (a fraction of site_ramp_w_s)"
                         % (path, site["ramp_margin"]))

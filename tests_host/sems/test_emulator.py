@@ -1,9 +1,14 @@
 """The station emulator on a real broker (TLS 1.3, client certificates, ACL): three
 stations connect and say so in the ready file, publish telemetry, apply a setpoint once per
-id, and connect again after the broker restarts. About 15 s."""
+id, and connect again after the broker restarts; a station whose SUBACK never comes
+connects again. About 20 s."""
 
+import asyncio
 import json
+import logging
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -14,6 +19,8 @@ import pytest
 from v2g.backend.broker import mosquitto_exe
 from v2g.backend.sems import tls_context
 from v2g.backend.sems_bench import SiteRun, _env
+from v2g.backend.sems_emulator import Emulator
+from v2g.backend.sems_site import load_site
 from v2g.common import paths
 
 pytestmark = pytest.mark.skipif(mosquitto_exe() is None,
@@ -89,3 +96,58 @@ def test_emulated_stations_connect_apply_once_and_reconnect(tmp_path):
     assert [a[1] for a in r["applied"]] == ["sp-1", "sp-2"] and r["duplicates"] == 1
     log = (tmp_path / "emu.log").read_text()   # refused connects while the broker was down
     assert r["dropped"] == 0 and "Traceback" not in log and "Exception" not in log, log
+
+
+def _silent_broker(ca, cert, key):
+    """A TLS 1.3 listener that answers CONNECT with CONNACK and then never says another
+    word (a SUBSCRIBE lost in a broker). Returns (port, connections accepted: a list)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_cert_chain(cert, key)
+    srv = socket.create_server(("127.0.0.1", 0))
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                raw, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                tls = ctx.wrap_socket(raw, server_side=True)
+                tls.recv(1024)                    # CONNECT
+                tls.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+                conns.append(tls)                 # and nothing more
+            except OSError:
+                raw.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, conns
+
+
+def test_station_without_suback_reconnects(tmp_path, caplog):
+    run = SiteRun(tmp_path, SITE, emulators=1, log=lambda *a: None)
+    run.setup()
+    run.broker.stop()   # the PKI only: the broker here is one that never sends SUBACK
+    srv, conns = _silent_broker(run.ca.cert_path, *run.broker_cert)
+    emu = Emulator(load_site(SITE), ["ST-0001"], "127.0.0.1", srv.getsockname()[1],
+                   run.ca.cert_path, run.cert_dir, time.time(), connect_s=0.0,
+                   handshake_s=1.5)
+
+    async def go():
+        task = asyncio.create_task(emu.run())
+        end = time.monotonic() + 20
+        while len(conns) < 2 and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        emu.stop.set()
+        await task
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="v2g.sems.emulator"):
+            asyncio.run(go())
+    finally:
+        srv.close()
+    assert len(conns) >= 2, "the station did not connect again"
+    assert "ST-0001: mqtt: no SUBACK" in caplog.text and "reconnecting" in caplog.text
+    assert emu.n_connected == 0   # never counted as ready

@@ -32,6 +32,7 @@ import math
 import os
 import random
 import signal
+import socket
 import time
 from types import SimpleNamespace
 
@@ -44,6 +45,15 @@ from v2g.gateway.sems_hold import HoldPolicy
 
 log = logging.getLogger("v2g.sems.emulator")
 DT = 0.1
+
+
+def _soon(loop, fn, *args):
+    """``fn(*args)`` on ``loop`` from any thread; nothing once the loop is closed (a paho
+    client closing its socket when it is collected, after the run)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass
 
 
 class Sta:
@@ -66,6 +76,7 @@ class Sta:
         self.client = None  # its paho client (Emulator.station)
         self.lost = asyncio.Event()
         self.tel_due = None  # monotonic time its next telemetry is due
+        self.opened = None   # monotonic time its socket opened, until it has subscribed
 
     def target(self, now):
         p, self.mode = self.policy.effective(self.sp, self.hb, now)
@@ -99,9 +110,12 @@ class Sta:
 
 class Emulator:
     def __init__(self, site, ids, host, port, ca, certs, t0, connect_s=2.0, t0_file=None,
-                 ready_file=None):
+                 ready_file=None, handshake_s=30.0):
         self.site, self.host, self.port, self.ca, self.certs = site, host, port, ca, certs
         self.connect_s = connect_s
+        # a broker busy with a thousand TLS handshakes answered SUBSCRIBEs 10-12 s late
+        # (docs/sems.md): well above that, or the retries feed the storm
+        self.handshake_s = handshake_s
         self.t0, self.t0_file, self.ready_file = t0, t0_file, ready_file
         self.n_connected = 0   # stations connected at least once (for the ready file)
         self.policy = HoldPolicy(site["hold_s"], site["safe_export_w"], site["safe_import_w"],
@@ -139,10 +153,8 @@ class Emulator:
         c.on_disconnect = lambda c, u, f, rc, p: self._lost(s, loop)
         # socket callbacks may come from the executor thread that runs connect(); by file
         # descriptor: the socket is closed by the time the loop runs the callback
-        c.on_socket_open = lambda c, u, sock: loop.call_soon_threadsafe(
-            loop.add_reader, sock.fileno(), self._read, s)
-        c.on_socket_close = lambda c, u, sock: loop.call_soon_threadsafe(
-            self._closed, sock.fileno())
+        c.on_socket_open = lambda c, u, sock: _soon(loop, self._opened, s, sock.fileno())
+        c.on_socket_close = lambda c, u, sock: _soon(loop, self._closed, sock.fileno())
         while not self.stop.is_set():
             s.lost.clear()
             try:
@@ -157,9 +169,14 @@ class Emulator:
                 await asyncio.sleep(backoff * rng.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, 2.0)
 
+    def _opened(self, s, fd):
+        s.opened = time.monotonic()
+        asyncio.get_running_loop().add_reader(fd, self._read, s)
+
     def _lost(self, s, loop):
         s.connected = False
-        loop.call_soon_threadsafe(s.lost.set)
+        s.opened = None
+        _soon(loop, s.lost.set)
 
     def _connected(self, s, rc):
         if rc.is_failure:
@@ -170,6 +187,7 @@ class Emulator:
 
     def _subscribed(self, s):
         s.connected = True
+        s.opened = None
         if not s.ever:
             s.ever = True
             # the first telemetry somewhere in the first period (as the daemons' boots are)
@@ -211,13 +229,33 @@ class Emulator:
             asyncio.get_running_loop().remove_writer(sock.fileno())
 
     async def misc(self):
-        """Keepalive and timeouts of every connection, once a second."""
+        """Keepalive and timeouts of every connection, once a second; a connection still
+        without its SUBACK ``handshake_s`` after the TLS handshake is dropped (``_stalled``)."""
         while not self.stop.is_set():
             await asyncio.sleep(1.0)
+            now = time.monotonic()
             for s in self.st.values():
                 if s.connected:
                     s.client.loop_misc()
                     self._flush(s)
+                elif s.opened is not None and now - s.opened > self.handshake_s:
+                    self._stalled(s, now)
+
+    def _stalled(self, s, now):
+        """Drop a connection that has not subscribed ``handshake_s`` after its TLS handshake:
+        paho's keepalive does not cover a lost SUBACK (it pings once CONNACK is in), and a
+        station waiting for one is never ready. ``station`` connects again."""
+        c = s.client
+        log.warning("%s: mqtt: no %s %.0f s after the TLS handshake: reconnecting", s.id,
+                    "SUBACK" if c.is_connected() else "CONNACK", now - s.opened)
+        s.opened = None
+        sock = c.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._read(s)   # reads the end of the stream: paho's on_disconnect, _lost
 
     def send_telemetry(self, now):
         """Publish (QoS 0) the telemetry of every connected station that is due."""

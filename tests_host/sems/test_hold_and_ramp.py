@@ -420,3 +420,34 @@ def test_burst_splits_over_the_dispatch_connections_one_station_one_connection(t
         for sid in site["stations"]:
             mine = [b for t, b in c.sent if t == "v2g/%s/cmd/setpoint" % sid]
             assert mine == sorted(mine)
+
+
+def test_acked_tells_written_from_acknowledged():
+    """``acked`` times a burst in two parts: written by this process, acknowledged by the
+    broker (the status's largest decrease burst)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from v2g.backend.sems import acked
+
+    import time
+    t0 = time.monotonic()
+
+    class Info:   # acknowledged ``at`` seconds after the start
+        def __init__(self, at):
+            self.at = at
+
+        def is_published(self):
+            return time.monotonic() - t0 >= self.at
+
+    class Paho:   # everything written after 0.05 s
+        def want_write(self):
+            return time.monotonic() - t0 < 0.05
+
+    client = SimpleNamespace(_client=Paho())
+    ok, written, first = asyncio.run(acked([Info(0.5), Info(0.8)], 5.0, poll_s=0.01,
+                                           clients=[client]))
+    assert ok and 0.05 <= written < 0.5 <= first < 0.8
+    ok, written, first = asyncio.run(acked([Info(100.0)], 0.1, poll_s=0.01,
+                                           clients=[client]))
+    assert not ok and written is not None and first is None

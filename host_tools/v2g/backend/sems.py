@@ -81,15 +81,26 @@ def publish_burst(client, msgs, qos=1):
     return infos
 
 
-async def acked(infos, timeout_s, poll_s=0.01):
-    """Wait until every info of ``publish_burst`` is acknowledged or ``timeout_s`` passes;
-    returns whether all were."""
-    end = time.monotonic() + timeout_s
-    while not all(i.is_published() for i in infos):
-        if time.monotonic() > end:
-            return False
+async def acked(infos, timeout_s, poll_s=0.01, clients=()):
+    """Wait until every info of ``publish_burst`` is acknowledged or ``timeout_s`` passes.
+    Returns (all acknowledged, seconds until ``clients`` (aiomqtt) had written everything
+    queued, seconds until the first acknowledgement); a time is None if it did not happen.
+    The two times tell a burst held in this process (writes late) from one held in the
+    broker (written at once, acknowledged late)."""
+    t0 = time.monotonic()
+    end = t0 + timeout_s
+    written = first = None
+    while True:
+        now = time.monotonic()
+        if written is None and not any(c._client.want_write() for c in clients):
+            written = now - t0
+        if first is None and any(i.is_published() for i in infos):
+            first = now - t0
+        if all(i.is_published() for i in infos):
+            return True, written, first
+        if now > end:
+            return False, written, first
         await asyncio.sleep(poll_s)
-    return True
 
 
 def _b36(n):
@@ -130,7 +141,9 @@ class Sems:
         self.last_hb = -1e9
         self.last_plan_t = None   # monotonic time of the last plan
         self.warm = False         # the station table has filled (see make)
-        self.dec_burst = (0.0, 0)  # (seconds to the last PUBACK, setpoints)
+        # the largest decrease burst so far: (seconds to the last PUBACK, setpoints,
+        # seconds until written, seconds to the first PUBACK)
+        self.dec_burst = (0.0, 0, None, None)
         self._pub_tasks = set()
         self.pool = []            # the dispatch connections (session)
         self.last_status = -1e9   # monotonic time of the last status write
@@ -313,9 +326,15 @@ class Sems:
                 self.sent += len(part)
                 if k + 1 < slices:
                     await asyncio.sleep(self.stagger_s / slices)
-        if dec_infos and await acked(dec_infos, self.site["period_s"] * 4):
-            # the burst's cost up to the last PUBACK (status: the largest so far)
-            self.dec_burst = max(self.dec_burst, (round(time.monotonic() - t0, 3), len(dec)))
+        if dec_infos:
+            ok, written, first = await acked(dec_infos, self.site["period_s"] * 4,
+                                             clients=self.pool)
+            if ok:
+                # the burst's cost up to the last PUBACK (status: the largest so far)
+                burst = (round(time.monotonic() - t0, 3), len(dec),
+                         written and round(written, 3), first and round(first, 3))
+                if burst[:2] > self.dec_burst[:2]:
+                    self.dec_burst = burst
 
     def lag_figures(self):
         """Median and largest telemetry lag (receipt minus the station's ``t``, seconds;
@@ -334,7 +353,8 @@ class Sems:
               "drops": {"%s.%s" % k: v for k, v in sorted(self.drops.items())},
               "measured_w": round(measured, 1), "telemetry_lag_s": lag,
               "largest_decrease_burst": {
-                  "s": self.dec_burst[0], "setpoints": self.dec_burst[1]}}
+                  "s": self.dec_burst[0], "setpoints": self.dec_burst[1],
+                  "written_s": self.dec_burst[2], "first_ack_s": self.dec_burst[3]}}
         if plan is not None:
             st.update(mode=plan.mode, limit_w=plan.limit_w,
                       planned_w=sum(plan.setpoints.values()), reserve_w=plan.reserve_w,

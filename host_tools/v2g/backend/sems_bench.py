@@ -30,6 +30,16 @@ from v2g.backend.sems_site import load_site
 from v2g.common import paths
 
 
+def _cpu_s(pid):
+    """CPU seconds (user + system) of process ``pid`` so far; None where /proc has none."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(paths.REPO_ROOT / "host_tools") + os.pathsep + \
@@ -218,6 +228,8 @@ class SiteRun:
     def start_emulators(self):
         if os.path.exists(self.t0_file):   # an earlier run's
             os.remove(self.t0_file)
+        # the broker's CPU for the stations' TLS storm (logged with their start-up time)
+        self.broker_cpu0 = _cpu_s(self.broker.proc.pid)
         for k in range(self.n_emu):
             out = os.path.join(self.dir, "emu-%d.json" % k)
             ready = os.path.join(self.dir, "emu-%d.ready" % k)
@@ -251,8 +263,10 @@ class SiteRun:
                                    "%s" % (late, "exited: %s" % dead if dead else "timeout",
                                            os.path.join(self.dir, "emu-*.log")))
             time.sleep(0.1)
-        self.log("sems-bench: %d emulated stations connected in %.1f s" % (
-            len(self.site["stations"]) - len(self.board_ids), time.monotonic() - t))
+        cpu0, cpu1 = self.broker_cpu0, _cpu_s(self.broker.proc.pid)
+        self.log("sems-bench: %d emulated stations connected in %.1f s%s" % (
+            len(self.site["stations"]) - len(self.board_ids), time.monotonic() - t,
+            " (broker CPU %.1f s)" % (cpu1 - cpu0) if None not in (cpu0, cpu1) else ""))
 
     def run_events(self):
         """Demand steps and SEMS kills at their times (relative to t0)."""

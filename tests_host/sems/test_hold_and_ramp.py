@@ -278,14 +278,22 @@ class _Info:
 
 
 class _Paho:
-    """paho's client under aiomqtt: ``publish`` queues and returns an info at once."""
+    """paho's client under aiomqtt: ``publish`` queues and returns an info at once;
+    ``loop_write`` writes everything queued."""
 
     def __init__(self, sent):
         self.sent = sent
+        self.written = 0
 
     def publish(self, topic, payload, qos=0, retain=False):
         self.sent.append((topic, payload))
         return _Info()
+
+    def loop_write(self):
+        self.written = len(self.sent)
+
+    def want_write(self):
+        return self.written < len(self.sent)
 
 
 class _Client:
@@ -409,6 +417,8 @@ def test_burst_splits_over_the_dispatch_connections_one_station_one_connection(t
             for k in range(3) for sid in site["stations"]]
     infos = s.burst(None, msgs)
     assert len(infos) == len(msgs)
+    # written to every connection in the burst itself, not left to the event loop
+    assert not any(c._client.want_write() for c in s.pool)
     got = [m for c in s.pool for m in c.sent]
     assert sorted(got) == sorted(msgs)                      # each once
     where = {}

@@ -3,10 +3,14 @@ daemon's ``HoldGate`` (what reaches the link, with an injected clock), the daemo
 ``sems`` section (bad values refused naming the key), and the SEMS's ramp budget counted
 over the time since the last plan (a demand step plans at once)."""
 
+import asyncio
+import time
+from types import SimpleNamespace
+
 import pytest
 import yaml
 from v2g.backend import testbed
-from v2g.backend.sems import Sems
+from v2g.backend.sems import Sems, acked
 from v2g.backend.sems_plan import make_plan
 from v2g.backend.sems_site import SiteError, parse_site
 
@@ -313,7 +317,6 @@ async def _async_none():
 
 
 def test_decreases_leave_largest_first(tmp_path):
-    import asyncio
     import json
     s = _sems(tmp_path, _site(n=30))
     for k, sid in enumerate(s.sp):          # exporting 1..30 kW; the limit falls to 20 kW
@@ -329,7 +332,6 @@ def test_decreases_leave_largest_first(tmp_path):
 
 
 def test_standby_plans_and_writes_status_once_a_second(tmp_path, monkeypatch):
-    import asyncio
     from v2g.backend import sems as sems_mod
     s = _sems(tmp_path, _site(n=10))
     calls = []
@@ -347,7 +349,6 @@ def test_standby_plans_and_writes_status_once_a_second(tmp_path, monkeypatch):
 
 
 def test_active_publishes_the_retained_plan_at_most_once_a_second(tmp_path, monkeypatch):
-    import asyncio
     from v2g.backend import sems as sems_mod
     s = _sems(tmp_path, _site(n=10))
     s.role, s.holder, s.epoch = "active", "a", 1
@@ -435,12 +436,6 @@ def test_burst_splits_over_the_dispatch_connections_one_station_one_connection(t
 def test_acked_tells_written_from_acknowledged():
     """``acked`` times a burst in two parts: written by this process, acknowledged by the
     broker (the status's largest decrease burst)."""
-    import asyncio
-    from types import SimpleNamespace
-
-    from v2g.backend.sems import acked
-
-    import time
     t0 = time.monotonic()
 
     class Info:   # acknowledged ``at`` seconds after the start

@@ -90,8 +90,8 @@ async def acked(infos, timeout_s, poll_s=0.01, clients=()):
     """Wait until every info of ``publish_burst`` is acknowledged or ``timeout_s`` passes.
     Returns (all acknowledged, seconds until ``clients`` (aiomqtt) had written everything
     queued, seconds until the first acknowledgement); a time is None if it did not happen.
-    The two times tell a burst held in this process (writes late) from one held in the
-    broker (written at once, acknowledged late)."""
+    The two times tell a burst held in this process's writes from one written at once and
+    acknowledged late (the broker, or this process reading the acknowledgements)."""
     t0 = time.monotonic()
     end = t0 + timeout_s
     written = first = None

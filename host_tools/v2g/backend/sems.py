@@ -336,10 +336,11 @@ class Sems:
                                              clients=self.pool)
             if ok:
                 # the burst's cost up to the last PUBACK (status: the largest so far)
-                burst = (round(time.monotonic() - t0, 3), len(dec),
-                         written and round(written, 3), first and round(first, 3))
-                if burst[:2] > self.dec_burst[:2]:
-                    self.dec_burst = burst
+                cost = (round(time.monotonic() - t0, 3), len(dec),
+                        None if written is None else round(written, 3),
+                        None if first is None else round(first, 3))
+                if cost[:2] > self.dec_burst[:2]:
+                    self.dec_burst = cost
 
     def lag_figures(self):
         """Median and largest telemetry lag (receipt minus the station's ``t``, seconds;

@@ -8,6 +8,7 @@ against the plant. The helpers (``start_board``, ``v2g``, ``mpremote``...) live 
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -184,3 +185,50 @@ def test_sigterm_stops_cleanly_and_removes_temp_flash(micropython_exe):
         rc = stop_board(proc)
     assert rc == 0
     assert not flash.exists()
+
+
+def _children(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def test_sigkill_of_the_tool_takes_the_board_down(micropython_exe):
+    """``v2g sim board`` killed with SIGKILL (a test pulling the plug): the board process,
+    in a session of its own, must not run on with nobody holding its console, even when it
+    is not reading that console (here: stopped, as a board whose loop has stopped)."""
+    from v2g.sim.simboard import _dies_with_parent
+    if not _dies_with_parent():
+        pytest.skip("no setpriv with --pdeathsig (util-linux 2.33+) on this machine")
+    proc, port, _flash = start_board()
+    kids = []
+    try:
+        assert board_eval(port, "_app.running") is True
+        kids = _children(proc.pid)
+        assert len(kids) == 1, kids
+        os.kill(kids[0], signal.SIGSTOP)  # it cannot notice its console closing
+        proc.kill()
+        proc.wait(5)
+        end = time.monotonic() + 5
+        while os.path.exists("/proc/%d" % kids[0]) and time.monotonic() < end:
+            time.sleep(0.05)
+        # gone (or a zombie until init reaps it: no longer running)
+        alive = os.path.exists("/proc/%d" % kids[0])
+        if alive:
+            with open("/proc/%d/stat" % kids[0]) as f:
+                alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        assert not alive, "board process %d still there after its tool died" % kids[0]
+    finally:
+        stop_board(proc)
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGKILL)
+            except OSError:
+                pass

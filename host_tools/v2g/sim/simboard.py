@@ -78,6 +78,28 @@ RESET_WDT = 66
 RESET_HARD = 67
 SIM_DIR = paths.BOARDS_DIR / "sim"
 INTERRUPT_AFTER_S = 0.3
+
+_PDEATHSIG = None  # cached: the command prefix that ties the board to this process
+
+
+def _dies_with_parent():
+    """``setpriv --pdeathsig KILL --`` (util-linux 2.33 and later) when it works here, else
+    ``[]``. The board process runs in a session of its own (a Ctrl-C at the terminal must
+    not reach it), so without it a SIGKILL of ``v2g sim board`` (a test pulling the plug)
+    left the board running with nobody holding its console; with it the kernel kills the
+    board as well, as a real board loses its supply. Checked once per process."""
+    global _PDEATHSIG
+    if _PDEATHSIG is None:
+        exe = shutil.which("setpriv")
+        ok = False
+        if exe:
+            try:
+                ok = subprocess.run([exe, "--pdeathsig", "KILL", "--", "true"],
+                                    capture_output=True, timeout=10).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+        _PDEATHSIG = [exe, "--pdeathsig", "KILL", "--"] if ok else []
+    return _PDEATHSIG
 DROP_AFTER_S = 1.0
 
 # console markers from boards/sim/async_repl.py (\x00 then one of these)
@@ -215,7 +237,8 @@ class SimBoard:
         else:
             then = ("sys.path.insert(0, %r)\nimport async_repl\nasync_repl.standalone(%r)\n"
                     % (str(self._rom), mode == "raw"))
-        cmd = [self.mp, "-c", _BOOT + then]
+        # the kernel kills the board when the thread that started it (serve's) ends
+        cmd = _dies_with_parent() + [self.mp, "-c", _BOOT + then]
         self.busy = False
         return subprocess.Popen(cmd, stdin=self.in_r, stdout=self.out_w, stderr=self.err_w,
                                 cwd=str(self.flash_dir), env=self._env(cause),

@@ -159,6 +159,9 @@ clean:
 # kill -9 of the active SEMS, then all down. Last stdout line: the CONTRACTS JSON.
 SEMS_SITE ?= bench/sems/site-1000.yaml
 SEMS_BOARDS ?= 10
+# the simulated boards and their daemons yield the cores to the site under test (in the
+# field they have CPUs of their own); the figures say whether they kept real time
+SEMS_BOARDS_NICE ?= 10
 sems-bench: venv tools
 	PYTHONPATH=host_tools $(VENV)/bin/python -m v2g.backend.sems_bench --site $(SEMS_SITE) \
-	  --boards $(SEMS_BOARDS) --out out/sems-bench
+	  --boards $(SEMS_BOARDS) --boards-nice $(SEMS_BOARDS_NICE) --out out/sems-bench

@@ -97,3 +97,15 @@ def test_boards_are_stations_like_the_others(figures):
     for sid in res["stations"]:
         assert sid not in status["stale"]
         assert status["shares"][sid]["target_w"] < -100.0, status["shares"][sid]
+
+
+def test_boards_pump_figures_read(figures):
+    """The bench reads each board's real-time pump figures over its console before it stops
+    (with the boards niced in ``make sems-bench``, they show whether the boards kept real
+    time): every board answers, with at least the run's simulated time."""
+    assert figures["boards_pumps_read"] == BOARDS, figures
+    (res,) = figures["_boards"]
+    for sid, pump in res["pumps"].items():
+        assert pump["sim_ms"] >= 30_000, (sid, pump)  # the site file's duration_s: 30
+        assert 0 <= pump["slipped_ms"] <= pump["sim_ms"], (sid, pump)
+    assert figures["boards_slipped_ms_max"] == max(p["slipped_ms"] for p in res["pumps"].values())

@@ -158,7 +158,7 @@ class SiteRun:
 
     def start_sems(self, name, priority):
         cert, key = self.sems_cert
-        with open(os.path.join(self.dir, "sems-%s.log" % name), "ab") as out:
+        with open(os.path.join(self.dir, "sems-%s.log" % name), "wb") as out:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "v2g.cli", "sems", "run", "--site", self.site_path,
                  "--broker", "127.0.0.1:%d" % self.port, "--ca", self.ca.cert_path,
@@ -236,7 +236,7 @@ class SiteRun:
             for f in (out, ready):
                 if os.path.exists(f):
                     os.remove(f)
-            with open(os.path.join(self.dir, "emu-%d.log" % k), "ab") as log:
+            with open(os.path.join(self.dir, "emu-%d.log" % k), "wb") as log:
                 p = subprocess.Popen(
                     [sys.executable, "-m", "v2g.backend.sems_emulator", "--site",
                      self.site_path, "--broker", "127.0.0.1:%d" % self.port, "--ca",
@@ -323,6 +323,7 @@ class SiteRun:
                     p.kill()
                     p.wait(5)
         if self.boards is not None:
+            self.boards.read_pumps()
             self.boards.stop()
             results.append(self.boards.result())
         if self.util is not None:
@@ -403,6 +404,13 @@ class SiteRun:
             fig["boards_setpoints_applied"] = len(b_lat)
             fig["boards_dispatch_p99_s"] = round(
                 b_lat[min(len(b_lat) - 1, int(0.99 * len(b_lat)))], 3)
+        pumps = [p for r in results for p in (r.get("pumps") or {}).values()]
+        if pumps:  # did the simulated boards keep real time (niced, beside the site)?
+            read = [p for p in pumps if p]
+            fig["boards_pumps_read"] = len(read)
+            if read:
+                fig["boards_slipped_ms_max"] = max(p.get("slipped_ms", 0) for p in read)
+                fig["boards_pass_max_ms"] = max(p.get("batch_max_ms", 0) for p in read)
         # failover: kill of the active -> first heartbeat of another holder
         act = [k for k in self.kills if k[1] == "active"]
         if act:
@@ -505,9 +513,10 @@ def main(argv=None):
     ap.add_argument("--boards", type=int, default=10,
                     help="stations that run the firmware on simulated boards behind their "
                          "daemons (the rest are emulated); 0: emulators only")
-    ap.add_argument("--boards-nice", type=int, default=0,
+    ap.add_argument("--boards-nice", type=int, default=10,
                     help="niceness added to the simulated boards and their daemons (the "
-                         "simulated hardware yields the CPU to the site under test)")
+                         "simulated hardware, which in the field has CPUs of its own, "
+                         "yields these cores to the site under test; 0: equal shares)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     run = SiteRun(os.path.abspath(a.out), a.site, emulators=a.emulators, boards=a.boards,
